@@ -1,0 +1,582 @@
+//! One backup run (a job session): walk the sources, read their files as one logical
+//! stream cut into fixed blocks, seal the blocks in parallel, and write header, blocks,
+//! encrypted index and trailer to a temporary file that is renamed when complete.
+
+use globset::{Glob, GlobSet, GlobSetBuilder};
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crate::error::{Error, Result};
+use crate::format::frame::FRAME_PREFIX;
+use crate::format::header::{self, HeaderBody};
+use crate::format::index::{BlockRef, Entry, Index, KIND_DIR, KIND_FILE, KIND_SYMLINK, Totals};
+use crate::format::trailer::Trailer;
+use crate::format::{Compression, SUITE_V1};
+use crate::fsutil::AtomicFile;
+use crate::keys::{SessionId, SessionKey, SubKeys, new_session_id};
+use crate::pipeline::{self, sink_stopped};
+use crate::recipient::{Fingerprint, Recipient};
+use crate::seal::{BlockSealer, seal_index};
+
+/// What to back up and how. Shared by the command line and the job file.
+#[derive(Clone, Debug)]
+pub struct BackupOptions {
+    pub sources: Vec<PathBuf>,
+    pub output: PathBuf,
+    pub job_name: String,
+    pub block_size: u32,
+    pub segment_size: u32,
+    pub compression: Compression,
+    /// Do not cross into other file systems below a source.
+    pub one_file_system: bool,
+    /// Glob patterns matched against archive paths (e.g. `**/.cache`, `*.tmp`).
+    pub exclude: Vec<String>,
+    /// Replace an existing archive at `output`.
+    pub overwrite: bool,
+}
+
+impl BackupOptions {
+    pub fn new(sources: Vec<PathBuf>, output: PathBuf) -> Self {
+        BackupOptions {
+            sources,
+            output,
+            job_name: String::new(),
+            block_size: crate::DEFAULT_BLOCK_SIZE,
+            segment_size: crate::DEFAULT_SEGMENT_SIZE,
+            compression: Compression::Zstd(crate::DEFAULT_ZSTD_LEVEL),
+            one_file_system: true,
+            exclude: Vec::new(),
+            overwrite: false,
+        }
+    }
+}
+
+/// Something skipped or damaged during a run that did not stop it.
+#[derive(Clone, Debug)]
+pub struct Warning {
+    pub path: PathBuf,
+    pub message: String,
+}
+
+/// Told about progress as the run goes (the binary draws bars and prints warnings).
+pub trait Observer: Sync {
+    fn warning(&self, _warning: &Warning) {}
+    fn file_done(&self, _path: &Path, _bytes: u64) {}
+    fn bytes_written(&self, _bytes: u64) {}
+}
+
+/// An observer that ignores everything.
+pub struct Quiet;
+impl Observer for Quiet {}
+
+/// What a finished backup did.
+#[derive(Clone, Debug)]
+pub struct BackupReport {
+    pub archive: PathBuf,
+    pub session_id: SessionId,
+    pub totals: Totals,
+    /// Bytes of file data read.
+    pub bytes_read: u64,
+    /// Size of the archive file.
+    pub bytes_written: u64,
+    pub blocks: u64,
+    pub warnings: Vec<Warning>,
+    pub recipients: Vec<Fingerprint>,
+    pub duration: Duration,
+}
+
+/// Buffers in flight: enough for every worker to be busy while the reader fills one and
+/// the writer drains one.
+fn slot_count() -> usize {
+    rayon::current_num_threads() * 2 + 2
+}
+
+/// Run one backup session.
+pub fn backup(
+    opts: &BackupOptions,
+    recipients: &[&dyn Recipient],
+    observer: &dyn Observer,
+) -> Result<BackupReport> {
+    let started = Instant::now();
+    validate_options(opts, recipients)?;
+    let sources = plan_sources(&opts.sources)?;
+    let exclude = build_globs(&opts.exclude)?;
+
+    let session_key = SessionKey::generate()?;
+    let session_id = new_session_id()?;
+    let keys = SubKeys::derive(&session_key, &session_id);
+    let stanzas = recipients
+        .iter()
+        .map(|r| r.wrap(&session_key))
+        .collect::<Result<Vec<_>>>()?;
+    drop(session_key);
+    let body = HeaderBody {
+        session_id,
+        created_at: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0),
+        job_name: opts.job_name.clone(),
+        suite: SUITE_V1,
+        block_size: opts.block_size,
+        segment_size: opts.segment_size,
+        compression: opts.compression.code(),
+        recipients: stanzas,
+        signature: None,
+    };
+    let header_bytes = header::encode(&body, &keys);
+
+    let mut out = AtomicFile::create(&opts.output, 0o644, opts.overwrite)?;
+    let out_path = opts.output.clone();
+    out.file()
+        .write_all(&header_bytes)
+        .map_err(|e| Error::io(&out_path, e))?;
+    let own_file = out
+        .file()
+        .metadata()
+        .map(|m| (m.dev(), m.ino()))
+        .map_err(|e| Error::io(out.temp_path(), e))?;
+
+    let sealer = Arc::new(BlockSealer::new(
+        &keys,
+        session_id,
+        opts.block_size,
+        opts.segment_size,
+        opts.compression,
+    ));
+    let frame_capacity = sealer.frame_capacity();
+    let block_size = opts.block_size as usize;
+
+    let mut blocks: Vec<BlockRef> = Vec::new();
+    let mut data_len = 0u64;
+    let work_sealer = Arc::clone(&sealer);
+    let walked = pipeline::run(
+        slot_count(),
+        |feed| {
+            let mut reader = StreamReader {
+                feed,
+                block_size,
+                frame_capacity,
+                current: None,
+                filled: 0,
+                held: None,
+                stream_len: 0,
+            };
+            let mut walk = Walk {
+                entries: Vec::new(),
+                totals: Totals::default(),
+                warnings: Vec::new(),
+                observer,
+                exclude: &exclude,
+                own_file,
+                one_file_system: opts.one_file_system,
+            };
+            for (name, path) in &sources {
+                walk.source(name, path, &mut reader)?;
+            }
+            let stream_len = reader.finish()?;
+            Ok((walk.entries, walk.totals, walk.warnings, stream_len))
+        },
+        move |slot: &mut Block, seq| {
+            work_sealer.seal(&mut slot.buf, seq, slot.last);
+        },
+        |slot, _seq| {
+            let frame = &slot.buf;
+            out.file()
+                .write_all(frame)
+                .map_err(|e| Error::io(&out_path, e))?;
+            blocks.push(BlockRef {
+                offset: data_len,
+                frame_len: frame.len() as u32,
+                raw_len: u32::from_le_bytes(frame[4..8].try_into().unwrap()),
+            });
+            data_len += frame.len() as u64;
+            observer.bytes_written(frame.len() as u64);
+            Ok(())
+        },
+    )?;
+    let (entries, mut totals, warnings, stream_len) = walked;
+    totals.warnings = warnings.len() as u64;
+    totals.bytes = stream_len;
+
+    let block_count = blocks.len() as u64;
+    let index = Index {
+        entries,
+        blocks,
+        stream_len,
+        totals,
+    };
+    let plain = postcard::to_stdvec(&index)
+        .map_err(|e| Error::Crypto(format!("cannot encode index: {e}")))?;
+    let sealed = seal_index(&keys, &session_id, &plain);
+    let trailer = Trailer {
+        index_offset: data_len,
+        index_len: sealed.len() as u64,
+        block_count,
+    };
+    out.file()
+        .write_all(&sealed)
+        .and_then(|_| out.file().write_all(&trailer.encode()))
+        .map_err(|e| Error::io(&out_path, e))?;
+    out.commit(opts.overwrite)?;
+
+    let bytes_written =
+        header_bytes.len() as u64 + data_len + sealed.len() as u64 + trailer.encode().len() as u64;
+    Ok(BackupReport {
+        archive: opts.output.clone(),
+        session_id,
+        totals,
+        bytes_read: stream_len,
+        bytes_written,
+        blocks: block_count,
+        warnings,
+        recipients: recipients.iter().map(|r| r.fingerprint()).collect(),
+        duration: started.elapsed(),
+    })
+}
+
+fn validate_options(opts: &BackupOptions, recipients: &[&dyn Recipient]) -> Result<()> {
+    if opts.sources.is_empty() {
+        return Err(Error::InvalidOption("no sources to back up".into()));
+    }
+    if recipients.is_empty() {
+        return Err(Error::InvalidOption(
+            "no recipients: pass at least one public key with -r".into(),
+        ));
+    }
+    if recipients.len() > header::MAX_RECIPIENTS {
+        return Err(Error::InvalidOption(format!(
+            "at most {} recipients",
+            header::MAX_RECIPIENTS
+        )));
+    }
+    for (i, r) in recipients.iter().enumerate() {
+        if recipients[..i]
+            .iter()
+            .any(|o| o.fingerprint() == r.fingerprint())
+        {
+            return Err(Error::InvalidOption(format!(
+                "recipient {} is given twice",
+                r.fingerprint()
+            )));
+        }
+    }
+    if !(header::MIN_BLOCK_SIZE..=header::MAX_BLOCK_SIZE).contains(&opts.block_size) {
+        return Err(Error::InvalidOption(format!(
+            "block size must be between {} KiB and {} MiB",
+            header::MIN_BLOCK_SIZE / 1024,
+            header::MAX_BLOCK_SIZE >> 20
+        )));
+    }
+    if opts.segment_size < header::MIN_SEGMENT_SIZE
+        || opts.segment_size % 16 != 0
+        || opts.segment_size > opts.block_size
+    {
+        return Err(Error::InvalidOption(
+            "segment size must be a multiple of 16, at least 4 KiB and at most the block size"
+                .into(),
+        ));
+    }
+    if opts.job_name.len() > 256 {
+        return Err(Error::InvalidOption(
+            "job name longer than 256 bytes".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Each source is stored under its own name at the top of the archive
+/// (`~/projects` → `projects/…`), so two sources must not share a name.
+fn plan_sources(sources: &[PathBuf]) -> Result<Vec<(String, PathBuf)>> {
+    let mut out: Vec<(String, PathBuf)> = Vec::new();
+    for src in sources {
+        src.symlink_metadata().map_err(|e| Error::io(src, e))?;
+        let absolute = std::path::absolute(src).map_err(|e| Error::io(src, e))?;
+        let normal: PathBuf = absolute.components().collect();
+        let name = match normal.file_name() {
+            Some(n) => n.to_str().map(str::to_owned).ok_or_else(|| {
+                Error::InvalidOption(format!("{}: source name is not UTF-8", src.display()))
+            })?,
+            None => {
+                return Err(Error::InvalidOption(format!(
+                    "{}: cannot back up the file system root as one source; name its folders (e.g. /etc /home)",
+                    src.display()
+                )));
+            }
+        };
+        if name == ".." || name == "." {
+            return Err(Error::InvalidOption(format!(
+                "{}: give the folder by name",
+                src.display()
+            )));
+        }
+        if out.iter().any(|(n, _)| *n == name) {
+            return Err(Error::InvalidOption(format!(
+                "two sources are both named {name:?}; archive paths would collide"
+            )));
+        }
+        out.push((name, src.clone()));
+    }
+    Ok(out)
+}
+
+fn build_globs(patterns: &[String]) -> Result<GlobSet> {
+    let mut b = GlobSetBuilder::new();
+    for p in patterns {
+        b.add(
+            Glob::new(p)
+                .map_err(|e| Error::InvalidOption(format!("exclude pattern {p:?}: {e}")))?,
+        );
+    }
+    b.build()
+        .map_err(|e| Error::InvalidOption(format!("exclude patterns: {e}")))
+}
+
+/// One pipeline slot: a frame buffer (plaintext at `FRAME_PREFIX..`) and its last flag.
+#[derive(Default)]
+pub(crate) struct Block {
+    buf: Vec<u8>,
+    last: bool,
+}
+
+/// Cuts the logical stream of file bytes into blocks. One full block is held back until
+/// more data arrives, so that the last block can be flagged as last.
+struct StreamReader<'f, W> {
+    feed: &'f mut pipeline::Feed<Block, W>,
+    block_size: usize,
+    frame_capacity: usize,
+    current: Option<Block>,
+    filled: usize,
+    held: Option<Block>,
+    stream_len: u64,
+}
+
+impl<W> StreamReader<'_, W>
+where
+    W: Fn(&mut Block, u64) + Send + Sync + 'static,
+{
+    fn current(&mut self) -> Result<&mut Block> {
+        if self.current.is_none() {
+            let mut slot = self.feed.take().ok_or_else(sink_stopped)?;
+            if slot.buf.capacity() < self.frame_capacity {
+                slot.buf.reserve_exact(self.frame_capacity - slot.buf.len());
+            }
+            // Only grows the first time a buffer is used; later the frame is longer.
+            slot.buf.resize(FRAME_PREFIX + self.block_size, 0);
+            self.current = Some(slot);
+            self.filled = 0;
+        }
+        Ok(self.current.as_mut().unwrap())
+    }
+
+    /// Read `file` to its end into the stream. The outer error stops the run (the writer
+    /// failed); the inner one is this file's read error, which only skips the file.
+    fn read_file(&mut self, file: &mut File) -> Result<std::io::Result<u64>> {
+        let mut total = 0u64;
+        loop {
+            let end = FRAME_PREFIX + self.block_size;
+            self.current()?;
+            let filled = self.filled;
+            let block = self.current.as_mut().expect("current block just ensured");
+            let n = match file.read(&mut block.buf[FRAME_PREFIX + filled..end]) {
+                Ok(0) => return Ok(Ok(total)),
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Ok(Err(e)),
+            };
+            total += n as u64;
+            self.filled += n;
+            self.stream_len += n as u64;
+            if self.filled == self.block_size {
+                let full = self.current.take().unwrap();
+                if let Some(prev) = self.held.replace(full) {
+                    self.dispatch(prev, false);
+                }
+            }
+        }
+    }
+
+    fn dispatch(&mut self, mut block: Block, last: bool) {
+        block.last = last;
+        self.feed.submit(block);
+    }
+
+    fn finish(mut self) -> Result<u64> {
+        let partial = self.current.take().filter(|_| self.filled > 0);
+        match (self.held.take(), partial) {
+            (Some(held), Some(mut cur)) => {
+                self.dispatch(held, false);
+                cur.buf.truncate(FRAME_PREFIX + self.filled);
+                self.dispatch(cur, true);
+            }
+            (Some(held), None) => self.dispatch(held, true),
+            (None, Some(mut cur)) => {
+                cur.buf.truncate(FRAME_PREFIX + self.filled);
+                self.dispatch(cur, true);
+            }
+            (None, None) => {}
+        }
+        Ok(self.stream_len)
+    }
+}
+
+struct Walk<'a> {
+    entries: Vec<Entry>,
+    totals: Totals,
+    warnings: Vec<Warning>,
+    observer: &'a dyn Observer,
+    exclude: &'a GlobSet,
+    own_file: (u64, u64),
+    one_file_system: bool,
+}
+
+impl Walk<'_> {
+    fn warn(&mut self, path: &Path, message: String) {
+        let w = Warning {
+            path: path.to_path_buf(),
+            message,
+        };
+        self.observer.warning(&w);
+        self.warnings.push(w);
+    }
+
+    fn source<W>(&mut self, name: &str, root: &Path, reader: &mut StreamReader<'_, W>) -> Result<()>
+    where
+        W: Fn(&mut Block, u64) + Send + Sync + 'static,
+    {
+        let walker = walkdir::WalkDir::new(root)
+            .follow_links(false)
+            .same_file_system(self.one_file_system)
+            .sort_by_file_name()
+            .into_iter();
+        let mut walker = walker;
+        while let Some(item) = walker.next() {
+            let entry = match item {
+                Ok(e) => e,
+                Err(e) => {
+                    let path = e.path().unwrap_or(root).to_path_buf();
+                    if e.depth() == 0 {
+                        // The source itself vanished or is unreadable.
+                        return Err(match e.into_io_error() {
+                            Some(io) => Error::io(&path, io),
+                            None => {
+                                Error::InvalidOption(format!("{}: cannot walk", path.display()))
+                            }
+                        });
+                    }
+                    self.warn(&path, format!("cannot read: {}", io_reason(&e)));
+                    continue;
+                }
+            };
+            let rel = entry.path().strip_prefix(root).unwrap_or(Path::new(""));
+            let archive_path = match archive_path(name, rel) {
+                Some(p) => p,
+                None => {
+                    self.warn(entry.path(), "name is not valid UTF-8; skipped".into());
+                    if entry.file_type().is_dir() {
+                        walker.skip_current_dir();
+                    }
+                    continue;
+                }
+            };
+            if entry.depth() > 0 && self.exclude.is_match(&archive_path) {
+                if entry.file_type().is_dir() {
+                    walker.skip_current_dir();
+                }
+                continue;
+            }
+            let meta = match entry.metadata() {
+                Ok(m) => m,
+                Err(e) => {
+                    self.warn(entry.path(), format!("cannot stat: {}", io_reason(&e)));
+                    continue;
+                }
+            };
+            if (meta.dev(), meta.ino()) == self.own_file {
+                continue;
+            }
+            let mut e = Entry {
+                path: archive_path,
+                kind: KIND_FILE,
+                mode: meta.permissions().mode() & 0o7777,
+                uid: meta.uid(),
+                gid: meta.gid(),
+                mtime_sec: meta.mtime(),
+                mtime_nsec: meta.mtime_nsec().clamp(0, 999_999_999) as u32,
+                size: 0,
+                offset: 0,
+                link_target: None,
+            };
+            let ft = meta.file_type();
+            if ft.is_dir() {
+                e.kind = KIND_DIR;
+                self.totals.dirs += 1;
+            } else if ft.is_symlink() {
+                match std::fs::read_link(entry.path()) {
+                    Ok(t) => match t.into_os_string().into_string() {
+                        Ok(t) if !t.is_empty() => e.link_target = Some(t),
+                        _ => {
+                            self.warn(
+                                entry.path(),
+                                "link target is not valid UTF-8; skipped".into(),
+                            );
+                            continue;
+                        }
+                    },
+                    Err(err) => {
+                        self.warn(entry.path(), format!("cannot read link: {err}"));
+                        continue;
+                    }
+                }
+                e.kind = KIND_SYMLINK;
+                self.totals.symlinks += 1;
+            } else if ft.is_file() {
+                let mut file = match File::open(entry.path()) {
+                    Ok(f) => f,
+                    Err(err) => {
+                        self.warn(entry.path(), format!("cannot open: {err}"));
+                        continue;
+                    }
+                };
+                e.offset = reader.stream_len;
+                match reader.read_file(&mut file)? {
+                    Ok(n) => e.size = n,
+                    Err(err) => {
+                        // The bytes read so far stay in the stream as unreferenced data;
+                        // the file is not listed, so a restore never yields a cut-off copy.
+                        self.warn(entry.path(), format!("read failed, file skipped: {err}"));
+                        continue;
+                    }
+                }
+                self.totals.files += 1;
+                self.observer.file_done(entry.path(), e.size);
+            } else {
+                self.warn(
+                    entry.path(),
+                    "special file (device, socket or FIFO) not backed up".into(),
+                );
+                continue;
+            }
+            self.entries.push(e);
+        }
+        Ok(())
+    }
+}
+
+fn io_reason(e: &dyn std::fmt::Display) -> String {
+    e.to_string()
+}
+
+/// `name` joined with the walked relative path, `/`-separated; `None` if not UTF-8.
+fn archive_path(name: &str, rel: &Path) -> Option<String> {
+    let mut p = name.to_string();
+    for c in rel.components() {
+        p.push('/');
+        p.push_str(c.as_os_str().to_str()?);
+    }
+    Some(p)
+}

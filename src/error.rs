@@ -1,0 +1,130 @@
+//! The library's error type. Every variant names the file, archive offset or block it is
+//! about, and [`Error::hint`] gives the one-line "what to do next" that the binary prints.
+
+use std::path::PathBuf;
+
+/// Result alias used throughout the library.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in coffer's library.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("{path}: not a coffer archive (bad magic bytes)")]
+    NotAnArchive { path: PathBuf },
+
+    #[error(
+        "{path}: archive format version {version} is not supported (this coffer reads version 1)"
+    )]
+    UnsupportedVersion { path: PathBuf, version: u16 },
+
+    #[error("{path}: archive is truncated ({detail})")]
+    Truncated { path: PathBuf, detail: String },
+
+    #[error("{path}: corrupt archive at offset {offset}: {detail}")]
+    Corrupt {
+        path: PathBuf,
+        offset: u64,
+        detail: String,
+    },
+
+    #[error(
+        "{path}: authentication failed for {what} at offset {offset}: the archive was modified or damaged"
+    )]
+    Tampered {
+        path: PathBuf,
+        what: String,
+        offset: u64,
+    },
+
+    #[error(
+        "{path}: no recipient of this archive matches identity {identity} ({identity_fp}); the archive is for {archive_fps}"
+    )]
+    WrongKey {
+        path: PathBuf,
+        identity: PathBuf,
+        identity_fp: String,
+        archive_fps: String,
+    },
+
+    #[error("{path}: {detail}")]
+    BadKey { path: PathBuf, detail: String },
+
+    #[error("{path}: this is a public key; restoring needs a private key (identity)")]
+    PublicKeyAsIdentity { path: PathBuf },
+
+    #[error("{path}: RSA key has {bits} bits; coffer requires at least {min} bits")]
+    KeyTooSmall {
+        path: PathBuf,
+        bits: usize,
+        min: usize,
+    },
+
+    #[error("refusing unsafe path in archive index: {path:?} ({reason})")]
+    UnsafePath { path: String, reason: String },
+
+    #[error("{path}: already exists")]
+    Exists { path: PathBuf },
+
+    #[error("invalid option: {0}")]
+    InvalidOption(String),
+
+    #[error("{0}")]
+    Crypto(String),
+}
+
+impl Error {
+    /// Build an [`Error::Io`] for `path`.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// A short hint telling the user what to do about this error.
+    pub fn hint(&self) -> Option<String> {
+        Some(match self {
+            Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+                "check the path".into()
+            }
+            Error::Io { source, .. } if source.kind() == std::io::ErrorKind::PermissionDenied => {
+                "check the file's permissions, or run as a user who may read/write it".into()
+            }
+            Error::Io { .. } => return None,
+            Error::NotAnArchive { .. } => "pass a file written by `coffer backup`".into(),
+            Error::UnsupportedVersion { .. } => "use a newer coffer to read this archive".into(),
+            Error::Truncated { .. } => {
+                "the file was cut short (interrupted copy or upload?); restore from another copy"
+                    .into()
+            }
+            Error::Corrupt { .. } | Error::Tampered { .. } => {
+                "do not trust this copy; run `coffer verify` and restore from another copy".into()
+            }
+            Error::WrongKey { .. } => {
+                "pass -i with the private key of one of the fingerprints listed".into()
+            }
+            Error::BadKey { .. } => {
+                "pass a PEM RSA key made by `coffer keygen` or `openssl genpkey`".into()
+            }
+            Error::PublicKeyAsIdentity { .. } => {
+                "pass the private key file (without .pub) to -i".into()
+            }
+            Error::KeyTooSmall { .. } => "make a new key with `coffer keygen` (3072 bits)".into(),
+            Error::UnsafePath { .. } => {
+                "this archive was crafted or damaged; nothing outside the target was written".into()
+            }
+            Error::Exists { .. } => {
+                "restore into an empty folder, or pass --overwrite to replace files".into()
+            }
+            Error::InvalidOption(_) => "see `coffer help`".into(),
+            Error::Crypto(_) => return None,
+        })
+    }
+}

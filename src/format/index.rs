@@ -1,0 +1,280 @@
+//! The index: every entry's path and metadata, each file's range in the logical data
+//! stream, and the block table. It is stored encrypted and MACed (meta sub-keys); this
+//! module only defines it and checks that a decoded index is self-consistent and safe.
+
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+
+use super::frame::FRAME_OVERHEAD;
+
+pub const KIND_FILE: u8 = 0;
+pub const KIND_DIR: u8 = 1;
+pub const KIND_SYMLINK: u8 = 2;
+/// Longest path accepted in an index (bytes).
+pub const MAX_PATH_LEN: usize = 4096;
+
+/// One file, folder or symlink.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    /// Relative, `/`-separated, no `.`/`..`/empty components.
+    pub path: String,
+    pub kind: u8,
+    /// Permission bits (st_mode & 0o7777).
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub mtime_sec: i64,
+    pub mtime_nsec: u32,
+    /// Bytes of file data (0 for folders and links).
+    pub size: u64,
+    /// Where the file's data starts in the logical stream.
+    pub offset: u64,
+    /// Symlink target, stored as written (never followed).
+    pub link_target: Option<String>,
+}
+
+/// Where a block's frame sits, counted from the end of the header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlockRef {
+    pub offset: u64,
+    pub frame_len: u32,
+    pub raw_len: u32,
+}
+
+/// Totals recorded at backup time.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Totals {
+    pub files: u64,
+    pub dirs: u64,
+    pub symlinks: u64,
+    pub bytes: u64,
+    /// Entries skipped with a warning during backup.
+    pub warnings: u64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Index {
+    pub entries: Vec<Entry>,
+    pub blocks: Vec<BlockRef>,
+    pub stream_len: u64,
+    pub totals: Totals,
+}
+
+/// Why a path from an index is refused.
+pub fn check_path(path: &str) -> Result<(), &'static str> {
+    if path.is_empty() {
+        return Err("empty path");
+    }
+    if path.len() > MAX_PATH_LEN {
+        return Err("path too long");
+    }
+    if path.starts_with('/') {
+        return Err("absolute path");
+    }
+    if path.contains('\0') {
+        return Err("NUL byte in path");
+    }
+    if path.contains('\\') && cfg!(windows) {
+        return Err("backslash in path");
+    }
+    for c in path.split('/') {
+        match c {
+            "" => return Err("empty path component"),
+            "." => return Err("`.` component"),
+            ".." => return Err("`..` component"),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// The parent part of an index path, if any.
+pub fn parent(path: &str) -> Option<&str> {
+    path.rfind('/').map(|i| &path[..i])
+}
+
+impl Index {
+    /// Check everything a restore relies on, before a single byte is written:
+    /// safe unique paths, parents that are folders listed earlier, file ranges that tile
+    /// the stream in order, and a block table that tiles the data section.
+    pub fn validate(&self, block_size: u32, data_len: u64) -> Result<(), String> {
+        let mut kinds: HashMap<&str, u8> = HashMap::with_capacity(self.entries.len());
+        let mut next_offset = 0u64;
+        for e in &self.entries {
+            check_path(&e.path).map_err(|why| format!("entry {:?}: {why}", e.path))?;
+            if let Some(p) = parent(&e.path) {
+                match kinds.get(p) {
+                    Some(&KIND_DIR) => {}
+                    Some(_) => {
+                        return Err(format!(
+                            "entry {:?}: its parent is not a folder (a path through a link or file)",
+                            e.path
+                        ));
+                    }
+                    None => {
+                        return Err(format!(
+                            "entry {:?}: its parent folder is not listed before it",
+                            e.path
+                        ));
+                    }
+                }
+            }
+            if kinds.insert(&e.path, e.kind).is_some() {
+                return Err(format!("entry {:?}: duplicate path", e.path));
+            }
+            match e.kind {
+                KIND_FILE => {
+                    if e.offset != next_offset {
+                        return Err(format!("entry {:?}: data range out of order", e.path));
+                    }
+                    next_offset = e
+                        .offset
+                        .checked_add(e.size)
+                        .filter(|&end| end <= self.stream_len)
+                        .ok_or_else(|| {
+                            format!("entry {:?}: size {} beyond the data stream", e.path, e.size)
+                        })?;
+                }
+                KIND_DIR => {}
+                KIND_SYMLINK => match &e.link_target {
+                    Some(t) if !t.is_empty() && t.len() <= MAX_PATH_LEN && !t.contains('\0') => {}
+                    _ => return Err(format!("entry {:?}: bad symlink target", e.path)),
+                },
+                k => return Err(format!("entry {:?}: unknown kind {k}", e.path)),
+            }
+            if e.kind != KIND_FILE && (e.size != 0 || e.offset != 0) {
+                return Err(format!("entry {:?}: non-file with data", e.path));
+            }
+            if e.kind != KIND_SYMLINK && e.link_target.is_some() {
+                return Err(format!("entry {:?}: link target on a non-link", e.path));
+            }
+        }
+        if next_offset != self.stream_len {
+            return Err("file ranges do not cover the data stream".into());
+        }
+        let mut at = 0u64;
+        let mut raw = 0u64;
+        let n = self.blocks.len();
+        for (i, b) in self.blocks.iter().enumerate() {
+            if b.offset != at {
+                return Err(format!("block {i}: offset {} out of sequence", b.offset));
+            }
+            if (b.frame_len as usize) <= FRAME_OVERHEAD
+                || b.frame_len as u64 > block_size as u64 + 16 + FRAME_OVERHEAD as u64
+            {
+                return Err(format!(
+                    "block {i}: frame length {} out of range",
+                    b.frame_len
+                ));
+            }
+            let full = i + 1 < n;
+            if b.raw_len == 0 || b.raw_len > block_size || (full && b.raw_len != block_size) {
+                return Err(format!("block {i}: length {} out of range", b.raw_len));
+            }
+            at += b.frame_len as u64;
+            raw += b.raw_len as u64;
+        }
+        if at != data_len {
+            return Err(format!(
+                "block table covers {at} bytes but the data section holds {data_len}"
+            ));
+        }
+        if raw != self.stream_len {
+            return Err("block table does not match the data stream length".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(path: &str, kind: u8, offset: u64, size: u64) -> Entry {
+        Entry {
+            path: path.into(),
+            kind,
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            mtime_sec: 0,
+            mtime_nsec: 0,
+            size,
+            offset,
+            link_target: (kind == KIND_SYMLINK).then(|| "x".to_string()),
+        }
+    }
+
+    fn index(entries: Vec<Entry>, stream_len: u64) -> Index {
+        let blocks = if stream_len == 0 {
+            vec![]
+        } else {
+            vec![BlockRef {
+                offset: 0,
+                frame_len: (FRAME_OVERHEAD + 16 * (stream_len as usize / 16 + 1)) as u32,
+                raw_len: stream_len as u32,
+            }]
+        };
+        Index {
+            entries,
+            blocks,
+            stream_len,
+            totals: Totals::default(),
+        }
+    }
+
+    fn data_len(ix: &Index) -> u64 {
+        ix.blocks.iter().map(|b| b.frame_len as u64).sum()
+    }
+
+    #[test]
+    fn accepts_a_normal_tree() {
+        let ix = index(
+            vec![
+                entry("a", KIND_DIR, 0, 0),
+                entry("a/f", KIND_FILE, 0, 10),
+                entry("a/l", KIND_SYMLINK, 0, 0),
+                entry("g", KIND_FILE, 10, 5),
+            ],
+            15,
+        );
+        ix.validate(1 << 20, data_len(&ix)).unwrap();
+    }
+
+    #[test]
+    fn refuses_hostile_paths() {
+        for p in ["/etc/passwd", "../x", "a/../../x", "a//b", "./a", ""] {
+            let ix = index(vec![entry(p, KIND_DIR, 0, 0)], 0);
+            assert!(ix.validate(1 << 20, 0).is_err(), "{p:?} accepted");
+        }
+    }
+
+    #[test]
+    fn refuses_file_through_symlink_and_duplicates() {
+        let ix = index(
+            vec![
+                entry("a", KIND_SYMLINK, 0, 0),
+                entry("a/f", KIND_FILE, 0, 0),
+            ],
+            0,
+        );
+        assert!(
+            ix.validate(1 << 20, 0)
+                .unwrap_err()
+                .contains("not a folder")
+        );
+        let ix = index(
+            vec![entry("a", KIND_DIR, 0, 0), entry("a", KIND_DIR, 0, 0)],
+            0,
+        );
+        assert!(ix.validate(1 << 20, 0).unwrap_err().contains("duplicate"));
+    }
+
+    #[test]
+    fn refuses_huge_claimed_sizes_and_bad_block_tables() {
+        let ix = index(vec![entry("f", KIND_FILE, 0, u64::MAX)], 10);
+        assert!(ix.validate(1 << 20, data_len(&ix)).is_err());
+        let ix = index(vec![entry("f", KIND_FILE, 0, 10)], 10);
+        assert!(ix.validate(1 << 20, data_len(&ix) + 1).is_err());
+    }
+}

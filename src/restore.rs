@@ -1,0 +1,444 @@
+//! Restore: plan (select entries, check every path and every conflict before writing a
+//! byte), then execute (folders, file data from verified blocks in parallel, links, then
+//! folder metadata). Files are written under a temporary name and renamed only when all
+//! their bytes came from blocks whose tags verified.
+
+use globset::{Glob, GlobSet, GlobSetBuilder};
+use std::collections::HashSet;
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::archive::{Archive, Unlocked};
+use crate::backup::{Observer, Warning};
+use crate::error::{Error, Result};
+use crate::format::index::{Entry, KIND_DIR, KIND_FILE, KIND_SYMLINK, parent};
+use crate::fsutil::temp_name;
+use crate::pipeline::{self, sink_stopped};
+use crate::seal::OpenError;
+
+/// Where and what to restore. Shared by the command line and jobs.
+#[derive(Clone, Debug, Default)]
+pub struct RestoreOptions {
+    pub target: PathBuf,
+    /// Replace files that already exist in the target.
+    pub overwrite: bool,
+    /// Paths or glob patterns; empty means everything. A pattern that names a folder
+    /// selects everything below it.
+    pub patterns: Vec<String>,
+    /// Restore owner and group too (needs root).
+    pub preserve_owner: bool,
+}
+
+/// What a restore did.
+#[derive(Clone, Debug, Default)]
+pub struct RestoreReport {
+    pub files: u64,
+    pub dirs: u64,
+    pub symlinks: u64,
+    /// Bytes of file data written.
+    pub bytes: u64,
+    /// Blocks read, authenticated and decrypted.
+    pub blocks: u64,
+    /// Bytes read from the archive's data section.
+    pub archive_bytes_read: u64,
+    pub warnings: Vec<Warning>,
+    pub duration: Duration,
+}
+
+/// Entries chosen by the patterns, plus the folders above them.
+pub fn select<'a>(entries: &'a [Entry], patterns: &[String]) -> Result<Vec<&'a Entry>> {
+    if patterns.is_empty() {
+        return Ok(entries.iter().collect());
+    }
+    let mut globs = Vec::with_capacity(patterns.len());
+    let mut set = GlobSetBuilder::new();
+    for p in patterns {
+        let p = p.trim_end_matches('/');
+        let g = Glob::new(p).map_err(|e| Error::InvalidOption(format!("pattern {p:?}: {e}")))?;
+        set.add(g.clone());
+        globs.push(g.compile_matcher());
+    }
+    let set: GlobSet = set
+        .build()
+        .map_err(|e| Error::InvalidOption(format!("patterns: {e}")))?;
+    let mut chosen: HashSet<&str> = HashSet::new();
+    let mut matched = vec![false; globs.len()];
+    for e in entries {
+        // An entry is chosen when it or one of its folders matches.
+        let mut p: Option<&str> = Some(&e.path);
+        while let Some(cur) = p {
+            let hits = set.matches(cur);
+            if !hits.is_empty() {
+                for h in hits {
+                    matched[h] = true;
+                }
+                chosen.insert(&e.path);
+                break;
+            }
+            p = parent(cur);
+        }
+    }
+    if let Some(i) = matched.iter().position(|m| !m) {
+        return Err(Error::InvalidOption(format!(
+            "pattern {:?} matches nothing in the archive (paths start with the source's name, e.g. `projects/...`; see `coffer list`)",
+            patterns[i]
+        )));
+    }
+    let mut wanted: HashSet<&str> = HashSet::new();
+    for path in &chosen {
+        let mut p = Some(*path);
+        while let Some(cur) = p {
+            if !wanted.insert(cur) {
+                break;
+            }
+            p = parent(cur);
+        }
+    }
+    Ok(entries
+        .iter()
+        .filter(|e| wanted.contains(e.path.as_str()))
+        .collect())
+}
+
+/// Restore `archive` (already unlocked) into `opts.target`.
+pub fn restore(
+    archive: &Archive,
+    unlocked: &Unlocked,
+    opts: &RestoreOptions,
+    observer: &dyn Observer,
+) -> Result<RestoreReport> {
+    let started = Instant::now();
+    let index = &unlocked.index;
+    let selected = select(&index.entries, &opts.patterns)?;
+    let target = &opts.target;
+
+    // Plan: refuse conflicts before anything is written.
+    if target.symlink_metadata().is_ok() && !target.is_dir() {
+        return Err(Error::InvalidOption(format!(
+            "{}: restore target exists and is not a folder",
+            target.display()
+        )));
+    }
+    for e in &selected {
+        let dest = target.join(&e.path);
+        if let Ok(m) = dest.symlink_metadata() {
+            let ok = if e.kind == KIND_DIR {
+                m.is_dir()
+            } else {
+                opts.overwrite && !m.is_dir()
+            };
+            if !ok {
+                return Err(Error::Exists { path: dest });
+            }
+        }
+    }
+
+    let mut report = RestoreReport::default();
+    std::fs::create_dir_all(target).map_err(|e| Error::io(target, e))?;
+
+    // Folders, parents first (the index lists them so).
+    for e in selected.iter().filter(|e| e.kind == KIND_DIR) {
+        let dest = target.join(&e.path);
+        match std::fs::create_dir(&dest) {
+            Ok(()) => {}
+            Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {
+                // Never descend through a link that was planted in the target.
+                let m = dest.symlink_metadata().map_err(|e| Error::io(&dest, e))?;
+                if !m.is_dir() {
+                    return Err(Error::UnsafePath {
+                        path: e.path.clone(),
+                        reason: "exists in the target as a link or file, not a folder".into(),
+                    });
+                }
+            }
+            Err(err) => return Err(Error::io(&dest, err)),
+        }
+        report.dirs += 1;
+    }
+
+    // File data, in stream order, from the blocks the selected files need.
+    let (files, empty): (Vec<&Entry>, Vec<&Entry>) = selected
+        .iter()
+        .copied()
+        .filter(|e| e.kind == KIND_FILE)
+        .partition(|e| e.size > 0);
+    let block_size = archive.header().block_size as u64;
+    let mut needed: Vec<u64> = Vec::new();
+    for f in &files {
+        let first = f.offset / block_size;
+        let last = (f.offset + f.size - 1) / block_size;
+        let from = match needed.last() {
+            Some(&l) if l >= first => l + 1,
+            _ => first,
+        };
+        needed.extend(from..=last);
+    }
+    let last_block = index.blocks.len() as u64 - u64::from(!index.blocks.is_empty());
+
+    let mut writer = FileWriter {
+        target,
+        files: &files,
+        next: 0,
+        current: None,
+        opts,
+        observer,
+        report: &mut report,
+    };
+    for e in &empty {
+        let pf = writer.open(e)?;
+        writer.finish(pf, e)?;
+    }
+    let blocks = &index.blocks;
+    let needed_ref = &needed;
+    let reader_file = archive.try_clone_file()?;
+    let data_start = archive.data_start();
+    let archive_path = archive.path().to_path_buf();
+    let mut archive_bytes = 0u64;
+    // The sealer is shared with rayon workers for the duration of the run.
+    let work_sealer = std::sync::Arc::clone(&unlocked.sealer);
+    pipeline::run(
+        slot_count(),
+        move |feed| {
+            use std::os::unix::fs::FileExt;
+            for &b in needed_ref {
+                let mut slot: Slot = feed.take().ok_or_else(sink_stopped)?;
+                let r = &blocks[b as usize];
+                slot.frame.resize(r.frame_len as usize, 0);
+                reader_file
+                    .read_exact_at(&mut slot.frame, data_start + r.offset)
+                    .map_err(|e| Error::io(&archive_path, e))?;
+                slot.block = b;
+                slot.last = b == last_block;
+                feed.submit(slot);
+            }
+            Ok(())
+        },
+        move |slot: &mut Slot, _seq| {
+            slot.failure = work_sealer
+                .open(&mut slot.frame, slot.block, slot.last, &mut slot.plain)
+                .err();
+        },
+        |slot, _seq| {
+            if let Some(e) = slot.failure.take() {
+                return Err(archive.block_error(slot.block, &blocks[slot.block as usize], e));
+            }
+            archive_bytes += slot.frame.len() as u64;
+            writer.report.blocks += 1;
+            writer.write_block(slot.block * block_size, &slot.plain)
+        },
+    )?;
+    if writer.current.is_some() || writer.next < files.len() {
+        return Err(Error::Corrupt {
+            path: archive.path().to_path_buf(),
+            offset: archive.data_start(),
+            detail: "data stream ended before every file was complete".into(),
+        });
+    }
+    report.archive_bytes_read = archive_bytes;
+
+    // Links last: nothing of the restore is ever written through them.
+    for e in selected.iter().filter(|e| e.kind == KIND_SYMLINK) {
+        let dest = target.join(&e.path);
+        if opts.overwrite && dest.symlink_metadata().is_ok() {
+            std::fs::remove_file(&dest).map_err(|err| Error::io(&dest, err))?;
+        }
+        let link_target = e.link_target.as_deref().unwrap_or_default();
+        std::os::unix::fs::symlink(link_target, &dest).map_err(|err| Error::io(&dest, err))?;
+        let t = filetime::FileTime::from_unix_time(e.mtime_sec, e.mtime_nsec);
+        if let Err(err) = filetime::set_symlink_file_times(&dest, t, t) {
+            warn(
+                &mut report,
+                observer,
+                &dest,
+                format!("cannot set link time: {err}"),
+            );
+        }
+        set_owner(&mut report, observer, opts, &dest, e);
+        report.symlinks += 1;
+    }
+
+    // Folder permissions and times last, deepest first, so that writing into them
+    // neither fails (read-only folders) nor bumps their times.
+    for e in selected.iter().rev().filter(|e| e.kind == KIND_DIR) {
+        let dest = target.join(&e.path);
+        set_owner(&mut report, observer, opts, &dest, e);
+        if let Err(err) = std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(e.mode)) {
+            warn(
+                &mut report,
+                observer,
+                &dest,
+                format!("cannot set permissions: {err}"),
+            );
+        }
+        let t = filetime::FileTime::from_unix_time(e.mtime_sec, e.mtime_nsec);
+        if let Err(err) = filetime::set_file_mtime(&dest, t) {
+            warn(
+                &mut report,
+                observer,
+                &dest,
+                format!("cannot set time: {err}"),
+            );
+        }
+    }
+    report.duration = started.elapsed();
+    Ok(report)
+}
+
+fn slot_count() -> usize {
+    rayon::current_num_threads() * 2 + 2
+}
+
+#[derive(Default)]
+struct Slot {
+    frame: Vec<u8>,
+    plain: Vec<u8>,
+    block: u64,
+    last: bool,
+    failure: Option<OpenError>,
+}
+
+fn warn(report: &mut RestoreReport, observer: &dyn Observer, path: &Path, message: String) {
+    let w = Warning {
+        path: path.to_path_buf(),
+        message,
+    };
+    observer.warning(&w);
+    report.warnings.push(w);
+}
+
+fn set_owner(
+    report: &mut RestoreReport,
+    observer: &dyn Observer,
+    opts: &RestoreOptions,
+    dest: &Path,
+    e: &Entry,
+) {
+    if opts.preserve_owner
+        && let Err(err) = std::os::unix::fs::lchown(dest, Some(e.uid), Some(e.gid))
+    {
+        warn(report, observer, dest, format!("cannot set owner: {err}"));
+    }
+}
+
+/// A file being restored under a temporary name; removed if dropped unfinished.
+struct PartialFile {
+    file: File,
+    tmp: PathBuf,
+    dest: PathBuf,
+    written: u64,
+    done: bool,
+}
+
+impl Drop for PartialFile {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
+}
+
+struct FileWriter<'a> {
+    target: &'a Path,
+    files: &'a [&'a Entry],
+    next: usize,
+    current: Option<PartialFile>,
+    opts: &'a RestoreOptions,
+    observer: &'a dyn Observer,
+    report: &'a mut RestoreReport,
+}
+
+impl FileWriter<'_> {
+    fn open(&mut self, e: &Entry) -> Result<PartialFile> {
+        let dest = self.target.join(&e.path);
+        let tmp = temp_name(&dest, "partial");
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(|err| Error::io(&tmp, err))?;
+        Ok(PartialFile {
+            file,
+            tmp,
+            dest,
+            written: 0,
+            done: false,
+        })
+    }
+
+    fn finish(&mut self, mut pf: PartialFile, e: &Entry) -> Result<()> {
+        pf.file
+            .set_permissions(std::fs::Permissions::from_mode(e.mode))
+            .map_err(|err| Error::io(&pf.tmp, err))?;
+        let t = filetime::FileTime::from_unix_time(e.mtime_sec, e.mtime_nsec);
+        if let Err(err) = filetime::set_file_handle_times(&pf.file, Some(t), Some(t)) {
+            warn(
+                self.report,
+                self.observer,
+                &pf.dest,
+                format!("cannot set time: {err}"),
+            );
+        }
+        if self.opts.preserve_owner
+            && let Err(err) = std::os::unix::fs::fchown(&pf.file, Some(e.uid), Some(e.gid))
+        {
+            warn(
+                self.report,
+                self.observer,
+                &pf.dest,
+                format!("cannot set owner: {err}"),
+            );
+        }
+        std::fs::rename(&pf.tmp, &pf.dest).map_err(|err| Error::io(&pf.dest, err))?;
+        pf.done = true;
+        self.report.files += 1;
+        self.report.bytes += e.size;
+        self.observer.file_done(&pf.dest, e.size);
+        Ok(())
+    }
+
+    /// Deliver one verified block whose plaintext starts at stream offset `start`.
+    fn write_block(&mut self, start: u64, data: &[u8]) -> Result<()> {
+        let end = start + data.len() as u64;
+        loop {
+            if self.current.is_none() {
+                if self.next >= self.files.len() {
+                    return Ok(());
+                }
+                let e = self.files[self.next];
+                if e.offset >= end {
+                    return Ok(());
+                }
+                let pf = self.open(e)?;
+                self.current = Some(pf);
+            }
+            let e = self.files[self.next];
+            let pf = self.current.as_mut().unwrap();
+            let file_pos = e.offset + pf.written;
+            if file_pos < start {
+                return Err(Error::Crypto(format!(
+                    "internal error: block at {start} skipped data of {}",
+                    e.path
+                )));
+            }
+            let from = (file_pos - start) as usize;
+            let take = ((e.size - pf.written) as usize).min(data.len().saturating_sub(from));
+            if take > 0 {
+                pf.file
+                    .write_all(&data[from..from + take])
+                    .map_err(|err| Error::io(&pf.tmp, err))?;
+                pf.written += take as u64;
+            }
+            if pf.written == e.size {
+                let pf = self.current.take().unwrap();
+                self.next += 1;
+                self.finish(pf, e)?;
+            } else {
+                return Ok(());
+            }
+        }
+    }
+}
