@@ -16,7 +16,7 @@ use crate::format::header::{self, HeaderBody};
 use crate::format::index::{BlockRef, Entry, Index, KIND_DIR, KIND_FILE, KIND_SYMLINK, Totals};
 use crate::format::trailer::Trailer;
 use crate::format::{Compression, SUITE_V1};
-use crate::fsutil::AtomicFile;
+use crate::fsutil::{AtomicFile, Flusher};
 use crate::keys::{SessionId, SessionKey, SubKeys, new_session_id};
 use crate::pipeline::{self, sink_stopped};
 use crate::recipient::{Fingerprint, Recipient};
@@ -89,6 +89,9 @@ pub struct BackupReport {
     pub duration: Duration,
 }
 
+/// Ask the kernel to write the archive back to disk every this many bytes.
+const FLUSH_EVERY: u64 = 64 << 20;
+
 /// Buffers in flight: enough for every worker to be busy while the reader fills one and
 /// the writer drains one.
 fn slot_count() -> usize {
@@ -153,6 +156,7 @@ pub fn backup(
 
     let mut blocks: Vec<BlockRef> = Vec::new();
     let mut data_len = 0u64;
+    let mut flusher = Flusher::new(out.file(), FLUSH_EVERY).map_err(|e| Error::io(&out_path, e))?;
     let work_sealer = Arc::clone(&sealer);
     let walked = pipeline::run(
         slot_count(),
@@ -195,10 +199,12 @@ pub fn backup(
                 raw_len: u32::from_le_bytes(frame[4..8].try_into().unwrap()),
             });
             data_len += frame.len() as u64;
+            flusher.wrote(frame.len() as u64);
             observer.bytes_written(frame.len() as u64);
             Ok(())
         },
     )?;
+    flusher.finish().map_err(|e| Error::io(&out_path, e))?;
     let (entries, mut totals, warnings, stream_len) = walked;
     totals.warnings = warnings.len() as u64;
     totals.bytes = stream_len;

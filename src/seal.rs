@@ -249,6 +249,19 @@ fn derive_ivs(iv_cipher: &Aes256, nonce: &[u8; 16], lanes: usize) -> Vec<Block> 
     ivs
 }
 
+/// Encrypt a padded payload's segments with `mode` under `key` (IVs from a zero nonce).
+/// Exposed for the lane benchmarks; archives are sealed with [`BlockSealer::seal`].
+#[doc(hidden)]
+pub fn encrypt_segments(key: &[u8; 32], body: &mut [u8], segment_size: usize, mode: LaneMode) {
+    let cipher = Aes256::new_from_slice(key).expect("32-byte key");
+    let ivs = derive_ivs(&cipher, &[0; 16], segment_count(body.len(), segment_size));
+    match mode {
+        LaneMode::MultiLane => encrypt_lanes(&cipher, &ivs, body, segment_size, true),
+        LaneMode::MultiLaneUntiled => encrypt_lanes(&cipher, &ivs, body, segment_size, false),
+        LaneMode::Sequential => encrypt_sequential(&cipher, &ivs, body, segment_size),
+    }
+}
+
 fn xor_block(a: &mut Block, b: &Block) {
     let x = u128::from_ne_bytes(a.0) ^ u128::from_ne_bytes(b.0);
     a.0 = x.to_ne_bytes();
