@@ -59,6 +59,26 @@ fn bench_seal(c: &mut Criterion) {
     g.finish();
 }
 
+/// AES-256-CBC alone (no MAC): how much the lanes buy, per segment size.
+fn bench_lanes(c: &mut Criterion) {
+    let mut g = c.benchmark_group("cbc-lanes");
+    let block = 1usize << 20;
+    let mut body = data(block);
+    g.throughput(Throughput::Bytes(block as u64));
+    for &seg in &[4096usize, 16384, 65536, 1 << 20] {
+        for (name, mode) in [
+            ("multi-lane", LaneMode::MultiLane),
+            ("multi-lane-untiled", LaneMode::MultiLaneUntiled),
+            ("sequential", LaneMode::Sequential),
+        ] {
+            g.bench_function(BenchmarkId::new(name, format!("seg{}K", seg / 1024)), |b| {
+                b.iter(|| coffer::seal::encrypt_segments(&[7; 32], &mut body, seg, mode))
+            });
+        }
+    }
+    g.finish();
+}
+
 fn bench_open(c: &mut Criterion) {
     let mut g = c.benchmark_group("open");
     for &block in &[256 * 1024u32, 1 << 20, 4 << 20] {
@@ -82,6 +102,6 @@ fn bench_open(c: &mut Criterion) {
 criterion_group! {
     name = benches;
     config = Criterion::default().sample_size(20).measurement_time(std::time::Duration::from_secs(2));
-    targets = bench_seal, bench_open
+    targets = bench_lanes, bench_seal, bench_open
 }
 criterion_main!(benches);
