@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 use crate::format::header::{self, HeaderBody, HeaderError, PREFIX_LEN, RawHeader, SUFFIX_LEN};
 use crate::format::index::{BlockRef, Index};
 use crate::format::trailer::{TRAILER_LEN, Trailer};
-use crate::keys::SubKeys;
+use crate::keys::{SessionKey, SubKeys};
 use crate::recipient::{Fingerprint, Identity, hex};
 use crate::seal::{BlockSealer, OpenError, open_index};
 
@@ -28,7 +28,6 @@ pub struct Archive {
 
 /// An archive opened with a key: sub-keys and the authenticated, validated index.
 pub struct Unlocked {
-    pub(crate) keys: SubKeys,
     pub index: Index,
     pub(crate) sealer: std::sync::Arc<BlockSealer>,
 }
@@ -142,6 +141,13 @@ impl Archive {
     /// Unwrap the session key with `identity`, check the header MAC, and read, check and
     /// decode the index.
     pub fn unlock(&self, identity: &dyn Identity) -> Result<Unlocked> {
+        let (session_key, keys) = self.session_keys(identity)?;
+        drop(session_key);
+        self.unlock_with(&keys)
+    }
+
+    /// Unwrap the session key and check the header MAC with it.
+    fn session_keys(&self, identity: &dyn Identity) -> Result<(SessionKey, SubKeys)> {
         let body = &self.header.body;
         let mut session_key = None;
         for stanza in &body.recipients {
@@ -169,7 +175,6 @@ impl Archive {
                 .join(", "),
         })?;
         let keys = SubKeys::derive(&session_key, &body.session_id);
-        drop(session_key);
         if !self.header.verify_mac(&keys) {
             return Err(Error::Tampered {
                 path: self.path.clone(),
@@ -177,6 +182,11 @@ impl Archive {
                 offset: 0,
             });
         }
+        Ok((session_key, keys))
+    }
+
+    fn unlock_with(&self, keys: &SubKeys) -> Result<Unlocked> {
+        let body = &self.header.body;
         let index_at = self.data_start() + self.trailer.index_offset;
         let mut section = vec![0u8; self.trailer.index_len as usize];
         self.file
@@ -228,17 +238,13 @@ impl Archive {
             });
         }
         let sealer = std::sync::Arc::new(BlockSealer::new(
-            &keys,
+            keys,
             body.session_id,
             body.block_size,
             body.segment_size,
             body.compression(),
         ));
-        Ok(Unlocked {
-            keys,
-            index,
-            sealer,
-        })
+        Ok(Unlocked { index, sealer })
     }
 
     /// Read one block's frame into `buf`.
@@ -302,4 +308,283 @@ fn header_error(path: &Path, e: HeaderError) -> Error {
             detail,
         },
     }
+}
+
+/// One problem found by `verify`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    /// Block number, or `None` for the header, index or trailer.
+    pub block: Option<u64>,
+    /// File offset of the damaged part.
+    pub offset: u64,
+    pub detail: String,
+}
+
+/// What `verify` checked and found.
+#[derive(Clone, Debug, Default)]
+pub struct VerifyReport {
+    /// True when the check used a key (MACs, decryption); false for checksums only.
+    pub keyed: bool,
+    pub blocks_checked: u64,
+    pub bytes_checked: u64,
+    pub problems: Vec<Problem>,
+}
+
+impl VerifyReport {
+    pub fn is_ok(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+impl Archive {
+    /// Keyless check against the checksums: every frame, the index section, the trailer.
+    /// Finds bit rot and truncation; reports every bad block, not just the first.
+    pub fn verify_checksums(&self) -> Result<VerifyReport> {
+        use crate::format::frame::{FRAME_PREFIX, FrameHeader, checksum_ok};
+        let mut report = VerifyReport::default();
+        let start = self.data_start();
+        let end = start + self.trailer.index_offset;
+        let block_size = self.header.body.block_size;
+        let mut at = start;
+        let mut block = 0u64;
+        let mut buf = Vec::new();
+        let mut typical_len: Option<u64> = None;
+        while at < end {
+            let mut prefix = [0u8; FRAME_PREFIX];
+            let avail = (end - at).min(FRAME_PREFIX as u64) as usize;
+            self.file
+                .read_exact_at(&mut prefix[..avail], at)
+                .map_err(|e| Error::io(&self.path, e))?;
+            let parsed = FrameHeader::parse(&prefix[..avail], block_size)
+                .ok()
+                .filter(|h| at + h.frame_len() as u64 <= end);
+            let frame_len = match parsed {
+                Some(h) => h.frame_len() as u64,
+                None => {
+                    // The length field itself is damaged: assume the usual frame length
+                    // and try to pick up the next frame there.
+                    report.problems.push(Problem {
+                        block: Some(block),
+                        offset: at,
+                        detail: format!("block {block}: damaged frame header"),
+                    });
+                    match typical_len {
+                        Some(l) if at + l <= end => {
+                            at += l;
+                            block += 1;
+                            continue;
+                        }
+                        _ => {
+                            report.problems.push(Problem {
+                                block: None,
+                                offset: at,
+                                detail: "cannot locate the frames after this point".into(),
+                            });
+                            break;
+                        }
+                    }
+                }
+            };
+            buf.resize(frame_len as usize, 0);
+            self.file
+                .read_exact_at(&mut buf, at)
+                .map_err(|e| Error::io(&self.path, e))?;
+            if !checksum_ok(&buf) {
+                report.problems.push(Problem {
+                    block: Some(block),
+                    offset: at,
+                    detail: format!("block {block}: checksum mismatch"),
+                });
+            }
+            typical_len.get_or_insert(frame_len);
+            report.blocks_checked += 1;
+            report.bytes_checked += frame_len;
+            at += frame_len;
+            block += 1;
+        }
+        if block != self.trailer.block_count {
+            report.problems.push(Problem {
+                block: None,
+                offset: self.file_len - TRAILER_LEN as u64,
+                detail: format!(
+                    "found {block} blocks but the trailer records {}",
+                    self.trailer.block_count
+                ),
+            });
+        }
+        let mut index = vec![0u8; self.trailer.index_len as usize];
+        self.file
+            .read_exact_at(&mut index, end)
+            .map_err(|e| Error::io(&self.path, e))?;
+        let n = index.len();
+        if n < 4
+            || crate::format::crc32c(&index[..n - 4])
+                != u32::from_le_bytes(index[n - 4..].try_into().unwrap())
+        {
+            report.problems.push(Problem {
+                block: None,
+                offset: end,
+                detail: "index checksum mismatch".into(),
+            });
+        }
+        report.bytes_checked += n as u64 + self.header.len() + TRAILER_LEN as u64;
+        Ok(report)
+    }
+
+    /// Full check with a key: header MAC and index (by `unlock`), then every block's tag
+    /// and decryption. Nothing is written; every bad block is reported.
+    pub fn verify_blocks(&self, unlocked: &Unlocked) -> Result<VerifyReport> {
+        #[derive(Default)]
+        struct Slot {
+            frame: Vec<u8>,
+            plain: Vec<u8>,
+            block: u64,
+            failure: Option<OpenError>,
+        }
+        let blocks = &unlocked.index.blocks;
+        let last = blocks.len().saturating_sub(1) as u64;
+        let sealer = std::sync::Arc::clone(&unlocked.sealer);
+        let mut report = VerifyReport {
+            keyed: true,
+            ..Default::default()
+        };
+        crate::pipeline::run(
+            rayon::current_num_threads() * 2 + 2,
+            |feed| {
+                for (i, r) in blocks.iter().enumerate() {
+                    let mut slot: Slot = feed.take().ok_or_else(crate::pipeline::sink_stopped)?;
+                    self.read_frame(r, &mut slot.frame)?;
+                    slot.block = i as u64;
+                    feed.submit(slot);
+                }
+                Ok(())
+            },
+            move |slot: &mut Slot, _| {
+                slot.failure = sealer
+                    .open(
+                        &mut slot.frame,
+                        slot.block,
+                        slot.block == last,
+                        &mut slot.plain,
+                    )
+                    .err();
+            },
+            |slot, _| {
+                report.blocks_checked += 1;
+                report.bytes_checked += slot.frame.len() as u64;
+                if let Some(e) = slot.failure.take() {
+                    let r = &blocks[slot.block as usize];
+                    report.problems.push(Problem {
+                        block: Some(slot.block),
+                        offset: self.data_start() + r.offset,
+                        detail: self.block_error(slot.block, r, e).to_string(),
+                    });
+                }
+                Ok(())
+            },
+        )?;
+        Ok(report)
+    }
+}
+
+/// What a rekey changed.
+#[derive(Clone, Debug)]
+pub struct RekeyReport {
+    pub added: Vec<Fingerprint>,
+    pub removed: Vec<Fingerprint>,
+    pub recipients: Vec<Fingerprint>,
+}
+
+/// Change who can open an archive: rewrite the header envelope with a new recipient set
+/// and keep every other byte (blocks, index, trailer) as it is. The new file replaces the
+/// old one atomically; an interruption leaves the old archive intact.
+pub fn rekey(
+    path: &Path,
+    identity: &dyn Identity,
+    add: &[&dyn crate::recipient::Recipient],
+    remove: &[Fingerprint],
+    force: bool,
+) -> Result<RekeyReport> {
+    use crate::fsutil::AtomicFile;
+    use std::io::Write;
+
+    let archive = Archive::open(path)?;
+    let (session_key, keys) = archive.session_keys(identity)?;
+    // Refuse to re-bless a damaged archive: the index must authenticate too.
+    archive.unlock_with(&keys)?;
+    let mut body = archive.header.body.clone();
+    let present: Vec<Fingerprint> = archive.recipients();
+    for fp in remove {
+        if !present.contains(fp) {
+            return Err(Error::InvalidOption(format!(
+                "{fp} is not a recipient of {}",
+                path.display()
+            )));
+        }
+        if *fp == identity.fingerprint() && !force {
+            return Err(Error::InvalidOption(format!(
+                "refusing to remove {fp}, the key you are using ({}); pass --force if you mean it",
+                identity.source().display()
+            )));
+        }
+    }
+    body.recipients
+        .retain(|s| !remove.contains(&Fingerprint(s.fingerprint)));
+    for r in add {
+        let fp = r.fingerprint();
+        if body.recipients.iter().any(|s| s.fingerprint == fp.0) {
+            return Err(Error::InvalidOption(format!(
+                "{fp} ({}) is already a recipient of {}",
+                r.label(),
+                path.display()
+            )));
+        }
+        body.recipients.push(r.wrap(&session_key)?);
+    }
+    drop(session_key);
+    if body.recipients.is_empty() {
+        return Err(Error::InvalidOption(
+            "refusing to remove every recipient: nobody could open the archive again".into(),
+        ));
+    }
+    if body.recipients.len() > header::MAX_RECIPIENTS {
+        return Err(Error::InvalidOption(format!(
+            "at most {} recipients",
+            header::MAX_RECIPIENTS
+        )));
+    }
+    let new_header = header::encode(&body, &keys);
+
+    let mode = {
+        use std::os::unix::fs::PermissionsExt;
+        archive
+            .file
+            .metadata()
+            .map(|m| m.permissions().mode() & 0o7777)
+            .unwrap_or(0o644)
+    };
+    let mut out = AtomicFile::create(path, mode, true)?;
+    out.file()
+        .write_all(&new_header)
+        .map_err(|e| Error::io(out.temp_path(), e))?;
+    let mut src = archive.try_clone_file()?;
+    src.seek(SeekFrom::Start(archive.data_start()))
+        .map_err(|e| Error::io(path, e))?;
+    let copied = std::io::copy(&mut src, out.file()).map_err(|e| Error::io(path, e))?;
+    if copied != archive.file_len - archive.data_start() {
+        return Err(Error::Truncated {
+            path: path.to_path_buf(),
+            detail: "the archive changed while it was being rekeyed".into(),
+        });
+    }
+    out.commit(true)?;
+    Ok(RekeyReport {
+        added: add.iter().map(|r| r.fingerprint()).collect(),
+        removed: remove.to_vec(),
+        recipients: body
+            .recipients
+            .iter()
+            .map(|s| Fingerprint(s.fingerprint))
+            .collect(),
+    })
 }

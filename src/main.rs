@@ -50,6 +50,84 @@ enum Command {
         after_help = "Example:\n  coffer restore nightly.coffer -i escrow.key --to /tmp/restored\n  coffer restore nightly.coffer -i ops.key --to out etc/hosts 'projects/**/*.rs'"
     )]
     Restore(RestoreArgs),
+    /// Show an archive's header without a key (never shows file names)
+    #[command(
+        after_help = "Example:\n  coffer info nightly.coffer\n  coffer info --json /srv/backups/*.coffer"
+    )]
+    Info(InfoArgs),
+    /// List the paths in an archive (needs a key)
+    #[command(after_help = "Example:\n  coffer list nightly.coffer -i ops.key --long")]
+    List(ListArgs),
+    /// Check archives: checksums without a key, everything (MACs, decryption) with one
+    #[command(
+        after_help = "Example:\n  coffer verify /srv/backups/*.coffer          # bit rot, truncation\n  coffer verify nightly.coffer -i ops.key      # full authenticated check"
+    )]
+    Verify(VerifyArgs),
+    /// Add or remove recipients without re-encrypting any data
+    #[command(
+        after_help = "Example:\n  coffer rekey nightly.coffer -i ops.key --add new.key.pub --remove SHA256:3f2a9c01"
+    )]
+    Rekey(RekeyArgs),
+}
+
+#[derive(Args)]
+struct InfoArgs {
+    /// Archives to describe
+    #[arg(required = true, value_name = "ARCHIVE")]
+    archives: Vec<PathBuf>,
+    /// Print one JSON document instead of text
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct ListArgs {
+    /// Archives to list
+    #[arg(required = true, value_name = "ARCHIVE")]
+    archives: Vec<PathBuf>,
+    /// Private key of one of the archive's recipients
+    #[arg(short, long, value_name = "KEY")]
+    identity: PathBuf,
+    /// Add type, mode, size and modification time
+    #[arg(short, long)]
+    long: bool,
+    /// Print one JSON document instead of text
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct VerifyArgs {
+    /// Archives to check
+    #[arg(required = true, value_name = "ARCHIVE")]
+    archives: Vec<PathBuf>,
+    /// Private key: check MACs and decrypt everything (writes nothing)
+    #[arg(short, long, value_name = "KEY")]
+    identity: Option<PathBuf>,
+    /// Print one JSON document instead of text
+    #[arg(long)]
+    json: bool,
+    /// Print only problems
+    #[arg(short, long)]
+    quiet: bool,
+}
+
+#[derive(Args)]
+struct RekeyArgs {
+    /// Archive to change (replaced atomically)
+    archive: PathBuf,
+    /// Private key of one of the current recipients
+    #[arg(short, long, value_name = "KEY")]
+    identity: PathBuf,
+    /// Public key of a recipient to add (repeatable)
+    #[arg(long, value_name = "PUBKEY")]
+    add: Vec<PathBuf>,
+    /// Recipient to remove: fingerprint (or a unique prefix of 8+ hex digits) or key file
+    #[arg(long, value_name = "FINGERPRINT")]
+    remove: Vec<String>,
+    /// Allow removing the recipient whose key is used for this rekey
+    #[arg(long)]
+    force: bool,
 }
 
 #[derive(Args)]
@@ -182,6 +260,10 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Keygen(a) => keygen(a),
         Command::Backup(a) => run_backup(a),
         Command::Restore(a) => run_restore(a),
+        Command::Info(a) => run_info(a),
+        Command::List(a) => run_list(a),
+        Command::Verify(a) => run_verify(a),
+        Command::Rekey(a) => run_rekey(a),
     }
 }
 
@@ -319,4 +401,400 @@ fn human(n: u64) -> String {
     } else {
         format!("{v:.1} {}", UNITS[u])
     }
+}
+
+/// One line for an error: the message and, on a second line, the hint.
+fn one_line(err: &anyhow::Error) -> String {
+    match err.chain().find_map(|e| e.downcast_ref::<coffer::Error>()) {
+        Some(e) => e.to_string(),
+        None => format!("{err:#}"),
+    }
+}
+
+fn print_json(doc: &serde_json::Value) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(doc).expect("JSON values always serialize")
+    );
+}
+
+fn compression_name(code: u8) -> &'static str {
+    match code {
+        0 => "none",
+        _ => "zstd",
+    }
+}
+
+fn run_info(a: InfoArgs) -> anyhow::Result<u8> {
+    let mut docs = Vec::new();
+    let mut failed = false;
+    for path in &a.archives {
+        match Archive::open(path) {
+            Ok(ar) => {
+                let h = ar.header();
+                let recipients: Vec<serde_json::Value> = h
+                    .recipients
+                    .iter()
+                    .map(|s| {
+                        serde_json::json!({
+                            "fingerprint": coffer::recipient::Fingerprint(s.fingerprint).to_string(),
+                            "label": s.label,
+                        })
+                    })
+                    .collect();
+                if a.json {
+                    docs.push(serde_json::json!({
+                        "path": path,
+                        "ok": true,
+                        "format_version": coffer::format::FORMAT_VERSION,
+                        "session_id": hex(&h.session_id),
+                        "job_name": h.job_name,
+                        "created_at": rfc3339(h.created_at),
+                        "created_at_unix": h.created_at,
+                        "block_size": h.block_size,
+                        "segment_size": h.segment_size,
+                        "compression": compression_name(h.compression),
+                        "block_count": ar.trailer().block_count,
+                        "size": ar.file_len(),
+                        "recipients": recipients,
+                    }));
+                } else {
+                    println!("{}", path.display());
+                    println!(
+                        "  format:      coffer v{} (AES-256-CBC + HMAC-SHA256, RSA-OAEP-SHA256)",
+                        coffer::format::FORMAT_VERSION
+                    );
+                    println!("  session:     {}", hex(&h.session_id));
+                    println!(
+                        "  job:         {}",
+                        if h.job_name.is_empty() {
+                            "-"
+                        } else {
+                            &h.job_name
+                        }
+                    );
+                    println!("  created:     {}", rfc3339(h.created_at));
+                    println!(
+                        "  block size:  {} (CBC segments of {})",
+                        human(h.block_size as u64),
+                        human(h.segment_size as u64)
+                    );
+                    println!("  compression: {}", compression_name(h.compression));
+                    println!("  blocks:      {}", ar.trailer().block_count);
+                    println!(
+                        "  size:        {} ({} bytes)",
+                        human(ar.file_len()),
+                        ar.file_len()
+                    );
+                    for (i, s) in h.recipients.iter().enumerate() {
+                        println!(
+                            "  {} {}{}",
+                            if i == 0 {
+                                "recipients: "
+                            } else {
+                                "            "
+                            },
+                            coffer::recipient::Fingerprint(s.fingerprint),
+                            if s.label.is_empty() {
+                                String::new()
+                            } else {
+                                format!(" ({})", s.label)
+                            }
+                        );
+                    }
+                }
+            }
+            Err(e) => {
+                failed = true;
+                let e = anyhow::Error::from(e);
+                if a.json {
+                    docs.push(
+                        serde_json::json!({"path": path, "ok": false, "error": one_line(&e)}),
+                    );
+                } else {
+                    report_error(&e);
+                }
+            }
+        }
+    }
+    if a.json {
+        print_json(&serde_json::json!({ "archives": docs }));
+    }
+    Ok(if failed { EXIT_FAILED } else { EXIT_OK })
+}
+
+fn kind_name(kind: u8) -> &'static str {
+    match kind {
+        coffer::format::index::KIND_DIR => "dir",
+        coffer::format::index::KIND_SYMLINK => "symlink",
+        _ => "file",
+    }
+}
+
+fn run_list(a: ListArgs) -> anyhow::Result<u8> {
+    let identity = RsaIdentity::load(&a.identity)?;
+    let mut docs = Vec::new();
+    let mut failed = false;
+    for path in &a.archives {
+        let opened = Archive::open(path).and_then(|ar| ar.unlock(&identity as &dyn Identity));
+        let unlocked = match opened {
+            Ok(u) => u,
+            Err(e) => {
+                failed = true;
+                let e = anyhow::Error::from(e);
+                if a.json {
+                    docs.push(
+                        serde_json::json!({"path": path, "ok": false, "error": one_line(&e)}),
+                    );
+                } else {
+                    report_error(&e);
+                }
+                continue;
+            }
+        };
+        let entries = &unlocked.index.entries;
+        if a.json {
+            let list: Vec<serde_json::Value> = entries
+                .iter()
+                .map(|e| {
+                    serde_json::json!({
+                        "path": e.path,
+                        "type": kind_name(e.kind),
+                        "mode": format!("{:04o}", e.mode),
+                        "size": e.size,
+                        "mtime": rfc3339(e.mtime_sec),
+                        "mtime_unix": e.mtime_sec,
+                        "uid": e.uid,
+                        "gid": e.gid,
+                        "target": e.link_target,
+                    })
+                })
+                .collect();
+            docs.push(serde_json::json!({"path": path, "ok": true, "entries": list}));
+        } else {
+            if a.archives.len() > 1 {
+                println!("{}:", path.display());
+            }
+            for e in entries {
+                if a.long {
+                    let t = match e.kind {
+                        coffer::format::index::KIND_DIR => 'd',
+                        coffer::format::index::KIND_SYMLINK => 'l',
+                        _ => '-',
+                    };
+                    let link = e
+                        .link_target
+                        .as_ref()
+                        .map(|t| format!(" -> {t}"))
+                        .unwrap_or_default();
+                    println!(
+                        "{t}{} {:>12} {} {}{link}",
+                        mode_string(e.mode),
+                        e.size,
+                        rfc3339(e.mtime_sec),
+                        e.path
+                    );
+                } else {
+                    println!("{}", e.path);
+                }
+            }
+        }
+    }
+    if a.json {
+        print_json(&serde_json::json!({ "archives": docs }));
+    }
+    Ok(if failed { EXIT_FAILED } else { EXIT_OK })
+}
+
+fn mode_string(mode: u32) -> String {
+    let mut s = String::with_capacity(9);
+    for shift in [6, 3, 0] {
+        let bits = (mode >> shift) & 7;
+        s.push(if bits & 4 != 0 { 'r' } else { '-' });
+        s.push(if bits & 2 != 0 { 'w' } else { '-' });
+        s.push(if bits & 1 != 0 { 'x' } else { '-' });
+    }
+    s
+}
+
+fn run_verify(a: VerifyArgs) -> anyhow::Result<u8> {
+    let identity = a.identity.as_deref().map(RsaIdentity::load).transpose()?;
+    let mut docs = Vec::new();
+    let mut failed = false;
+    for path in &a.archives {
+        let result = Archive::open(path).and_then(|ar| match &identity {
+            Some(id) => {
+                let unlocked = ar.unlock(id as &dyn Identity)?;
+                ar.verify_blocks(&unlocked)
+            }
+            None => ar.verify_checksums(),
+        });
+        match result {
+            Ok(report) => {
+                failed |= !report.is_ok();
+                let mode = if report.keyed { "keyed" } else { "checksums" };
+                if a.json {
+                    let problems: Vec<serde_json::Value> = report
+                        .problems
+                        .iter()
+                        .map(|p| serde_json::json!({"block": p.block, "offset": p.offset, "detail": p.detail}))
+                        .collect();
+                    docs.push(serde_json::json!({
+                        "path": path,
+                        "ok": report.is_ok(),
+                        "keyed": report.keyed,
+                        "blocks_checked": report.blocks_checked,
+                        "bytes_checked": report.bytes_checked,
+                        "problems": problems,
+                    }));
+                } else if report.is_ok() {
+                    if !a.quiet {
+                        println!(
+                            "ok: {} ({} blocks, {}, {mode})",
+                            path.display(),
+                            report.blocks_checked,
+                            human(report.bytes_checked)
+                        );
+                    }
+                } else {
+                    for p in &report.problems {
+                        eprintln!(
+                            "error: {}: offset {}: {}",
+                            path.display(),
+                            p.offset,
+                            p.detail
+                        );
+                    }
+                    eprintln!(
+                        "FAILED: {} ({} problem(s) in {} blocks, {mode})",
+                        path.display(),
+                        report.problems.len(),
+                        report.blocks_checked
+                    );
+                }
+            }
+            Err(e) => {
+                failed = true;
+                let e = anyhow::Error::from(e);
+                if a.json {
+                    docs.push(
+                        serde_json::json!({"path": path, "ok": false, "error": one_line(&e)}),
+                    );
+                } else {
+                    report_error(&e);
+                }
+            }
+        }
+    }
+    if a.json {
+        print_json(&serde_json::json!({ "archives": docs }));
+    }
+    if failed && !a.json {
+        eprintln!(
+            "hint: restore damaged archives from another copy; `coffer verify -i KEY` tells forgery from bit rot"
+        );
+    }
+    Ok(if failed { EXIT_FAILED } else { EXIT_OK })
+}
+
+fn run_rekey(a: RekeyArgs) -> anyhow::Result<u8> {
+    if a.add.is_empty() && a.remove.is_empty() {
+        anyhow::bail!(coffer::Error::InvalidOption(
+            "nothing to do: pass --add PUBKEY and/or --remove FINGERPRINT".into()
+        ));
+    }
+    let identity = RsaIdentity::load(&a.identity)?;
+    let archive = Archive::open(&a.archive)?;
+    let present = archive.recipients();
+    let mut remove = Vec::new();
+    for spec in &a.remove {
+        let fp = resolve_fingerprint(spec, &present)?;
+        if !remove.contains(&fp) {
+            remove.push(fp);
+        }
+    }
+    drop(archive);
+    let added = load_recipients(&a.add)?;
+    for (i, r) in added.iter().enumerate() {
+        if added[..i]
+            .iter()
+            .any(|o| o.fingerprint() == r.fingerprint())
+        {
+            anyhow::bail!(coffer::Error::InvalidOption(format!(
+                "{} is given twice with --add",
+                r.fingerprint()
+            )));
+        }
+    }
+    let refs: Vec<&dyn Recipient> = added.iter().map(|r| r as &dyn Recipient).collect();
+    let report = coffer::archive::rekey(&a.archive, &identity, &refs, &remove, a.force)?;
+    for fp in &report.added {
+        println!("added:     {fp}");
+    }
+    for fp in &report.removed {
+        println!("removed:   {fp}");
+    }
+    for fp in &report.recipients {
+        println!("recipient: {fp}");
+    }
+    eprintln!(
+        "note: copies of the old file (other disks, snapshots, object storage) still open with removed keys"
+    );
+    Ok(EXIT_OK)
+}
+
+/// A fingerprint given as `SHA256:hex`, hex, a unique prefix (8+ hex digits), or a key file.
+fn resolve_fingerprint(
+    spec: &str,
+    present: &[coffer::recipient::Fingerprint],
+) -> anyhow::Result<coffer::recipient::Fingerprint> {
+    let path = Path::new(spec);
+    if path.is_file() {
+        return Ok(RsaRecipient::load(path)?.fingerprint());
+    }
+    let hexpart = spec
+        .strip_prefix("SHA256:")
+        .or_else(|| spec.strip_prefix("sha256:"))
+        .unwrap_or(spec)
+        .to_ascii_lowercase();
+    if hexpart.len() < 8 || !hexpart.chars().all(|c| c.is_ascii_hexdigit()) {
+        anyhow::bail!(coffer::Error::InvalidOption(format!(
+            "--remove {spec:?}: give a fingerprint (SHA256:… or 8+ hex digits) or a public key file"
+        )));
+    }
+    let hits: Vec<_> = present
+        .iter()
+        .filter(|fp| fp.to_hex().starts_with(&hexpart))
+        .collect();
+    match hits.as_slice() {
+        [one] => Ok(**one),
+        [] => anyhow::bail!(coffer::Error::InvalidOption(format!(
+            "--remove {spec}: no recipient of this archive has that fingerprint (see `coffer info`)"
+        ))),
+        _ => anyhow::bail!(coffer::Error::InvalidOption(format!(
+            "--remove {spec}: prefix matches several recipients; give more digits"
+        ))),
+    }
+}
+
+/// Seconds since the epoch as an RFC 3339 UTC timestamp (proleptic Gregorian calendar).
+fn rfc3339(secs: i64) -> String {
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Howard Hinnant's days-to-civil algorithm.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
