@@ -1,10 +1,10 @@
 //! Seal/open throughput per block size and lane strategy (`cargo bench --bench seal`).
 
+use coffer::Compression;
 use coffer::format::frame::FRAME_PREFIX;
 use coffer::keys::{SessionKey, SubKeys};
 use coffer::seal::{BlockSealer, LaneMode};
-use coffer::Compression;
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 
 fn data(len: usize) -> Vec<u8> {
     let mut x = 0x9E37_79B9_7F4A_7C15u64;
@@ -20,8 +20,14 @@ fn data(len: usize) -> Vec<u8> {
 
 fn sealer(block: u32, mode: LaneMode, compression: Compression) -> BlockSealer {
     let keys = SubKeys::derive(&SessionKey::from_bytes([1; 32]), &[2; 16]);
-    BlockSealer::new(&keys, [2; 16], block, coffer::DEFAULT_SEGMENT_SIZE.min(block), compression)
-        .with_lane_mode(mode)
+    BlockSealer::new(
+        &keys,
+        [2; 16],
+        block,
+        coffer::DEFAULT_SEGMENT_SIZE.min(block),
+        compression,
+    )
+    .with_lane_mode(mode)
 }
 
 fn bench_seal(c: &mut Criterion) {
@@ -47,14 +53,18 @@ fn bench_seal(c: &mut Criterion) {
         }
         let s = sealer(block, LaneMode::MultiLane, Compression::Zstd(1));
         let mut buf = Vec::with_capacity(s.frame_capacity());
-        g.bench_with_input(BenchmarkId::new("multi-lane+zstd-incompressible", block), &plain, |b, plain| {
-            b.iter(|| {
-                buf.clear();
-                buf.resize(FRAME_PREFIX, 0);
-                buf.extend_from_slice(plain);
-                s.seal(&mut buf, 0, false);
-            })
-        });
+        g.bench_with_input(
+            BenchmarkId::new("multi-lane+zstd-incompressible", block),
+            &plain,
+            |b, plain| {
+                b.iter(|| {
+                    buf.clear();
+                    buf.resize(FRAME_PREFIX, 0);
+                    buf.extend_from_slice(plain);
+                    s.seal(&mut buf, 0, false);
+                })
+            },
+        );
     }
     g.finish();
 }
