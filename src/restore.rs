@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 use crate::format::index::{Entry, KIND_DIR, KIND_FILE, KIND_SYMLINK, parent};
 use crate::fsutil::temp_name;
 use crate::pipeline::{self, sink_stopped};
-use crate::seal::OpenError;
+use crate::seal::{OpenError, Opened};
 
 /// Where and what to restore. Shared by the command line and jobs.
 #[derive(Clone, Debug, Default)]
@@ -216,10 +216,15 @@ pub fn restore(
             }
             Ok(())
         },
-        move |slot: &mut Slot, _seq| {
-            slot.failure = work_sealer
-                .open(&mut slot.frame, slot.block, slot.last, &mut slot.plain)
-                .err();
+        move |slot: &mut Slot, _seq| match work_sealer.open_in_place(
+            &mut slot.frame,
+            slot.block,
+            slot.last,
+            &mut slot.plain,
+        ) {
+            Ok(Opened::InFrame(range)) => slot.plain_range = Some(range),
+            Ok(Opened::InScratch) => slot.plain_range = None,
+            Err(e) => slot.failure = Some(e),
         },
         |slot, _seq| {
             if let Some(e) = slot.failure.take() {
@@ -227,7 +232,11 @@ pub fn restore(
             }
             archive_bytes += slot.frame.len() as u64;
             writer.report.blocks += 1;
-            writer.write_block(slot.block * block_size, &slot.plain)
+            let plain = match &slot.plain_range {
+                Some(range) => &slot.frame[range.clone()],
+                None => &slot.plain[..],
+            };
+            writer.write_block(slot.block * block_size, plain)
         },
     )?;
     if writer.current.is_some() || writer.next < files.len() {
@@ -297,6 +306,8 @@ struct Slot {
     plain: Vec<u8>,
     block: u64,
     last: bool,
+    /// Where the plaintext is: a range of `frame`, or all of `plain`.
+    plain_range: Option<std::ops::Range<usize>>,
     failure: Option<OpenError>,
 }
 

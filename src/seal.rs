@@ -47,6 +47,15 @@ pub enum OpenError {
     Malformed(String),
 }
 
+/// Where [`BlockSealer::open_in_place`] left a block's plaintext.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Opened {
+    /// This range of the frame buffer.
+    InFrame(std::ops::Range<usize>),
+    /// The whole scratch buffer.
+    InScratch,
+}
+
 /// How the CBC segments of a block are encrypted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LaneMode {
@@ -169,7 +178,22 @@ impl BlockSealer {
         last: bool,
         out: &mut Vec<u8>,
     ) -> Result<(), OpenError> {
-        out.clear();
+        if let Opened::InFrame(range) = self.open_in_place(frame, index, last, out)? {
+            out.extend_from_slice(&frame[range]);
+        }
+        Ok(())
+    }
+
+    /// Like [`BlockSealer::open`], without copying: an uncompressed block's plaintext is
+    /// left in the frame (decrypted in place); a compressed one is inflated into `scratch`.
+    pub fn open_in_place(
+        &self,
+        frame: &mut [u8],
+        index: u64,
+        last: bool,
+        scratch: &mut Vec<u8>,
+    ) -> Result<Opened, OpenError> {
+        scratch.clear();
         let header = FrameHeader::parse(frame, self.block_size as u32)
             .map_err(|e| self.classify(frame, OpenError::Malformed(e)))?;
         if frame.len() != header.frame_len() {
@@ -207,14 +231,14 @@ impl BlockSealer {
         let payload = &body[..body.len() - pad];
         let raw_len = header.raw_len as usize;
         if header.is_compressed() {
-            decompress(payload, raw_len, out)?;
+            decompress(payload, raw_len, scratch)?;
+            Ok(Opened::InScratch)
         } else {
             if payload.len() != raw_len {
                 return Err(OpenError::Malformed("block length mismatch".into()));
             }
-            out.extend_from_slice(payload);
+            Ok(Opened::InFrame(FRAME_PREFIX..FRAME_PREFIX + raw_len))
         }
-        Ok(())
     }
 
     /// A failed frame whose checksum is also wrong is storage damage, not forgery.
