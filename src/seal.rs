@@ -333,6 +333,19 @@ impl BlockCipherEncClosure for LaneCbc<'_> {
 
         for g0 in (0..lanes).step_by(par) {
             let gl = par.min(lanes - g0);
+            if gl * 8 <= par {
+                // A handful of lanes (a small last block): a full batch would be mostly
+                // junk, and one chain per lane costs less.
+                for lane in g0..g0 + gl {
+                    let mut chain = self.ivs[lane];
+                    for i in lane * sb..lane * sb + lane_len(lane) {
+                        xor_block(&mut chain, &self.blocks[i]);
+                        backend.encrypt_block_inplace(&mut chain);
+                        self.blocks[i] = chain;
+                    }
+                }
+                continue;
+            }
             for k in 0..gl {
                 batch[k] = self.ivs[g0 + k];
             }
