@@ -6,6 +6,7 @@ use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
+use crate::backup::Observer;
 use crate::error::{Error, Result};
 use crate::format::header::{self, HeaderBody, HeaderError, PREFIX_LEN, RawHeader, SUFFIX_LEN};
 use crate::format::index::{BlockRef, Index};
@@ -339,7 +340,7 @@ impl VerifyReport {
 impl Archive {
     /// Keyless check against the checksums: every frame, the index section, the trailer.
     /// Finds bit rot and truncation; reports every bad block, not just the first.
-    pub fn verify_checksums(&self) -> Result<VerifyReport> {
+    pub fn verify_checksums(&self, observer: &dyn Observer) -> Result<VerifyReport> {
         use crate::format::frame::{FRAME_PREFIX, FrameHeader, checksum_ok};
         let mut report = VerifyReport::default();
         let start = self.data_start();
@@ -349,6 +350,7 @@ impl Archive {
         let mut block = 0u64;
         let mut buf = Vec::new();
         let mut typical_len: Option<u64> = None;
+        observer.totals(self.trailer.block_count, end - start);
         while at < end {
             let mut prefix = [0u8; FRAME_PREFIX];
             let avail = (end - at).min(FRAME_PREFIX as u64) as usize;
@@ -397,6 +399,7 @@ impl Archive {
                 });
             }
             typical_len.get_or_insert(frame_len);
+            observer.bytes_done(frame_len);
             report.blocks_checked += 1;
             report.bytes_checked += frame_len;
             at += frame_len;
@@ -433,7 +436,7 @@ impl Archive {
 
     /// Full check with a key: header MAC and index (by `unlock`), then every block's tag
     /// and decryption. Nothing is written; every bad block is reported.
-    pub fn verify_blocks(&self, unlocked: &Unlocked) -> Result<VerifyReport> {
+    pub fn verify_blocks(&self, unlocked: &Unlocked, observer: &dyn Observer) -> Result<VerifyReport> {
         #[derive(Default)]
         struct Slot {
             frame: Vec<u8>,
@@ -448,6 +451,7 @@ impl Archive {
             keyed: true,
             ..Default::default()
         };
+        observer.totals(blocks.len() as u64, self.trailer.index_offset);
         crate::pipeline::run(
             rayon::current_num_threads() * 2 + 2,
             |feed| {
@@ -470,6 +474,7 @@ impl Archive {
                     .err();
             },
             |slot, _| {
+                observer.bytes_done(slot.frame.len() as u64);
                 report.blocks_checked += 1;
                 report.bytes_checked += slot.frame.len() as u64;
                 if let Some(e) = slot.failure.take() {

@@ -63,10 +63,20 @@ pub struct Warning {
 }
 
 /// Told about progress as the run goes (the binary draws bars and prints warnings).
+/// Every method has an empty default; implement what you show.
 pub trait Observer: Sync {
     fn warning(&self, _warning: &Warning) {}
+    /// A file was completely read (backup) or written (restore).
     fn file_done(&self, _path: &Path, _bytes: u64) {}
+    /// Data bytes processed: read from files (backup), restored or checked.
+    fn bytes_done(&self, _bytes: u64) {}
     fn bytes_written(&self, _bytes: u64) {}
+    /// Whether the run should spend a little work on finding totals for `totals`.
+    fn wants_totals(&self) -> bool {
+        false
+    }
+    /// Total files and bytes expected (an estimate for backup: files may change).
+    fn totals(&self, _files: u64, _bytes: u64) {}
 }
 
 /// An observer that ignores everything.
@@ -108,6 +118,28 @@ pub fn backup(
     validate_options(opts, recipients)?;
     let sources = plan_sources(&opts.sources)?;
     let exclude = build_globs(&opts.exclude)?;
+    std::thread::scope(|scope| {
+        if observer.wants_totals() {
+            // Counting alongside the run keeps the progress total from costing a second
+            // pass before the first byte is read.
+            let (sources, exclude) = (&sources, &exclude);
+            scope.spawn(move || {
+                let (files, bytes) = estimate(sources, exclude, opts.one_file_system);
+                observer.totals(files, bytes);
+            });
+        }
+        run_session(opts, recipients, observer, &sources, &exclude, started)
+    })
+}
+
+fn run_session(
+    opts: &BackupOptions,
+    recipients: &[&dyn Recipient],
+    observer: &dyn Observer,
+    sources: &[(String, PathBuf)],
+    exclude: &GlobSet,
+    started: Instant,
+) -> Result<BackupReport> {
 
     let session_key = SessionKey::generate()?;
     let session_id = new_session_id()?;
@@ -169,17 +201,18 @@ pub fn backup(
                 filled: 0,
                 held: None,
                 stream_len: 0,
+                observer,
             };
             let mut walk = Walk {
                 entries: Vec::new(),
                 totals: Totals::default(),
                 warnings: Vec::new(),
                 observer,
-                exclude: &exclude,
+                exclude,
                 own_file,
                 one_file_system: opts.one_file_system,
             };
-            for (name, path) in &sources {
+            for (name, path) in sources {
                 walk.source(name, path, &mut reader)?;
             }
             let stream_len = reader.finish()?;
@@ -359,6 +392,7 @@ struct StreamReader<'f, W> {
     filled: usize,
     held: Option<Block>,
     stream_len: u64,
+    observer: &'f dyn Observer,
 }
 
 impl<W> StreamReader<'_, W>
@@ -395,6 +429,7 @@ where
                 Err(e) => return Ok(Err(e)),
             };
             total += n as u64;
+            self.observer.bytes_done(n as u64);
             self.filled += n;
             self.stream_len += n as u64;
             if self.filled == self.block_size {
@@ -575,6 +610,33 @@ impl Walk<'_> {
 
 fn io_reason(e: &dyn std::fmt::Display) -> String {
     e.to_string()
+}
+
+/// Files and bytes below the sources (metadata only), for progress totals.
+fn estimate(sources: &[(String, PathBuf)], exclude: &GlobSet, one_file_system: bool) -> (u64, u64) {
+    let (mut files, mut bytes) = (0u64, 0u64);
+    for (name, root) in sources {
+        let mut walker = walkdir::WalkDir::new(root)
+            .follow_links(false)
+            .same_file_system(one_file_system)
+            .into_iter();
+        while let Some(Ok(entry)) = walker.next() {
+            let rel = entry.path().strip_prefix(root).unwrap_or(Path::new(""));
+            if entry.depth() > 0
+                && archive_path(name, rel).is_some_and(|p| exclude.is_match(p))
+            {
+                if entry.file_type().is_dir() {
+                    walker.skip_current_dir();
+                }
+                continue;
+            }
+            if entry.file_type().is_file() {
+                files += 1;
+                bytes += entry.metadata().map(|m| m.len()).unwrap_or(0);
+            }
+        }
+    }
+    (files, bytes)
 }
 
 /// `name` joined with the walked relative path, `/`-separated; `None` if not UTF-8.

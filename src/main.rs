@@ -625,9 +625,9 @@ fn run_verify(a: VerifyArgs) -> anyhow::Result<u8> {
         let result = Archive::open(path).and_then(|ar| match &identity {
             Some(id) => {
                 let unlocked = ar.unlock(id as &dyn Identity)?;
-                ar.verify_blocks(&unlocked)
+                ar.verify_blocks(&unlocked, &Stderr)
             }
-            None => ar.verify_checksums(),
+            None => ar.verify_checksums(&Stderr),
         });
         match result {
             Ok(report) => {

@@ -137,6 +137,10 @@ pub fn restore(
     }
 
     let mut report = RestoreReport::default();
+    if observer.wants_totals() {
+        let files = selected.iter().filter(|e| e.kind == KIND_FILE);
+        observer.totals(files.clone().count() as u64, files.map(|e| e.size).sum());
+    }
     std::fs::create_dir_all(target).map_err(|e| Error::io(target, e))?;
 
     // Folders, parents first (the index lists them so).
@@ -442,6 +446,7 @@ impl FileWriter<'_> {
                     .write_all(&data[from..from + take])
                     .map_err(|err| Error::io(&pf.tmp, err))?;
                 pf.written += take as u64;
+                self.observer.bytes_done(take as u64);
             }
             if pf.written == e.size {
                 let pf = self.current.take().unwrap();
