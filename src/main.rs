@@ -8,6 +8,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use coffer::Compression;
+
+mod cli_ui;
+use cli_ui::{Progress, hex, human};
 use coffer::archive::Archive;
 use coffer::backup::{self, BackupOptions, Observer, Warning};
 use coffer::recipient::{DEFAULT_RSA_BITS, Identity, Recipient, RsaIdentity, RsaRecipient};
@@ -31,6 +34,9 @@ Exit codes: 0 success, 1 finished with warnings, 2 failed."
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// More diagnostics on stderr (-v info, -vv debug); RUST_LOG overrides
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
 }
 
 #[derive(Subcommand)]
@@ -68,6 +74,15 @@ enum Command {
         after_help = "Example:\n  coffer rekey nightly.coffer -i ops.key --add new.key.pub --remove SHA256:3f2a9c01"
     )]
     Rekey(RekeyArgs),
+    /// Print a shell completion script (bash, zsh, fish, powershell, elvish)
+    #[command(after_help = "Example:\n  coffer completions bash > /etc/bash_completion.d/coffer")]
+    Completions {
+        /// Shell to generate completions for
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) generated from this help
+    #[command(after_help = "Example:\n  coffer man > /usr/local/share/man/man1/coffer.1")]
+    Man,
 }
 
 #[derive(Args)]
@@ -175,6 +190,9 @@ struct BackupArgs {
     /// Print nothing but errors and warnings
     #[arg(short, long)]
     quiet: bool,
+    /// Print the summary as one JSON document
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -199,6 +217,9 @@ struct RestoreArgs {
     /// Print nothing but errors and warnings
     #[arg(short, long)]
     quiet: bool,
+    /// Print the summary as one JSON document
+    #[arg(long)]
+    json: bool,
 }
 
 fn parse_size(s: &str) -> Result<u32, String> {
@@ -214,16 +235,9 @@ fn parse_size(s: &str) -> Result<u32, String> {
     u32::try_from(n * mult).map_err(|_| format!("{s:?} is too large"))
 }
 
-/// Prints warnings as they happen.
-struct Stderr;
-impl Observer for Stderr {
-    fn warning(&self, w: &Warning) {
-        eprintln!("warning: {}: {}", w.path.display(), w.message);
-    }
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    cli_ui::init_logging(cli.verbose);
     match run(cli) {
         Ok(code) => ExitCode::from(code),
         Err(err) => {
@@ -264,6 +278,18 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::List(a) => run_list(a),
         Command::Verify(a) => run_verify(a),
         Command::Rekey(a) => run_rekey(a),
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(shell, &mut Cli::command(), "coffer", &mut std::io::stdout());
+            Ok(EXIT_OK)
+        }
+        Command::Man => {
+            use clap::CommandFactory;
+            clap_mangen::Man::new(Cli::command())
+                .render(&mut std::io::stdout())
+                .context("cannot write the man page")?;
+            Ok(EXIT_OK)
+        }
     }
 }
 
@@ -322,34 +348,88 @@ fn run_backup(a: BackupArgs) -> anyhow::Result<u8> {
     opts.job_name = a.job_name;
     opts.one_file_system = !a.cross_file_systems;
     opts.overwrite = a.overwrite;
-    let report = backup::backup(&opts, &refs, &Stderr)?;
-    if !a.quiet {
-        let t = &report.totals;
-        let secs = report.duration.as_secs_f64().max(1e-9);
+    tracing::info!(archive = %opts.output.display(), recipients = refs.len(), "backup starting");
+    let progress = Progress::new("backup", a.quiet || a.json);
+    let result = backup::backup(&opts, &refs, &progress);
+    progress.finish();
+    let report = result?;
+    tracing::info!(
+        blocks = report.blocks,
+        bytes = report.bytes_read,
+        "backup finished"
+    );
+    let t = &report.totals;
+    let secs = report.duration.as_secs_f64().max(1e-9);
+    if a.json {
+        print_json(&serde_json::json!({
+            "archive": report.archive,
+            "session_id": hex(&report.session_id),
+            "files": t.files,
+            "dirs": t.dirs,
+            "symlinks": t.symlinks,
+            "bytes_read": report.bytes_read,
+            "bytes_written": report.bytes_written,
+            "blocks": report.blocks,
+            "duration_secs": secs,
+            "recipients": report.recipients.iter().map(|f| f.to_string()).collect::<Vec<_>>(),
+            "warnings": warnings_json(&report.warnings),
+        }));
+    } else if !a.quiet {
         println!(
-            "backed up {} files, {} folders, {} links: {} read, {} written in {:.2}s ({}/s)",
-            t.files,
-            t.dirs,
-            t.symlinks,
+            "backed up {} files, {} folders, {} links in {:.2}s",
+            t.files, t.dirs, t.symlinks, secs
+        );
+        println!(
+            "read:       {} ({}/s)",
             human(report.bytes_read),
-            human(report.bytes_written),
-            secs,
             human((report.bytes_read as f64 / secs) as u64)
         );
+        let ratio = if report.bytes_read > 0 {
+            format!(
+                " ({:.1}% of the data read)",
+                100.0 * report.bytes_written as f64 / report.bytes_read as f64
+            )
+        } else {
+            String::new()
+        };
+        println!("written:    {}{ratio}", human(report.bytes_written));
         println!("archive:    {}", report.archive.display());
         println!("session:    {}", hex(&report.session_id));
         for fp in &report.recipients {
             println!("recipient:  {fp}");
         }
+        print_warning_summary(&report.warnings);
     }
     if report.warnings.is_empty() {
         Ok(EXIT_OK)
     } else {
-        eprintln!(
-            "finished with {} warning(s); the archive is complete but lacks the files named above",
-            report.warnings.len()
-        );
+        if !a.json {
+            eprintln!(
+                "finished with {} warning(s); the archive is complete but lacks the files named above",
+                report.warnings.len()
+            );
+        }
         Ok(EXIT_WARNINGS)
+    }
+}
+
+fn warnings_json(warnings: &[Warning]) -> Vec<serde_json::Value> {
+    warnings
+        .iter()
+        .map(|w| serde_json::json!({"path": w.path, "message": w.message}))
+        .collect()
+}
+
+fn print_warning_summary(warnings: &[Warning]) {
+    if warnings.is_empty() {
+        return;
+    }
+    println!("warnings:   {}", warnings.len());
+    for w in warnings.iter().take(5) {
+        println!("            {}: {}", w.path.display(), w.message);
+    }
+    if warnings.len() > 5 {
+        println!("            ... and {} more", warnings.len() - 5);
     }
 }
 
@@ -363,9 +443,25 @@ fn run_restore(a: RestoreArgs) -> anyhow::Result<u8> {
         patterns: a.patterns,
         preserve_owner: a.preserve_owner,
     };
-    let report = restore::restore(&archive, &unlocked, &opts, &Stderr)?;
-    if !a.quiet {
-        let secs = report.duration.as_secs_f64().max(1e-9);
+    let progress = Progress::new("restore", a.quiet || a.json);
+    let result = restore::restore(&archive, &unlocked, &opts, &progress);
+    progress.finish();
+    let report = result?;
+    let secs = report.duration.as_secs_f64().max(1e-9);
+    if a.json {
+        print_json(&serde_json::json!({
+            "archive": a.archive,
+            "target": opts.target,
+            "files": report.files,
+            "dirs": report.dirs,
+            "symlinks": report.symlinks,
+            "bytes": report.bytes,
+            "blocks": report.blocks,
+            "archive_bytes_read": report.archive_bytes_read,
+            "duration_secs": secs,
+            "warnings": warnings_json(&report.warnings),
+        }));
+    } else if !a.quiet {
         println!(
             "restored {} files, {} folders, {} links: {} in {:.2}s ({}/s) into {}",
             report.files,
@@ -376,31 +472,13 @@ fn run_restore(a: RestoreArgs) -> anyhow::Result<u8> {
             human((report.bytes as f64 / secs) as u64),
             opts.target.display()
         );
+        print_warning_summary(&report.warnings);
     }
     Ok(if report.warnings.is_empty() {
         EXIT_OK
     } else {
         EXIT_WARNINGS
     })
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn human(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u + 1 < UNITS.len() {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
 }
 
 /// One line for an error: the message and, on a second line, the hint.
@@ -622,13 +700,15 @@ fn run_verify(a: VerifyArgs) -> anyhow::Result<u8> {
     let mut docs = Vec::new();
     let mut failed = false;
     for path in &a.archives {
+        let progress = Progress::new("verify", a.quiet || a.json);
         let result = Archive::open(path).and_then(|ar| match &identity {
             Some(id) => {
                 let unlocked = ar.unlock(id as &dyn Identity)?;
-                ar.verify_blocks(&unlocked, &Stderr)
+                ar.verify_blocks(&unlocked, &progress)
             }
-            None => ar.verify_checksums(&Stderr),
+            None => ar.verify_checksums(&progress),
         });
+        progress.finish();
         match result {
             Ok(report) => {
                 failed |= !report.is_ok();
