@@ -12,7 +12,7 @@ use coffer::Compression;
 mod cli_ui;
 use cli_ui::{Progress, hex, human};
 use coffer::archive::Archive;
-use coffer::backup::{self, BackupOptions, Observer, Warning};
+use coffer::backup::{self, BackupOptions, Warning};
 use coffer::recipient::{DEFAULT_RSA_BITS, Identity, Recipient, RsaIdentity, RsaRecipient};
 use coffer::restore::{self, RestoreOptions};
 
