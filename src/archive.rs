@@ -436,7 +436,11 @@ impl Archive {
 
     /// Full check with a key: header MAC and index (by `unlock`), then every block's tag
     /// and decryption. Nothing is written; every bad block is reported.
-    pub fn verify_blocks(&self, unlocked: &Unlocked, observer: &dyn Observer) -> Result<VerifyReport> {
+    pub fn verify_blocks(
+        &self,
+        unlocked: &Unlocked,
+        observer: &dyn Observer,
+    ) -> Result<VerifyReport> {
         #[derive(Default)]
         struct Slot {
             frame: Vec<u8>,

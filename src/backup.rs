@@ -140,7 +140,6 @@ fn run_session(
     exclude: &GlobSet,
     started: Instant,
 ) -> Result<BackupReport> {
-
     let session_key = SessionKey::generate()?;
     let session_id = new_session_id()?;
     let keys = SubKeys::derive(&session_key, &session_id);
@@ -622,9 +621,7 @@ fn estimate(sources: &[(String, PathBuf)], exclude: &GlobSet, one_file_system: b
             .into_iter();
         while let Some(Ok(entry)) = walker.next() {
             let rel = entry.path().strip_prefix(root).unwrap_or(Path::new(""));
-            if entry.depth() > 0
-                && archive_path(name, rel).is_some_and(|p| exclude.is_match(p))
-            {
+            if entry.depth() > 0 && archive_path(name, rel).is_some_and(|p| exclude.is_match(p)) {
                 if entry.file_type().is_dir() {
                     walker.skip_current_dir();
                 }
