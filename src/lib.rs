@@ -14,6 +14,7 @@ pub mod backup;
 pub mod error;
 pub mod format;
 pub mod fsutil;
+pub mod job;
 pub mod keys;
 mod pipeline;
 pub mod recipient;
