@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use crate::backup::Observer;
 use crate::error::{Error, Result};
 use crate::format::header::{self, HeaderBody, HeaderError, PREFIX_LEN, RawHeader, SUFFIX_LEN};
-use crate::format::index::{BlockRef, Index};
+use crate::format::index::{BlockRef, Index, IndexError};
 use crate::format::trailer::{TRAILER_LEN, Trailer};
 use crate::keys::{SessionKey, SubKeys};
 use crate::recipient::{Fingerprint, Identity, hex};
@@ -44,14 +44,13 @@ impl Archive {
         };
         let mut prefix = [0u8; PREFIX_LEN];
         if file_len < PREFIX_LEN as u64 {
-            if file_len >= 8 || file_len == 0 {
-                let mut head = vec![0u8; file_len.min(8) as usize];
-                file.read_exact(&mut head).map_err(|e| Error::io(path, e))?;
-                if head.len() < 8 || head[..] != header::MAGIC[..] {
-                    return Err(Error::NotAnArchive {
-                        path: path.to_path_buf(),
-                    });
-                }
+            // A short file is a cut-off archive only if what it has matches the magic.
+            let mut head = vec![0u8; file_len.min(8) as usize];
+            file.read_exact(&mut head).map_err(|e| Error::io(path, e))?;
+            if head.is_empty() || head[..] != header::MAGIC[..head.len()] {
+                return Err(Error::NotAnArchive {
+                    path: path.to_path_buf(),
+                });
             }
             return Err(truncated("shorter than a header"));
         }
@@ -152,7 +151,18 @@ impl Archive {
         let body = &self.header.body;
         let mut session_key = None;
         for stanza in &body.recipients {
-            if let Some(k) = identity.unwrap_stanza(stanza)? {
+            // The stanza is ours by fingerprint but does not decrypt: it was changed.
+            let unwrapped = identity
+                .unwrap_stanza(stanza)
+                .map_err(|_| Error::Tampered {
+                    path: self.path.clone(),
+                    what: format!(
+                        "the recipient stanza for {}",
+                        Fingerprint(stanza.fingerprint)
+                    ),
+                    offset: 0,
+                })?;
+            if let Some(k) = unwrapped {
                 session_key = Some(k);
                 break;
             }
@@ -193,7 +203,7 @@ impl Archive {
         self.file
             .read_exact_at(&mut section, index_at)
             .map_err(|e| Error::io(&self.path, e))?;
-        let plain = open_index(&keys, &body.session_id, section).map_err(|e| match e {
+        let plain = open_index(keys, &body.session_id, section).map_err(|e| match e {
             OpenError::Tag => Error::Tampered {
                 path: self.path.clone(),
                 what: "the index".into(),
@@ -210,26 +220,35 @@ impl Archive {
                 detail: m,
             },
         })?;
-        let index: Index = postcard::from_bytes(&plain).map_err(|e| Error::Corrupt {
-            path: self.path.clone(),
-            offset: index_at,
-            detail: format!("index does not decode: {e}"),
-        })?;
+        let index: Index = match postcard::take_from_bytes::<Index>(&plain) {
+            Ok((index, [])) => index,
+            Ok(_) => {
+                return Err(Error::Corrupt {
+                    path: self.path.clone(),
+                    offset: index_at,
+                    detail: "trailing bytes after the index".into(),
+                });
+            }
+            Err(e) => {
+                return Err(Error::Corrupt {
+                    path: self.path.clone(),
+                    offset: index_at,
+                    detail: format!("index does not decode: {e}"),
+                });
+            }
+        };
         index
             .validate(body.block_size, self.trailer.index_offset)
-            .map_err(|detail| {
-                if detail.starts_with("entry") {
-                    Error::UnsafePath {
-                        path: self.path.display().to_string(),
-                        reason: detail,
-                    }
-                } else {
-                    Error::Corrupt {
-                        path: self.path.clone(),
-                        offset: index_at,
-                        detail,
-                    }
-                }
+            .map_err(|e| match e {
+                IndexError::Unsafe { entry, reason } => Error::UnsafePath {
+                    path: entry,
+                    reason: format!("{reason}, in {}", self.path.display()),
+                },
+                IndexError::Corrupt(detail) => Error::Corrupt {
+                    path: self.path.clone(),
+                    offset: index_at,
+                    detail,
+                },
             })?;
         if index.blocks.len() as u64 != self.trailer.block_count {
             return Err(Error::Corrupt {
@@ -481,8 +500,12 @@ impl Archive {
                 observer.bytes_done(slot.frame.len() as u64);
                 report.blocks_checked += 1;
                 report.bytes_checked += slot.frame.len() as u64;
+                let r = &blocks[slot.block as usize];
+                if slot.failure.is_none() && slot.plain.len() != r.raw_len as usize {
+                    slot.failure =
+                        Some(OpenError::Malformed("length differs from the index".into()));
+                }
                 if let Some(e) = slot.failure.take() {
-                    let r = &blocks[slot.block as usize];
                     report.problems.push(Problem {
                         block: Some(slot.block),
                         offset: self.data_start() + r.offset,

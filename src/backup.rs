@@ -311,7 +311,7 @@ fn validate_options(opts: &BackupOptions, recipients: &[&dyn Recipient]) -> Resu
         )));
     }
     if opts.segment_size < header::MIN_SEGMENT_SIZE
-        || opts.segment_size % 16 != 0
+        || !opts.segment_size.is_multiple_of(16)
         || opts.segment_size > opts.block_size
     {
         return Err(Error::InvalidOption(

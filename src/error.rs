@@ -72,6 +72,9 @@ pub enum Error {
     #[error("{path}: already exists")]
     Exists { path: PathBuf },
 
+    #[error("{path}: a key file already exists; refusing to replace it without --force")]
+    KeyExists { path: PathBuf },
+
     #[error("invalid option: {0}")]
     InvalidOption(String),
 
@@ -120,8 +123,9 @@ impl Error {
             Error::UnsafePath { .. } => {
                 "this archive was crafted or damaged; nothing outside the target was written".into()
             }
-            Error::Exists { .. } => {
-                "restore into an empty folder, or pass --overwrite to replace files".into()
+            Error::Exists { .. } => "choose another path, or pass --overwrite to replace it".into(),
+            Error::KeyExists { .. } => {
+                "choose another name; archives made for the old key still need the old key".into()
             }
             Error::InvalidOption(_) => "see `coffer help`".into(),
             Error::Crypto(_) => return None,

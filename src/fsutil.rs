@@ -15,6 +15,7 @@ pub struct AtomicFile {
     file: Option<File>,
     tmp: PathBuf,
     dest: PathBuf,
+    committed: bool,
 }
 
 impl AtomicFile {
@@ -36,6 +37,7 @@ impl AtomicFile {
             file: Some(file),
             tmp,
             dest: dest.to_path_buf(),
+            committed: false,
         })
     }
 
@@ -65,6 +67,7 @@ impl AtomicFile {
             })?;
             std::fs::remove_file(&self.tmp).map_err(|e| Error::io(&self.tmp, e))?;
         }
+        self.committed = true;
         sync_parent(&self.dest)?;
         Ok(())
     }
@@ -72,7 +75,8 @@ impl AtomicFile {
 
 impl Drop for AtomicFile {
     fn drop(&mut self) {
-        if self.file.take().is_some() {
+        // Also after a failed commit (fsync or rename): the temporary file must not stay.
+        if !self.committed {
             let _ = std::fs::remove_file(&self.tmp);
         }
     }

@@ -9,6 +9,7 @@ use std::process::ExitCode;
 
 use coffer::Compression;
 
+mod cli_job;
 mod cli_ui;
 use cli_ui::{Progress, hex, human};
 use coffer::archive::Archive;
@@ -83,6 +84,22 @@ enum Command {
     /// Print the man page (roff) generated from this help
     #[command(after_help = "Example:\n  coffer man > /usr/local/share/man/man1/coffer.1")]
     Man,
+    /// Backup jobs from the job file: list, check, run one now
+    #[command(
+        after_help = "Example:\n  coffer job list\n  coffer job check\n  coffer job run home"
+    )]
+    Job(cli_job::JobArgs),
+    /// Run scheduled jobs in the foreground (for systemd and containers)
+    #[command(
+        after_help = "Example:\n  coffer daemon\n  coffer daemon --once   # run what is due now, then exit"
+    )]
+    Daemon(cli_job::DaemonArgs),
+    /// Show recorded job sessions, newest first
+    #[command(after_help = "Example:\n  coffer history\n  coffer history home --json")]
+    History(cli_job::HistoryArgs),
+    /// Delete archives that the jobs' retention no longer keeps
+    #[command(after_help = "Example:\n  coffer prune --dry-run\n  coffer prune home")]
+    Prune(cli_job::PruneArgs),
 }
 
 #[derive(Args)]
@@ -283,6 +300,10 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             clap_complete::generate(shell, &mut Cli::command(), "coffer", &mut std::io::stdout());
             Ok(EXIT_OK)
         }
+        Command::Job(a) => cli_job::run_job(a),
+        Command::Daemon(a) => cli_job::run_daemon(a),
+        Command::History(a) => cli_job::run_history(a),
+        Command::Prune(a) => cli_job::run_prune(a),
         Command::Man => {
             use clap::CommandFactory;
             clap_mangen::Man::new(Cli::command())
@@ -297,8 +318,7 @@ fn keygen(a: KeygenArgs) -> anyhow::Result<u8> {
     let public_path = pub_path(&a.output);
     for p in [&a.output, &public_path] {
         if !a.force && p.symlink_metadata().is_ok() {
-            return Err(coffer::Error::Exists { path: p.clone() })
-                .context("refusing to replace a key (pass --force)");
+            return Err(coffer::Error::KeyExists { path: p.clone() }.into());
         }
     }
     let identity = RsaIdentity::generate(a.bits)?;

@@ -174,7 +174,7 @@ impl RsaIdentity {
     pub fn load(path: &Path) -> Result<Self> {
         let text = read_key_file(path)?;
         match parse_pem(&text, path)? {
-            ParsedKey::Private(k) => Self::new(k, path.to_path_buf()),
+            ParsedKey::Private(k) => Self::new(*k, path.to_path_buf()),
             ParsedKey::Public(_) => Err(Error::PublicKeyAsIdentity {
                 path: path.to_path_buf(),
             }),
@@ -193,7 +193,7 @@ impl RsaIdentity {
 
     /// Make a new key pair. `bits` must be at least [`MIN_RSA_BITS`].
     pub fn generate(bits: usize) -> Result<Self> {
-        if !(MIN_RSA_BITS..=MAX_RSA_BITS).contains(&bits) || bits % 8 != 0 {
+        if !(MIN_RSA_BITS..=MAX_RSA_BITS).contains(&bits) || !bits.is_multiple_of(8) {
             return Err(Error::InvalidOption(format!(
                 "--bits {bits}: choose a multiple of 8 between {MIN_RSA_BITS} and {MAX_RSA_BITS}"
             )));
@@ -258,7 +258,7 @@ impl Identity for RsaIdentity {
 
 enum ParsedKey {
     Public(RsaPublicKey),
-    Private(RsaPrivateKey),
+    Private(Box<RsaPrivateKey>),
 }
 
 fn read_key_file(path: &Path) -> Result<Zeroizing<String>> {
@@ -291,11 +291,11 @@ fn parse_pem(text: &str, path: &Path) -> Result<ParsedKey> {
     let text = text.trim();
     if text.contains("-----BEGIN PRIVATE KEY-----") {
         RsaPrivateKey::from_pkcs8_pem(text)
-            .map(ParsedKey::Private)
+            .map(|k| ParsedKey::Private(Box::new(k)))
             .map_err(|e| bad(format!("cannot read PKCS#8 RSA private key: {e}")))
     } else if text.contains("-----BEGIN RSA PRIVATE KEY-----") {
         RsaPrivateKey::from_pkcs1_pem(text)
-            .map(ParsedKey::Private)
+            .map(|k| ParsedKey::Private(Box::new(k)))
             .map_err(|e| bad(format!("cannot read PKCS#1 RSA private key: {e}")))
     } else if text.contains("-----BEGIN PUBLIC KEY-----") {
         RsaPublicKey::from_public_key_pem(text)

@@ -240,6 +240,14 @@ pub fn restore(
                 Some(range) => &slot.frame[range.clone()],
                 None => &slot.plain[..],
             };
+            let r = &blocks[slot.block as usize];
+            if plain.len() != r.raw_len as usize {
+                return Err(archive.block_error(
+                    slot.block,
+                    r,
+                    OpenError::Malformed("length differs from the index".into()),
+                ));
+            }
             writer.write_block(slot.block * block_size, plain)
         },
     )?;

@@ -530,7 +530,7 @@ pub fn open_index(
     mut section: Vec<u8>,
 ) -> Result<Vec<u8>, OpenError> {
     let n = section.len();
-    if n < 16 + 16 + 36 || (n - 16 - 36) % 16 != 0 {
+    if n < 16 + 16 + 36 || !(n - 16 - 36).is_multiple_of(16) {
         return Err(OpenError::Malformed(
             "index section has a bad length".into(),
         ));

@@ -145,7 +145,6 @@ fn keygen_writes_a_0600_private_key_and_a_public_key_and_prints_the_fingerprint(
 }
 
 #[test]
-#[ignore = "bug: Error::Exists has one restore-only hint (\"restore into an empty folder, or pass --overwrite\"), printed for keygen (whose flag is --force) and backup too"]
 fn exists_hint_fits_the_command_that_refused() {
     let t = TestDir::new();
     let k = t.join("x.key");

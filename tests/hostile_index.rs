@@ -435,11 +435,8 @@ fn file_size_beyond_the_stream_is_refused() {
         vec![file("big", 0, 1 << 40)],
         vec![file("big", 0, u64::MAX)],
         vec![file("a", 0, 5), file("b", 5, 1)],
-        // Ranges that overlap or skip bytes.
+        // Ranges that overlap.
         vec![file("a", 0, 5), file("b", 2, 3)],
-        vec![file("a", 1, 4)],
-        // The files do not cover the stream.
-        vec![file("a", 0, 2)],
     ] {
         let err = s
             .restore(&Craft::new(entries, b"12345".to_vec()))
@@ -448,6 +445,20 @@ fn file_size_beyond_the_stream_is_refused() {
         s.assert_target_empty();
         s.assert_nothing_outside(&[]);
     }
+}
+
+/// Regression (partial read during backup made the archive unrestorable): bytes of a
+/// file that failed part-way stay in the stream unreferenced, so ranges may skip bytes.
+#[test]
+fn stream_gaps_left_by_unreadable_files_restore_the_listed_files() {
+    let s = Scene::new();
+    s.restore(&Craft::new(
+        vec![file("a", 1, 2), file("b", 4, 1)],
+        b"12345".to_vec(),
+    ))
+    .unwrap();
+    assert_eq!(fs::read(s.target().join("a")).unwrap(), b"23");
+    assert_eq!(fs::read(s.target().join("b")).unwrap(), b"5");
 }
 
 #[test]
@@ -650,7 +661,6 @@ fn block_shorter_than_its_table_entry_never_yields_a_wrong_file() {
 }
 
 #[test]
-#[ignore = "bug: restore does not check an opened block's length against the index; a short block ends in Error::Crypto(\"internal error ...\") without the archive path"]
 fn block_shorter_than_its_table_entry_is_corrupt() {
     let s = Scene::new();
     let c = short_first_block(&s);
@@ -692,7 +702,6 @@ fn table_claiming_full_blocks(s: &Scene, c: &Craft) -> Vec<BlockRef> {
 }
 
 #[test]
-#[ignore = "bug: Archive::unlock puts the archive's file name in UnsafePath.path, so the message says the archive path is the unsafe index path"]
 fn unsafe_path_error_names_the_hostile_entry_as_its_path() {
     let s = Scene::new();
     let err = s

@@ -228,7 +228,6 @@ fn restore_leaves_no_partial_file_and_refuses_a_file_as_target() {
 }
 
 #[test]
-#[ignore = "bug: AtomicFile::commit takes the File out before renaming, so when the rename fails Drop no longer removes the .partial file"]
 fn failed_final_rename_leaves_no_partial_file() {
     // --overwrite onto a path that is a folder: the data is written, the rename fails.
     let t = TestDir::new();
@@ -251,7 +250,6 @@ fn failed_final_rename_leaves_no_partial_file() {
 }
 
 #[test]
-#[ignore = "bug: AtomicFile::commit leaks the temporary file when the rename fails; for keygen that is a stray copy of the new private key"]
 fn failed_keygen_leaves_no_copy_of_the_private_key() {
     let t = TestDir::new();
     let k = t.join("k.key");

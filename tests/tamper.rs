@@ -218,7 +218,6 @@ fn forged_header_with_fixed_checksum_fails_authentication() {
 }
 
 #[test]
-#[ignore = "bug: a damaged/forged wrapped key in the identity's own stanza gives Error::Crypto naming the key file, not a Tampered/Corrupt error naming the archive"]
 fn forged_wrapped_key_of_the_identity_is_reported_as_tampering_of_the_archive() {
     let fx = Fixture::new();
     let good = fx.t.join("good.coffer");

@@ -93,7 +93,7 @@ impl HeaderBody {
             return bad("block size out of range");
         }
         if self.segment_size < MIN_SEGMENT_SIZE
-            || self.segment_size % 16 != 0
+            || !self.segment_size.is_multiple_of(16)
             || self.segment_size > self.block_size
         {
             return bad("segment size out of range");

@@ -60,6 +60,24 @@ pub struct Index {
     pub totals: Totals,
 }
 
+/// Why an index is refused.
+#[derive(Debug, PartialEq, Eq)]
+pub enum IndexError {
+    /// An entry that would be unsafe to restore (traversal, through a link, duplicate).
+    Unsafe { entry: String, reason: String },
+    /// Inconsistent ranges, block table or values.
+    Corrupt(String),
+}
+
+impl std::fmt::Display for IndexError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            IndexError::Unsafe { entry, reason } => write!(f, "entry {entry:?}: {reason}"),
+            IndexError::Corrupt(d) => f.write_str(d),
+        }
+    }
+}
+
 /// Why a path from an index is refused.
 pub fn check_path(path: &str) -> Result<(), &'static str> {
     if path.is_empty() {
@@ -97,90 +115,111 @@ impl Index {
     /// Check everything a restore relies on, before a single byte is written:
     /// safe unique paths, parents that are folders listed earlier, file ranges that tile
     /// the stream in order, and a block table that tiles the data section.
-    pub fn validate(&self, block_size: u32, data_len: u64) -> Result<(), String> {
+    pub fn validate(&self, block_size: u32, data_len: u64) -> Result<(), IndexError> {
+        self.validate_inner(block_size, data_len)
+            .map_err(|(entry, reason)| match entry {
+                Some(entry) => IndexError::Unsafe { entry, reason },
+                None => IndexError::Corrupt(reason),
+            })
+    }
+
+    fn validate_inner(
+        &self,
+        block_size: u32,
+        data_len: u64,
+    ) -> Result<(), (Option<String>, String)> {
+        let unsafe_entry = |e: &Entry, why: &str| (Some(e.path.clone()), why.to_string());
+        let corrupt = |e: &Entry, why: String| (None, format!("entry {:?}: {why}", e.path));
         let mut kinds: HashMap<&str, u8> = HashMap::with_capacity(self.entries.len());
         let mut next_offset = 0u64;
         for e in &self.entries {
-            check_path(&e.path).map_err(|why| format!("entry {:?}: {why}", e.path))?;
+            check_path(&e.path).map_err(|why| unsafe_entry(e, why))?;
             if let Some(p) = parent(&e.path) {
                 match kinds.get(p) {
                     Some(&KIND_DIR) => {}
                     Some(_) => {
-                        return Err(format!(
-                            "entry {:?}: its parent is not a folder (a path through a link or file)",
-                            e.path
+                        return Err(unsafe_entry(
+                            e,
+                            "its parent is not a folder (a path through a link or file)",
                         ));
                     }
                     None => {
-                        return Err(format!(
-                            "entry {:?}: its parent folder is not listed before it",
-                            e.path
-                        ));
+                        return Err(unsafe_entry(e, "its parent folder is not listed before it"));
                     }
                 }
             }
             if kinds.insert(&e.path, e.kind).is_some() {
-                return Err(format!("entry {:?}: duplicate path", e.path));
+                return Err(unsafe_entry(e, "duplicate path"));
             }
             match e.kind {
                 KIND_FILE => {
-                    if e.offset != next_offset {
-                        return Err(format!("entry {:?}: data range out of order", e.path));
+                    // Ranges only move forward; a gap is data of a file that could not be
+                    // read to its end during backup and was left out.
+                    if e.offset < next_offset {
+                        return Err(corrupt(e, "data range overlaps the previous file".into()));
                     }
                     next_offset = e
                         .offset
                         .checked_add(e.size)
                         .filter(|&end| end <= self.stream_len)
                         .ok_or_else(|| {
-                            format!("entry {:?}: size {} beyond the data stream", e.path, e.size)
+                            corrupt(e, format!("size {} beyond the data stream", e.size))
                         })?;
                 }
                 KIND_DIR => {}
                 KIND_SYMLINK => match &e.link_target {
                     Some(t) if !t.is_empty() && t.len() <= MAX_PATH_LEN && !t.contains('\0') => {}
-                    _ => return Err(format!("entry {:?}: bad symlink target", e.path)),
+                    _ => return Err(corrupt(e, "bad symlink target".into())),
                 },
-                k => return Err(format!("entry {:?}: unknown kind {k}", e.path)),
+                k => return Err(corrupt(e, format!("unknown kind {k}"))),
             }
             if e.kind != KIND_FILE && (e.size != 0 || e.offset != 0) {
-                return Err(format!("entry {:?}: non-file with data", e.path));
+                return Err(corrupt(e, "non-file with data".into()));
             }
             if e.kind != KIND_SYMLINK && e.link_target.is_some() {
-                return Err(format!("entry {:?}: link target on a non-link", e.path));
+                return Err(corrupt(e, "link target on a non-link".into()));
             }
-        }
-        if next_offset != self.stream_len {
-            return Err("file ranges do not cover the data stream".into());
+            if e.mode > 0o7777 || e.mtime_nsec >= 1_000_000_000 {
+                return Err(corrupt(e, "mode or time out of range".into()));
+            }
         }
         let mut at = 0u64;
         let mut raw = 0u64;
         let n = self.blocks.len();
         for (i, b) in self.blocks.iter().enumerate() {
+            let bad = |m: String| (None, m);
             if b.offset != at {
-                return Err(format!("block {i}: offset {} out of sequence", b.offset));
+                return Err(bad(format!(
+                    "block {i}: offset {} out of sequence",
+                    b.offset
+                )));
             }
             if (b.frame_len as usize) <= FRAME_OVERHEAD
                 || b.frame_len as u64 > block_size as u64 + 16 + FRAME_OVERHEAD as u64
             {
-                return Err(format!(
+                return Err(bad(format!(
                     "block {i}: frame length {} out of range",
                     b.frame_len
-                ));
+                )));
             }
             let full = i + 1 < n;
             if b.raw_len == 0 || b.raw_len > block_size || (full && b.raw_len != block_size) {
-                return Err(format!("block {i}: length {} out of range", b.raw_len));
+                return Err(bad(format!("block {i}: length {} out of range", b.raw_len)));
             }
             at += b.frame_len as u64;
             raw += b.raw_len as u64;
         }
         if at != data_len {
-            return Err(format!(
-                "block table covers {at} bytes but the data section holds {data_len}"
+            return Err((
+                None,
+                format!("block table covers {at} bytes but the data section holds {data_len}"),
             ));
         }
         if raw != self.stream_len {
-            return Err("block table does not match the data stream length".into());
+            return Err((
+                None,
+                "block table does not match the data stream length".into(),
+            ));
         }
         Ok(())
     }
@@ -261,13 +300,19 @@ mod tests {
         assert!(
             ix.validate(1 << 20, 0)
                 .unwrap_err()
+                .to_string()
                 .contains("not a folder")
         );
         let ix = index(
             vec![entry("a", KIND_DIR, 0, 0), entry("a", KIND_DIR, 0, 0)],
             0,
         );
-        assert!(ix.validate(1 << 20, 0).unwrap_err().contains("duplicate"));
+        assert!(
+            ix.validate(1 << 20, 0)
+                .unwrap_err()
+                .to_string()
+                .contains("duplicate")
+        );
     }
 
     #[test]
