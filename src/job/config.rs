@@ -501,11 +501,12 @@ impl JobFile {
         }
 
         // Jobs writing into one folder would mix their archives; each gets its own.
-        for (i, j) in jobs.iter().enumerate() {
-            if let Some(other) = jobs[..i]
-                .iter()
-                .find(|o| o.destination.value == j.destination.value)
-            {
+        // Reported at the later of the two lines, naming the earlier job.
+        for j in &jobs {
+            if let Some(other) = jobs.iter().find(|o| {
+                o.destination.value == j.destination.value
+                    && o.destination.line < j.destination.line
+            }) {
                 cx.errors.push(shared_destination(path, j, other));
             }
         }
@@ -582,7 +583,12 @@ impl JobFile {
             match test_destination(&dest.value) {
                 Ok(real) => {
                     if let Some((_, other)) = canonical.iter().find(|(p, _)| *p == real) {
-                        errors.push(shared_destination(&self.path, job, other));
+                        let (later, earlier) = if other.destination.line > job.destination.line {
+                            (*other, job)
+                        } else {
+                            (job, *other)
+                        };
+                        errors.push(shared_destination(&self.path, later, earlier));
                     }
                     canonical.push((real, job));
                 }
@@ -797,8 +803,24 @@ fn toml_error(e: &toml::de::Error, src: &str, file: &Path) -> ConfigError {
     }
 }
 
-/// The section (`[defaults]` or a job) whose header is the last one before `offset`.
+/// The section (`[defaults]` or a job) an error at `offset` is in: the table header on that
+/// line if there is one, else the last section header before it.
 fn section_at(src: &str, offset: usize) -> Option<String> {
+    let line_start = src[..offset.min(src.len())]
+        .rfind('\n')
+        .map(|i| i + 1)
+        .unwrap_or(0);
+    let line = src[line_start..].lines().next().unwrap_or("").trim();
+    if let Some(header) = line.strip_prefix('[') {
+        let header = header.trim_start_matches('[');
+        let header = header.split(']').next().unwrap_or(header);
+        let mut parts = header.split('.').map(|p| p.trim().trim_matches('"'));
+        return match (parts.next(), parts.next()) {
+            (Some("job"), Some(name)) if !name.is_empty() => Some(format!("job {name:?}")),
+            (Some("defaults"), _) => Some("[defaults]".into()),
+            _ => None,
+        };
+    }
     let sections: Sections = toml::from_str(src).ok()?;
     let mut best: Option<(usize, String)> = None;
     let mut consider = |start: usize, name: String| {

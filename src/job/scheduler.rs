@@ -277,11 +277,20 @@ mod tests {
         DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
     }
 
+    /// (last checked, catch_up, first pass, now, due at)
+    type Case = (
+        Option<&'static str>,
+        bool,
+        bool,
+        &'static str,
+        Option<&'static str>,
+    );
+
     #[test]
     fn due_window_table() {
         let daily = Schedule::parse("0 2 * * *").unwrap();
         // (last checked, catch_up, first pass, now, due at)
-        let cases: &[(Option<&str>, bool, bool, &str, Option<&str>)] = &[
+        let cases: &[Case] = &[
             // never checked: only the current minute counts
             (
                 None,
