@@ -319,3 +319,52 @@ fn config_flag_overrides_the_environment() {
         .stdout(predicate::str::contains("x "));
     assert!(Path::new(&other).exists());
 }
+
+#[test]
+fn default_locations_follow_xdg_and_fall_back_to_home() {
+    let w = World::new();
+    let src = w.small_tree("src");
+    let dest = w.mkdir("dest");
+    let home = w.mkdir("home");
+    let body = format!(
+        "[defaults]\nrecipients = [{:?}]\n[job.home]\nsources = [{src:?}]\ndestination = {dest:?}\n",
+        keys().public
+    );
+    let bare = || {
+        let mut c = assert_cmd::Command::cargo_bin("coffer").unwrap();
+        c.env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", &home);
+        c
+    };
+    // No XDG variables: $HOME/.config/coffer/jobs.toml and $HOME/.local/state/coffer.
+    std::fs::create_dir_all(home.join(".config/coffer")).unwrap();
+    std::fs::write(home.join(".config/coffer/jobs.toml"), &body).unwrap();
+    bare().args(["job", "run", "home", "-q"]).assert().success();
+    assert!(home.join(".local/state/coffer/catalog.sqlite").is_file());
+
+    // XDG variables win over HOME; --state-dir wins over both.
+    let xdg_config = w.mkdir("xdg-config/coffer");
+    std::fs::write(xdg_config.join("jobs.toml"), &body).unwrap();
+    let xdg_state = w.join("xdg-state");
+    bare()
+        .env("XDG_CONFIG_HOME", w.join("xdg-config"))
+        .env("XDG_STATE_HOME", &xdg_state)
+        .args(["job", "run", "home", "-q"])
+        .assert()
+        .success();
+    assert!(xdg_state.join("coffer/catalog.sqlite").is_file());
+    let flag_state = w.join("flag-state");
+    bare()
+        .env("XDG_STATE_HOME", &xdg_state)
+        .args(["history", "--state-dir", flag_state.to_str().unwrap()])
+        .assert()
+        .success()
+        .stdout("no sessions recorded\n");
+    bare()
+        .env_remove("HOME")
+        .args(["history"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("cannot locate the state folder"));
+}

@@ -295,3 +295,36 @@ fn kill_9_leaves_a_running_row_that_the_next_start_marks_interrupted() {
     // Its lock was free, so its temporary files were removed.
     assert_eq!(w.files(&dest), Vec::<String>::new());
 }
+
+#[test]
+fn sigterm_while_idle_stops_the_daemon_at_once() {
+    let w = World::new();
+    let src = w.small_tree("src");
+    let dest = w.mkdir("dest");
+    w.write_config(&format!(
+        "[defaults]\nrecipients = [\"{{KEY}}\"]\n[job.home]\nsources = [{src:?}]\ndestination = {dest:?}\nschedule = \"{}\"\n",
+        not_due_now()
+    ));
+    let mut child = Guard(
+        w.coffer_std()
+            .arg("daemon")
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    // The daemon writes its pid into its lock once its signal handlers are in place.
+    let locks = LockDir::new(w.state_dir().join("locks"));
+    assert!(wait_for(Duration::from_secs(5), || locks.daemon_holder()
+        == Some(child.0.id())));
+    let sent = Instant::now();
+    kill("-TERM", child.0.id());
+    let st = wait_child(&mut child.0, Duration::from_secs(5));
+    let log = stderr_of(&mut child.0);
+    assert_eq!(st.code(), Some(0), "{log}");
+    assert!(sent.elapsed() < Duration::from_secs(2));
+    assert!(
+        log.contains("daemon started") && log.contains("daemon stopped"),
+        "{log}"
+    );
+    assert!(w.files(&dest).is_empty());
+}

@@ -896,6 +896,20 @@ mod tests {
     }
 
     #[test]
+    fn schedules_are_five_field_cron_or_a_nickname() {
+        assert!(Schedule::parse("0 2 * * *").is_ok());
+        assert!(Schedule::parse("@daily").is_ok());
+        assert!(Schedule::parse("30 3 * * sun").is_ok());
+        assert!(Schedule::parse("0 0 2 * * *").is_err(), "no seconds field");
+        assert!(Schedule::parse("0 2 * * * 2030").is_err(), "no year field");
+        assert!(
+            Schedule::parse("0 0 31 2 *")
+                .unwrap_err()
+                .contains("never fires")
+        );
+    }
+
+    #[test]
     fn job_names_are_checked() {
         for ok in ["home", "db-1", "a.b", "X_9"] {
             assert!(valid_job_name(ok), "{ok}");

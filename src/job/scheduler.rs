@@ -163,6 +163,7 @@ pub fn run_daemon(
 
     let mut summary = DaemonSummary::default();
     let mut first_pass = true;
+    let mut last_idle = None;
     loop {
         if stop.load(Ordering::SeqCst) {
             events.event(&DaemonEvent::Stopping);
@@ -243,24 +244,30 @@ pub fn run_daemon(
             summary.stopped = stop.load(Ordering::SeqCst);
             break;
         }
-        sleep_until_due(&scheduled, stop, events);
+        sleep_until_due(&scheduled, stop, events, &mut last_idle);
     }
     Ok(summary)
 }
 
 /// Sleep until the next scheduled time (at most a minute, so clock changes and jobs left
-/// due are looked at again), waking early when `stop` is set.
+/// due are looked at again), waking early when `stop` is set. The idle event is sent only
+/// when the next scheduled run changes (not every minute).
 fn sleep_until_due(
     scheduled: &[(&ResolvedJob, &Schedule)],
     stop: &AtomicBool,
     events: &dyn DaemonEvents,
+    last_idle: &mut Option<(String, DateTime<Local>)>,
 ) {
     let now = Local::now();
     let next = scheduled
         .iter()
         .filter_map(|(j, s)| s.next_after(&now).map(|t| (j.job.name.as_str(), t)))
         .min_by_key(|(_, t)| *t);
-    events.event(&DaemonEvent::Idle { next });
+    let key = next.map(|(j, t)| (j.to_string(), t));
+    if key != *last_idle {
+        events.event(&DaemonEvent::Idle { next });
+        *last_idle = key;
+    }
     let cap = now + chrono::Duration::seconds(60);
     let wake = next.map(|(_, t)| t.min(cap)).unwrap_or(cap);
     while !stop.load(Ordering::SeqCst) && Local::now() < wake {
