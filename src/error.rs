@@ -114,7 +114,7 @@ impl Error {
                 "pass -i with the private key of one of the fingerprints listed".into()
             }
             Error::BadKey { .. } => {
-                "pass a PEM RSA key made by `coffer keygen` or `openssl genpkey`".into()
+                "pass an RSA key: PEM (coffer keygen, openssl genpkey/genrsa) or OpenSSH (ssh-keygen -t rsa); check the passphrase".into()
             }
             Error::PublicKeyAsIdentity { .. } => {
                 "pass the private key file (without .pub) to -i".into()

@@ -4,6 +4,7 @@
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -38,6 +39,54 @@ struct Cli {
     /// More diagnostics on stderr (-v info, -vv debug); RUST_LOG overrides
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     verbose: u8,
+    /// Read the passphrase of a protected private key from FILE (first line); also
+    /// COFFER_PASSPHRASE_FILE. Without either, coffer asks on the terminal
+    #[arg(long, global = true, value_name = "FILE")]
+    passphrase_file: Option<PathBuf>,
+}
+
+/// Set once from `--passphrase-file` / COFFER_PASSPHRASE_FILE.
+static PASSPHRASE_FILE: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
+
+fn read_passphrase(key: &Path) -> coffer::Result<zeroize::Zeroizing<String>> {
+    let from_file = PASSPHRASE_FILE
+        .get()
+        .cloned()
+        .flatten()
+        .or_else(|| std::env::var_os("COFFER_PASSPHRASE_FILE").map(PathBuf::from));
+    if let Some(file) = from_file {
+        let text = zeroize::Zeroizing::new(
+            std::fs::read_to_string(&file).map_err(|e| coffer::Error::io(&file, e))?,
+        );
+        let line = text.lines().next().unwrap_or_default();
+        return Ok(zeroize::Zeroizing::new(line.to_string()));
+    }
+    if !std::io::stdin().is_terminal() {
+        return Err(coffer::Error::BadKey {
+            path: key.to_path_buf(),
+            detail: "the key is passphrase-protected; pass --passphrase-file or set COFFER_PASSPHRASE_FILE".into(),
+        });
+    }
+    rpassword::prompt_password(format!("passphrase for {}: ", key.display()))
+        .map(zeroize::Zeroizing::new)
+        .map_err(|e| coffer::Error::io(key, e))
+}
+
+/// Load a private key, asking for its passphrase only if it has one, and warn when the
+/// file is readable by other users.
+fn load_identity(path: &Path) -> anyhow::Result<RsaIdentity> {
+    use std::os::unix::fs::PermissionsExt;
+    let identity = RsaIdentity::load_with(path, &read_passphrase)?;
+    if let Ok(m) = std::fs::metadata(path)
+        && m.permissions().mode() & 0o077 != 0
+    {
+        eprintln!(
+            "warning: {}: private key is readable by other users (mode {:o}); chmod 600 it",
+            path.display(),
+            m.permissions().mode() & 0o777
+        );
+    }
+    Ok(identity)
 }
 
 #[derive(Subcommand)]
@@ -173,6 +222,9 @@ struct KeygenArgs {
     /// Replace existing key files
     #[arg(long)]
     force: bool,
+    /// Protect the private key with a passphrase (asked twice, or --passphrase-file)
+    #[arg(long)]
+    passphrase: bool,
 }
 
 #[derive(Args)]
@@ -255,6 +307,7 @@ fn parse_size(s: &str) -> Result<u32, String> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     cli_ui::init_logging(cli.verbose);
+    let _ = PASSPHRASE_FILE.set(cli.passphrase_file.clone());
     match run(cli) {
         Ok(code) => ExitCode::from(code),
         Err(err) => {
@@ -328,12 +381,13 @@ fn keygen(a: KeygenArgs) -> anyhow::Result<u8> {
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_default();
     let recipient = identity.to_recipient(label)?;
-    coffer::fsutil::write_atomic(
-        &a.output,
-        identity.to_pkcs8_pem()?.as_bytes(),
-        0o600,
-        a.force,
-    )?;
+    let pem = if a.passphrase {
+        let pass = new_passphrase(&a.output)?;
+        identity.to_encrypted_pkcs8_pem(&pass)?
+    } else {
+        identity.to_pkcs8_pem()?
+    };
+    coffer::fsutil::write_atomic(&a.output, pem.as_bytes(), 0o600, a.force)?;
     coffer::fsutil::write_atomic(&public_path, recipient.to_pem()?.as_bytes(), 0o644, a.force)?;
     println!("{}", identity.fingerprint());
     eprintln!(
@@ -345,6 +399,28 @@ fn keygen(a: KeygenArgs) -> anyhow::Result<u8> {
     Ok(EXIT_OK)
 }
 
+/// A new passphrase: from the passphrase file, or typed twice on the terminal.
+fn new_passphrase(key: &Path) -> anyhow::Result<zeroize::Zeroizing<String>> {
+    let has_file = PASSPHRASE_FILE.get().cloned().flatten().is_some()
+        || std::env::var_os("COFFER_PASSPHRASE_FILE").is_some();
+    let pass = read_passphrase(key)?;
+    if !has_file {
+        let again = rpassword::prompt_password("repeat the passphrase: ")
+            .map_err(|e| coffer::Error::io(key, e))?;
+        if again != *pass {
+            anyhow::bail!(coffer::Error::InvalidOption(
+                "the passphrases do not match".into()
+            ));
+        }
+    }
+    if pass.chars().count() < 8 {
+        anyhow::bail!(coffer::Error::InvalidOption(
+            "passphrase shorter than 8 characters".into()
+        ));
+    }
+    Ok(pass)
+}
+
 fn pub_path(private: &Path) -> PathBuf {
     let mut s = private.as_os_str().to_owned();
     s.push(".pub");
@@ -352,10 +428,11 @@ fn pub_path(private: &Path) -> PathBuf {
 }
 
 fn load_recipients(paths: &[PathBuf]) -> anyhow::Result<Vec<RsaRecipient>> {
-    paths
-        .iter()
-        .map(|p| RsaRecipient::load(p).map_err(anyhow::Error::from))
-        .collect()
+    let mut all: Vec<RsaRecipient> = Vec::new();
+    for p in paths {
+        all.extend(RsaRecipient::load_all(p)?);
+    }
+    Ok(all)
 }
 
 fn run_backup(a: BackupArgs) -> anyhow::Result<u8> {
@@ -454,7 +531,7 @@ fn print_warning_summary(warnings: &[Warning]) {
 }
 
 fn run_restore(a: RestoreArgs) -> anyhow::Result<u8> {
-    let identity = RsaIdentity::load(&a.identity)?;
+    let identity = load_identity(&a.identity)?;
     let archive = Archive::open(&a.archive)?;
     let unlocked = archive.unlock(&identity as &dyn Identity)?;
     let opts = RestoreOptions {
@@ -630,7 +707,7 @@ fn kind_name(kind: u8) -> &'static str {
 }
 
 fn run_list(a: ListArgs) -> anyhow::Result<u8> {
-    let identity = RsaIdentity::load(&a.identity)?;
+    let identity = load_identity(&a.identity)?;
     let mut docs = Vec::new();
     let mut failed = false;
     for path in &a.archives {
@@ -716,7 +793,7 @@ fn mode_string(mode: u32) -> String {
 }
 
 fn run_verify(a: VerifyArgs) -> anyhow::Result<u8> {
-    let identity = a.identity.as_deref().map(RsaIdentity::load).transpose()?;
+    let identity = a.identity.as_deref().map(load_identity).transpose()?;
     let mut docs = Vec::new();
     let mut failed = false;
     for path in &a.archives {
@@ -803,7 +880,7 @@ fn run_rekey(a: RekeyArgs) -> anyhow::Result<u8> {
             "nothing to do: pass --add PUBKEY and/or --remove FINGERPRINT".into()
         ));
     }
-    let identity = RsaIdentity::load(&a.identity)?;
+    let identity = load_identity(&a.identity)?;
     let archive = Archive::open(&a.archive)?;
     let present = archive.recipients();
     let mut remove = Vec::new();

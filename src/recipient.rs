@@ -97,12 +97,61 @@ impl RsaRecipient {
     /// Load a recipient from a PEM file: an SPKI or PKCS#1 public key, or a private key
     /// (whose public half is used).
     pub fn load(path: &Path) -> Result<Self> {
+        let mut all = Self::load_all(path)?;
+        if all.len() != 1 {
+            return Err(Error::BadKey {
+                path: path.to_path_buf(),
+                detail: format!("holds {} keys where one was expected", all.len()),
+            });
+        }
+        Ok(all.remove(0))
+    }
+
+    /// Load every recipient in a file: one PEM key (public, or private whose public half is
+    /// used), or a recipients file of OpenSSH `ssh-rsa` lines with `#` comments.
+    pub fn load_all(path: &Path) -> Result<Vec<Self>> {
         let text = read_key_file(path)?;
-        let key = match parse_pem(&text, path)? {
-            ParsedKey::Public(k) => k,
-            ParsedKey::Private(k) => k.to_public_key(),
-        };
-        Self::new(key, label_from_path(path), path)
+        if text.contains("-----BEGIN") {
+            let key = match parse_key(&text, path, None)? {
+                ParsedKey::Public(k) => k,
+                ParsedKey::Private(k) => k.to_public_key(),
+            };
+            return Ok(vec![Self::new(key, label_from_path(path), path)?]);
+        }
+        let mut out = Vec::new();
+        for (n, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let (key, comment) = parse_ssh_public(line).map_err(|detail| Error::BadKey {
+                path: path.to_path_buf(),
+                detail: format!("line {}: {detail}", n + 1),
+            })?;
+            let label = if comment.is_empty() {
+                label_from_path(path)
+            } else {
+                comment.chars().take(64).collect()
+            };
+            let r = Self::new(key, label, path)?;
+            if out
+                .iter()
+                .any(|o: &RsaRecipient| o.fingerprint == r.fingerprint)
+            {
+                return Err(Error::BadKey {
+                    path: path.to_path_buf(),
+                    detail: format!("line {}: {} is listed twice", n + 1, r.fingerprint),
+                });
+            }
+            out.push(r);
+        }
+        if out.is_empty() {
+            return Err(Error::BadKey {
+                path: path.to_path_buf(),
+                detail: "no key found in this file".into(),
+            });
+        }
+        Ok(out)
     }
 
     pub fn new(key: RsaPublicKey, label: String, path: &Path) -> Result<Self> {
@@ -172,13 +221,36 @@ impl fmt::Debug for RsaIdentity {
 impl RsaIdentity {
     /// Load a private key from a PKCS#8 or PKCS#1 PEM file.
     pub fn load(path: &Path) -> Result<Self> {
+        Self::load_with(path, &|p: &Path| {
+            Err(Error::BadKey {
+                path: p.to_path_buf(),
+                detail: "the key is passphrase-protected and no passphrase was given".into(),
+            })
+        })
+    }
+
+    /// Load a private key: PKCS#8 (plain or passphrase-protected), PKCS#1, or OpenSSH
+    /// (plain or passphrase-protected). `passphrase` is asked only if the key needs one.
+    pub fn load_with(path: &Path, passphrase: &PassphraseFn<'_>) -> Result<Self> {
         let text = read_key_file(path)?;
-        match parse_pem(&text, path)? {
+        if text.trim_start().starts_with("ssh-rsa ") {
+            return Err(Error::PublicKeyAsIdentity {
+                path: path.to_path_buf(),
+            });
+        }
+        match parse_key(&text, path, Some(passphrase))? {
             ParsedKey::Private(k) => Self::new(*k, path.to_path_buf()),
             ParsedKey::Public(_) => Err(Error::PublicKeyAsIdentity {
                 path: path.to_path_buf(),
             }),
         }
+    }
+
+    /// PKCS#8 PEM protected by `passphrase` (PBES2: scrypt + AES-256-CBC).
+    pub fn to_encrypted_pkcs8_pem(&self, passphrase: &str) -> Result<Zeroizing<String>> {
+        self.key
+            .to_pkcs8_encrypted_pem(passphrase, LineEnding::LF)
+            .map_err(|e| Error::Crypto(format!("cannot encrypt private key: {e}")))
     }
 
     fn new(key: RsaPrivateKey, path: PathBuf) -> Result<Self> {
@@ -283,12 +355,69 @@ fn read_key_file(path: &Path) -> Result<Zeroizing<String>> {
     Ok(text)
 }
 
-fn parse_pem(text: &str, path: &Path) -> Result<ParsedKey> {
+/// Asked for the passphrase of the key file at the given path.
+pub type PassphraseFn<'a> = dyn Fn(&Path) -> Result<Zeroizing<String>> + 'a;
+
+/// An OpenSSH public key line: `ssh-rsa BASE64 [comment]`.
+fn parse_ssh_public(line: &str) -> std::result::Result<(RsaPublicKey, String), String> {
+    let key = ssh_key::PublicKey::from_openssh(line)
+        .map_err(|e| format!("not an OpenSSH public key: {e}"))?;
+    let rsa = key
+        .key_data()
+        .rsa()
+        .ok_or_else(|| format!("{} key: coffer needs RSA (ssh-rsa)", key.algorithm()))?;
+    let public = RsaPublicKey::try_from(rsa).map_err(|e| format!("bad RSA key: {e}"))?;
+    Ok((public, key.comment().to_string()))
+}
+
+fn parse_key(text: &str, path: &Path, passphrase: Option<&PassphraseFn<'_>>) -> Result<ParsedKey> {
     let bad = |detail: String| Error::BadKey {
         path: path.to_path_buf(),
         detail,
     };
     let text = text.trim();
+    if text.starts_with("ssh-rsa ") || text.starts_with("ssh-") {
+        let (key, _) = parse_ssh_public(text.lines().next().unwrap_or_default()).map_err(bad)?;
+        return Ok(ParsedKey::Public(key));
+    }
+    if text.contains("-----BEGIN OPENSSH PRIVATE KEY-----") {
+        let mut key = ssh_key::PrivateKey::from_openssh(text)
+            .map_err(|e| bad(format!("cannot read OpenSSH private key: {e}")))?;
+        if key.is_encrypted() {
+            let Some(ask) = passphrase else {
+                // As a recipient only the public half is needed, which OpenSSH stores in
+                // the clear.
+                let rsa = key
+                    .public_key()
+                    .key_data()
+                    .rsa()
+                    .ok_or_else(|| bad(format!("{} key: coffer needs RSA", key.algorithm())))?;
+                return RsaPublicKey::try_from(rsa)
+                    .map(ParsedKey::Public)
+                    .map_err(|e| bad(format!("bad RSA key: {e}")));
+            };
+            let pass = ask(path)?;
+            key = key
+                .decrypt(pass.as_bytes())
+                .map_err(|_| bad("wrong passphrase (or damaged key)".into()))?;
+        }
+        let pair = key
+            .key_data()
+            .rsa()
+            .ok_or_else(|| bad(format!("{} key: coffer needs RSA", key.algorithm())))?;
+        return RsaPrivateKey::try_from(pair)
+            .map(|k| ParsedKey::Private(Box::new(k)))
+            .map_err(|e| bad(format!("bad RSA key: {e}")));
+    }
+    if text.contains("-----BEGIN ENCRYPTED PRIVATE KEY-----") {
+        let ask = passphrase.ok_or_else(|| {
+            bad("this passphrase-protected private key cannot be a recipient; use its .pub".into())
+        })?;
+        let pass = ask(path)?;
+        return RsaPrivateKey::from_pkcs8_encrypted_pem(text, pass.as_bytes())
+            .map(|k| ParsedKey::Private(Box::new(k)))
+            .map_err(|_| bad("wrong passphrase (or not an RSA key)".into()));
+    }
     if text.contains("-----BEGIN PRIVATE KEY-----") {
         RsaPrivateKey::from_pkcs8_pem(text)
             .map(|k| ParsedKey::Private(Box::new(k)))
@@ -305,11 +434,6 @@ fn parse_pem(text: &str, path: &Path) -> Result<ParsedKey> {
         RsaPublicKey::from_pkcs1_pem(text)
             .map(ParsedKey::Public)
             .map_err(|e| bad(format!("cannot read PKCS#1 RSA public key: {e}")))
-    } else if text.contains("-----BEGIN ENCRYPTED PRIVATE KEY-----") {
-        Err(bad(
-            "passphrase-protected keys are not supported yet; decrypt it with `openssl pkey`"
-                .into(),
-        ))
     } else {
         Err(bad("no PEM RSA key found in this file".into()))
     }
