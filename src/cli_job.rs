@@ -278,6 +278,14 @@ fn log(msg: impl AsRef<str>) {
     );
 }
 
+/// "succeeded", "finished with warnings", "failed", "interrupted".
+fn outcome_words(state: SessionState) -> &'static str {
+    match state {
+        SessionState::Warnings => "finished with warnings",
+        other => other.as_str(),
+    }
+}
+
 fn file_name(p: &Path) -> String {
     p.file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -468,7 +476,7 @@ fn print_outcome(o: &SessionOutcome, quiet: bool) -> u8 {
                     "job {}: session {} {}: {} files, {} folders, {} links: {} read, {} written in {:.2}s",
                     row.job,
                     row.id,
-                    row.state,
+                    outcome_words(row.state),
                     t.files,
                     t.dirs,
                     t.symlinks,
@@ -589,7 +597,9 @@ impl DaemonEvents for DaemonLog {
                 };
                 log(format!(
                     "job {}: session {} {} in {took}: {detail}",
-                    r.job, r.id, r.state
+                    r.job,
+                    r.id,
+                    outcome_words(r.state)
                 ));
             }
             DaemonEvent::Skipped { job, error } => {
