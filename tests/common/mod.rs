@@ -45,9 +45,15 @@ impl TestDir {
 
 /// Path of a committed TEST-ONLY fixture key (see fixtures/keys/README.md).
 pub fn key(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("fixtures/keys")
-        .join(name)
+        .join(name);
+    // git does not keep 0600, and coffer rightly warns about a private key that others
+    // can read: give the checked-out private keys the mode they would have in real use.
+    if !name.ends_with(".pub") && !name.ends_with(".md") {
+        let _ = fs::set_permissions(&path, fs::Permissions::from_mode(0o600));
+    }
+    path
 }
 
 pub fn alice_pub() -> PathBuf {
