@@ -36,6 +36,19 @@ pub struct Unlocked {
 impl Archive {
     /// Read and check the header and trailer.
     pub fn open(path: &Path) -> Result<Self> {
+        // Look before opening: opening a FIFO for reading would wait for a writer.
+        let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+        if !meta.is_file() {
+            let kind = if meta.is_dir() {
+                "a folder"
+            } else {
+                "a device, FIFO or socket"
+            };
+            return Err(Error::NotAFile {
+                path: path.to_path_buf(),
+                kind,
+            });
+        }
         let mut file = File::open(path).map_err(|e| Error::io(path, e))?;
         let file_len = file.metadata().map_err(|e| Error::io(path, e))?.len();
         let truncated = |detail: &str| Error::Truncated {
@@ -410,12 +423,21 @@ impl Archive {
             self.file
                 .read_exact_at(&mut buf, at)
                 .map_err(|e| Error::io(&self.path, e))?;
+            let mut frame_len = frame_len;
             if !checksum_ok(&buf) {
                 report.problems.push(Problem {
                     block: Some(block),
                     offset: at,
                     detail: format!("block {block}: checksum mismatch"),
                 });
+                // The length field itself may be the damaged part while still looking
+                // plausible: step by the usual length if only that leads to a good frame.
+                if let Some(l) = typical_len.filter(|&l| l != frame_len && at + l <= end)
+                    && !self.frame_ok_at(at + frame_len, end, block_size)
+                    && self.frame_ok_at(at + l, end, block_size)
+                {
+                    frame_len = l;
+                }
             }
             typical_len.get_or_insert(frame_len);
             observer.bytes_done(frame_len);
@@ -453,6 +475,30 @@ impl Archive {
         Ok(report)
     }
 
+    /// Whether `pos` is the end of the data section or the start of a frame whose checksum
+    /// holds (used to find the next frame after a damaged one).
+    fn frame_ok_at(&self, pos: u64, end: u64, block_size: u32) -> bool {
+        use crate::format::frame::{FRAME_PREFIX, FrameHeader, checksum_ok};
+        if pos == end {
+            return true;
+        }
+        if pos + FRAME_PREFIX as u64 > end {
+            return false;
+        }
+        let mut prefix = [0u8; FRAME_PREFIX];
+        if self.file.read_exact_at(&mut prefix, pos).is_err() {
+            return false;
+        }
+        let Ok(h) = FrameHeader::parse(&prefix, block_size) else {
+            return false;
+        };
+        if pos + h.frame_len() as u64 > end {
+            return false;
+        }
+        let mut buf = vec![0u8; h.frame_len()];
+        self.file.read_exact_at(&mut buf, pos).is_ok() && checksum_ok(&buf)
+    }
+
     /// Full check with a key: header MAC and index (by `unlock`), then every block's tag
     /// and decryption. Nothing is written; every bad block is reported.
     pub fn verify_blocks(
@@ -487,6 +533,9 @@ impl Archive {
                 Ok(())
             },
             move |slot: &mut Slot, _| {
+                // A keyed check also covers what the keyless one does: a frame whose tag
+                // holds but whose checksum does not is storage damage all the same.
+                let crc_ok = crate::format::frame::checksum_ok(&slot.frame);
                 slot.failure = sealer
                     .open(
                         &mut slot.frame,
@@ -494,7 +543,8 @@ impl Archive {
                         slot.block == last,
                         &mut slot.plain,
                     )
-                    .err();
+                    .err()
+                    .or_else(|| (!crc_ok).then_some(OpenError::Checksum));
             },
             |slot, _| {
                 observer.bytes_done(slot.frame.len() as u64);
@@ -515,6 +565,24 @@ impl Archive {
                 Ok(())
             },
         )?;
+        // The index already authenticated in `unlock`; its checksum is checked as well.
+        let index_at = self.data_start() + self.trailer.index_offset;
+        let mut section = vec![0u8; self.trailer.index_len as usize];
+        self.file
+            .read_exact_at(&mut section, index_at)
+            .map_err(|e| Error::io(&self.path, e))?;
+        let n = section.len();
+        if n < 4
+            || crate::format::crc32c(&section[..n - 4])
+                != u32::from_le_bytes(section[n - 4..].try_into().unwrap())
+        {
+            report.problems.push(Problem {
+                block: None,
+                offset: index_at,
+                detail: "index checksum mismatch (storage damage)".into(),
+            });
+        }
+        report.bytes_checked += n as u64 + self.header.len() + TRAILER_LEN as u64;
         Ok(report)
     }
 }

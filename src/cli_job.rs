@@ -308,7 +308,7 @@ fn job_list(a: JobListArgs) -> Result<u8, JobError> {
                 "name": job.name,
                 "schedule": job.schedule.as_ref().map(|s| s.value.expr()),
                 "next_run": next.map(|t| t.to_rfc3339()),
-                "destination": job.destination.value,
+                "destination": job.destination.value.to_string_lossy(),
                 "retention": job.retention.map(|r| r.to_string()),
                 "last": last.as_ref().map(session_json),
             }));
@@ -327,7 +327,7 @@ fn job_list(a: JobListArgs) -> Result<u8, JobError> {
         }
     }
     if a.json {
-        print_json(&serde_json::json!({ "config": file.path, "jobs": docs }));
+        print_json(&serde_json::json!({ "config": file.path.to_string_lossy(), "jobs": docs }));
     } else if rows.is_empty() {
         println!("no jobs in {}", file.path.display());
     } else {
@@ -687,7 +687,7 @@ fn session_json(r: &SessionRow) -> serde_json::Value {
         "symlinks": r.symlinks,
         "bytes_read": r.bytes_read,
         "bytes_written": r.bytes_written,
-        "archive": r.archive,
+        "archive": r.archive.as_ref().map(|p| p.to_string_lossy()),
         "session_id": r.session_id,
         "warning_count": r.warning_count,
         "warnings": r.warnings,
@@ -860,7 +860,7 @@ fn prune_json(r: &PruneReport) -> serde_json::Value {
         .map(|(row, v)| {
             serde_json::json!({
                 "id": row.id,
-                "archive": row.archive,
+                "archive": row.archive.as_ref().map(|p| p.to_string_lossy()),
                 "started_at": rfc3339_ms(row.started_at_ms),
                 "keep": v.keep,
                 "reason": v.reason,
@@ -872,7 +872,7 @@ fn prune_json(r: &PruneReport) -> serde_json::Value {
         .plan
         .missing
         .iter()
-        .map(|row| serde_json::json!({"id": row.id, "archive": row.archive}))
+        .map(|row| serde_json::json!({"id": row.id, "archive": row.archive.as_ref().map(|p| p.to_string_lossy())}))
         .collect();
     serde_json::json!({
         "job": r.plan.job,

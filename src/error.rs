@@ -19,6 +19,9 @@ pub enum Error {
     #[error("{path}: not a coffer archive (bad magic bytes)")]
     NotAnArchive { path: PathBuf },
 
+    #[error("{path}: not a regular file ({kind})")]
+    NotAFile { path: PathBuf, kind: &'static str },
+
     #[error(
         "{path}: archive format version {version} is not supported (this coffer reads version 1)"
     )]
@@ -100,8 +103,10 @@ impl Error {
             Error::Io { source, .. } if source.kind() == std::io::ErrorKind::PermissionDenied => {
                 "check the file's permissions, or run as a user who may read/write it".into()
             }
-            Error::Io { .. } => return None,
-            Error::NotAnArchive { .. } => "pass a file written by `coffer backup`".into(),
+            Error::Io { .. } => "check the path, the disk and the permissions".into(),
+            Error::NotAnArchive { .. } | Error::NotAFile { .. } => {
+                "pass a file written by `coffer backup`".into()
+            }
             Error::UnsupportedVersion { .. } => "use a newer coffer to read this archive".into(),
             Error::Truncated { .. } => {
                 "the file was cut short (interrupted copy or upload?); restore from another copy"

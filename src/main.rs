@@ -459,7 +459,7 @@ fn run_backup(a: BackupArgs) -> anyhow::Result<u8> {
     let secs = report.duration.as_secs_f64().max(1e-9);
     if a.json {
         print_json(&serde_json::json!({
-            "archive": report.archive,
+            "archive": report.archive.to_string_lossy(),
             "session_id": hex(&report.session_id),
             "files": t.files,
             "dirs": t.dirs,
@@ -513,7 +513,7 @@ fn run_backup(a: BackupArgs) -> anyhow::Result<u8> {
 fn warnings_json(warnings: &[Warning]) -> Vec<serde_json::Value> {
     warnings
         .iter()
-        .map(|w| serde_json::json!({"path": w.path, "message": w.message}))
+        .map(|w| serde_json::json!({"path": w.path.to_string_lossy(), "message": w.message}))
         .collect()
 }
 
@@ -547,8 +547,8 @@ fn run_restore(a: RestoreArgs) -> anyhow::Result<u8> {
     let secs = report.duration.as_secs_f64().max(1e-9);
     if a.json {
         print_json(&serde_json::json!({
-            "archive": a.archive,
-            "target": opts.target,
+            "archive": a.archive.to_string_lossy(),
+            "target": opts.target.to_string_lossy(),
             "files": report.files,
             "dirs": report.dirs,
             "symlinks": report.symlinks,
@@ -619,7 +619,7 @@ fn run_info(a: InfoArgs) -> anyhow::Result<u8> {
                     .collect();
                 if a.json {
                     docs.push(serde_json::json!({
-                        "path": path,
+                        "path": path.to_string_lossy(),
                         "ok": true,
                         "format_version": coffer::format::FORMAT_VERSION,
                         "session_id": hex(&h.session_id),
@@ -684,7 +684,7 @@ fn run_info(a: InfoArgs) -> anyhow::Result<u8> {
                 let e = anyhow::Error::from(e);
                 if a.json {
                     docs.push(
-                        serde_json::json!({"path": path, "ok": false, "error": one_line(&e)}),
+                        serde_json::json!({"path": path.to_string_lossy(), "ok": false, "error": one_line(&e)}),
                     );
                 } else {
                     report_error(&e);
@@ -719,7 +719,7 @@ fn run_list(a: ListArgs) -> anyhow::Result<u8> {
                 let e = anyhow::Error::from(e);
                 if a.json {
                     docs.push(
-                        serde_json::json!({"path": path, "ok": false, "error": one_line(&e)}),
+                        serde_json::json!({"path": path.to_string_lossy(), "ok": false, "error": one_line(&e)}),
                     );
                 } else {
                     report_error(&e);
@@ -745,7 +745,9 @@ fn run_list(a: ListArgs) -> anyhow::Result<u8> {
                     })
                 })
                 .collect();
-            docs.push(serde_json::json!({"path": path, "ok": true, "entries": list}));
+            docs.push(
+                serde_json::json!({"path": path.to_string_lossy(), "ok": true, "entries": list}),
+            );
         } else {
             if a.archives.len() > 1 {
                 println!("{}:", path.display());
@@ -817,7 +819,7 @@ fn run_verify(a: VerifyArgs) -> anyhow::Result<u8> {
                         .map(|p| serde_json::json!({"block": p.block, "offset": p.offset, "detail": p.detail}))
                         .collect();
                     docs.push(serde_json::json!({
-                        "path": path,
+                        "path": path.to_string_lossy(),
                         "ok": report.is_ok(),
                         "keyed": report.keyed,
                         "blocks_checked": report.blocks_checked,
@@ -855,7 +857,7 @@ fn run_verify(a: VerifyArgs) -> anyhow::Result<u8> {
                 let e = anyhow::Error::from(e);
                 if a.json {
                     docs.push(
-                        serde_json::json!({"path": path, "ok": false, "error": one_line(&e)}),
+                        serde_json::json!({"path": path.to_string_lossy(), "ok": false, "error": one_line(&e)}),
                     );
                 } else {
                     report_error(&e);
