@@ -5,12 +5,15 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::IsTerminal;
 use std::path::Path;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Shows a progress bar on stderr when it is a terminal (and not quiet / JSON), prints
 /// warnings as they happen, and keeps them for the summary.
 pub struct Progress {
     bar: Option<ProgressBar>,
     pub warnings: Mutex<Vec<Warning>>,
+    files_done: AtomicU64,
+    files_total: AtomicU64,
 }
 
 impl Progress {
@@ -30,6 +33,8 @@ impl Progress {
         Progress {
             bar,
             warnings: Mutex::new(Vec::new()),
+            files_done: AtomicU64::new(0),
+            files_total: AtomicU64::new(0),
         }
     }
 
@@ -50,8 +55,15 @@ impl Observer for Progress {
         self.warnings.lock().expect("not poisoned").push(w.clone());
     }
     fn file_done(&self, path: &Path, _bytes: u64) {
+        let done = self.files_done.fetch_add(1, Ordering::Relaxed) + 1;
         if let Some(bar) = &self.bar {
-            bar.set_message(path.display().to_string());
+            let total = self.files_total.load(Ordering::Relaxed);
+            let count = if total >= done {
+                format!("{done}/{total} files")
+            } else {
+                format!("{done} files")
+            };
+            bar.set_message(format!("{count}  {}", path.display()));
         }
     }
     fn bytes_done(&self, bytes: u64) {
@@ -62,7 +74,8 @@ impl Observer for Progress {
     fn wants_totals(&self) -> bool {
         self.bar.is_some()
     }
-    fn totals(&self, _files: u64, bytes: u64) {
+    fn totals(&self, files: u64, bytes: u64) {
+        self.files_total.store(files, Ordering::Relaxed);
         if let Some(bar) = &self.bar {
             bar.set_length(bytes);
         }
