@@ -604,9 +604,10 @@ pub fn rekey(
     add: &[&dyn crate::recipient::Recipient],
     remove: &[Fingerprint],
     force: bool,
+    observer: &dyn Observer,
 ) -> Result<RekeyReport> {
     use crate::fsutil::AtomicFile;
-    use std::io::Write;
+    use std::io::{Read, Write};
 
     let archive = Archive::open(path)?;
     let (session_key, keys) = archive.session_keys(identity)?;
@@ -670,8 +671,24 @@ pub fn rekey(
     let mut src = archive.try_clone_file()?;
     src.seek(SeekFrom::Start(archive.data_start()))
         .map_err(|e| Error::io(path, e))?;
-    let copied = std::io::copy(&mut src, out.file()).map_err(|e| Error::io(path, e))?;
-    if copied != archive.file_len - archive.data_start() {
+    let to_copy = archive.file_len - archive.data_start();
+    observer.totals(1, to_copy);
+    let mut copied = 0u64;
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = match src.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(Error::io(path, e)),
+        };
+        out.file()
+            .write_all(&buf[..n])
+            .map_err(|e| Error::io(out.temp_path(), e))?;
+        copied += n as u64;
+        observer.bytes_done(n as u64);
+    }
+    if copied != to_copy {
         return Err(Error::Truncated {
             path: path.to_path_buf(),
             detail: "the archive changed while it was being rekeyed".into(),

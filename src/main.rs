@@ -906,7 +906,10 @@ fn run_rekey(a: RekeyArgs) -> anyhow::Result<u8> {
         }
     }
     let refs: Vec<&dyn Recipient> = added.iter().map(|r| r as &dyn Recipient).collect();
-    let report = coffer::archive::rekey(&a.archive, &identity, &refs, &remove, a.force)?;
+    let progress = Progress::new("rekey", false);
+    let result = coffer::archive::rekey(&a.archive, &identity, &refs, &remove, a.force, &progress);
+    progress.finish();
+    let report = result?;
     for fp in &report.added {
         println!("added:     {fp}");
     }
