@@ -480,6 +480,7 @@ fn a_failed_rekey_leaves_the_original_intact() {
         &[&bob as &dyn Recipient],
         &[fp(&carol_pub())],
         false,
+        &coffer::backup::Quiet,
     )
     .unwrap_err();
     assert!(matches!(err, Error::InvalidOption(_)), "{err}");
