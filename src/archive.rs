@@ -456,23 +456,30 @@ impl Archive {
                 ),
             });
         }
-        let mut index = vec![0u8; self.trailer.index_len as usize];
+        self.check_index_checksum(&mut report)?;
+        Ok(report)
+    }
+
+    /// Check the index section's CRC32C; count the header, index and trailer as checked.
+    fn check_index_checksum(&self, report: &mut VerifyReport) -> Result<()> {
+        let index_at = self.data_start() + self.trailer.index_offset;
+        let mut section = vec![0u8; self.trailer.index_len as usize];
         self.file
-            .read_exact_at(&mut index, end)
+            .read_exact_at(&mut section, index_at)
             .map_err(|e| Error::io(&self.path, e))?;
-        let n = index.len();
+        let n = section.len();
         if n < 4
-            || crate::format::crc32c(&index[..n - 4])
-                != u32::from_le_bytes(index[n - 4..].try_into().unwrap())
+            || crate::format::crc32c(&section[..n - 4])
+                != u32::from_le_bytes(section[n - 4..].try_into().unwrap())
         {
             report.problems.push(Problem {
                 block: None,
-                offset: end,
-                detail: "index checksum mismatch".into(),
+                offset: index_at,
+                detail: "index checksum mismatch (storage damage)".into(),
             });
         }
         report.bytes_checked += n as u64 + self.header.len() + TRAILER_LEN as u64;
-        Ok(report)
+        Ok(())
     }
 
     /// Whether `pos` is the end of the data section or the start of a frame whose checksum
@@ -566,23 +573,7 @@ impl Archive {
             },
         )?;
         // The index already authenticated in `unlock`; its checksum is checked as well.
-        let index_at = self.data_start() + self.trailer.index_offset;
-        let mut section = vec![0u8; self.trailer.index_len as usize];
-        self.file
-            .read_exact_at(&mut section, index_at)
-            .map_err(|e| Error::io(&self.path, e))?;
-        let n = section.len();
-        if n < 4
-            || crate::format::crc32c(&section[..n - 4])
-                != u32::from_le_bytes(section[n - 4..].try_into().unwrap())
-        {
-            report.problems.push(Problem {
-                block: None,
-                offset: index_at,
-                detail: "index checksum mismatch (storage damage)".into(),
-            });
-        }
-        report.bytes_checked += n as u64 + self.header.len() + TRAILER_LEN as u64;
+        self.check_index_checksum(&mut report)?;
         Ok(report)
     }
 }

@@ -236,20 +236,7 @@ fn stop_flag() -> Result<Arc<AtomicBool>, JobError> {
 struct Quiet;
 impl SessionEvents for Quiet {}
 
-fn human(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u + 1 < UNITS.len() {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
-}
+use crate::cli_ui::human;
 
 fn local_time(ms: i64) -> String {
     DateTime::<Utc>::from_timestamp_millis(ms)
