@@ -225,3 +225,43 @@ fn restore_onto_a_full_disk_fails_clearly_and_leaves_no_partial_file() {
     assert_no_wrong_content(&src_parent, &target);
     assert!(partial_files(&target).is_empty());
 }
+
+/// The error should name the file the user asked for (`data/c-big.bin`), not the temporary
+/// name restore was writing it under, which it has already removed when the user reads it.
+#[test]
+#[ignore = "bug: restore reports a full disk on the removed temp path .NAME.xxxxxxxx.partial (src/restore.rs:454 maps the write error to pf.tmp); it should name pf.dest"]
+fn restore_onto_a_full_disk_names_the_file_not_its_temp_name() {
+    let t = TestDir::new();
+    let Some(small) = small_fs(
+        &t,
+        "restore_onto_a_full_disk_names_the_file_not_its_temp_name",
+    ) else {
+        return;
+    };
+    let src = t.join("src/data");
+    write_file(&src.join("c-big.bin"), &pseudo_random(4 << 20, 5), 0o644);
+    let archive = t.join("a.coffer");
+    backup_with(
+        &[&src],
+        &archive,
+        SMALL_BLOCK,
+        Compression::None,
+        &[&alice_pub()],
+    );
+    let target = small.dir.join("out");
+    let run = coffer_cmd()
+        .args(["restore", "--quiet", "-i"])
+        .arg(alice_key())
+        .arg("--to")
+        .arg(&target)
+        .arg(&archive)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(2), "stderr: {stderr}");
+    assert_storage_full(&stderr, &target.join("data/c-big.bin"));
+    assert!(
+        !stderr.contains(".partial"),
+        "names a temporary file: {stderr}"
+    );
+}
