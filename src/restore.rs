@@ -395,7 +395,7 @@ impl FileWriter<'_> {
     fn finish(&mut self, mut pf: PartialFile, e: &Entry) -> Result<()> {
         pf.file
             .set_permissions(std::fs::Permissions::from_mode(e.mode))
-            .map_err(|err| Error::io(&pf.tmp, err))?;
+            .map_err(|err| Error::io(&pf.dest, err))?;
         let t = filetime::FileTime::from_unix_time(e.mtime_sec, e.mtime_nsec);
         if let Err(err) = filetime::set_file_handle_times(&pf.file, Some(t), Some(t)) {
             warn(
@@ -452,7 +452,7 @@ impl FileWriter<'_> {
             if take > 0 {
                 pf.file
                     .write_all(&data[from..from + take])
-                    .map_err(|err| Error::io(&pf.tmp, err))?;
+                    .map_err(|err| Error::io(&pf.dest, err))?;
                 pf.written += take as u64;
                 self.observer.bytes_done(take as u64);
             }

@@ -229,7 +229,6 @@ fn restore_onto_a_full_disk_fails_clearly_and_leaves_no_partial_file() {
 /// The error should name the file the user asked for (`data/c-big.bin`), not the temporary
 /// name restore was writing it under, which it has already removed when the user reads it.
 #[test]
-#[ignore = "bug: restore reports a full disk on the removed temp path .NAME.xxxxxxxx.partial (src/restore.rs:454 maps the write error to pf.tmp); it should name pf.dest"]
 fn restore_onto_a_full_disk_names_the_file_not_its_temp_name() {
     let t = TestDir::new();
     let Some(small) = small_fs(
