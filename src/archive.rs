@@ -1,10 +1,8 @@
 //! Opening an archive file: the header (readable without a key), the trailer, and, with an
 //! identity, the session keys and the authenticated index.
 
-use std::fs::File;
-use std::io::{Read, Seek, SeekFrom};
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::backup::Observer;
 use crate::error::{Error, Result};
@@ -14,13 +12,14 @@ use crate::format::trailer::{TRAILER_LEN, Trailer};
 use crate::keys::{SessionKey, SubKeys};
 use crate::recipient::{Fingerprint, Identity, hex};
 use crate::seal::{BlockSealer, OpenError, open_index};
+use crate::storage::{self, ArchiveSource, Location};
 
 /// Largest encrypted index accepted (about ten million entries).
 pub const MAX_INDEX_LEN: u64 = 1 << 30;
 
 /// An archive whose header and trailer have been read (no key needed).
 pub struct Archive {
-    file: File,
+    source: Arc<dyn ArchiveSource>,
     path: PathBuf,
     header: RawHeader,
     trailer: Trailer,
@@ -36,21 +35,10 @@ pub struct Unlocked {
 impl Archive {
     /// Read and check the header and trailer.
     pub fn open(path: &Path) -> Result<Self> {
-        // Look before opening: opening a FIFO for reading would wait for a writer.
-        let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
-        if !meta.is_file() {
-            let kind = if meta.is_dir() {
-                "a folder"
-            } else {
-                "a device, FIFO or socket"
-            };
-            return Err(Error::NotAFile {
-                path: path.to_path_buf(),
-                kind,
-            });
-        }
-        let mut file = File::open(path).map_err(|e| Error::io(path, e))?;
-        let file_len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+        let location = Location::parse(path)?;
+        let source = storage::open_source(&location)?;
+        let path = &location.display_path();
+        let file_len = source.len();
         let truncated = |detail: &str| Error::Truncated {
             path: path.to_path_buf(),
             detail: detail.to_string(),
@@ -59,7 +47,7 @@ impl Archive {
         if file_len < PREFIX_LEN as u64 {
             // A short file is a cut-off archive only if what it has matches the magic.
             let mut head = vec![0u8; file_len.min(8) as usize];
-            file.read_exact(&mut head).map_err(|e| Error::io(path, e))?;
+            source.read_exact_at(&mut head, 0)?;
             if head.is_empty() || head[..] != header::MAGIC[..head.len()] {
                 return Err(Error::NotAnArchive {
                     path: path.to_path_buf(),
@@ -67,23 +55,18 @@ impl Archive {
             }
             return Err(truncated("shorter than a header"));
         }
-        file.read_exact(&mut prefix)
-            .map_err(|e| Error::io(path, e))?;
+        source.read_exact_at(&mut prefix, 0)?;
         let body_len = header::parse_prefix(&prefix).map_err(|e| header_error(path, e))?;
         let header_len = PREFIX_LEN as u64 + body_len as u64 + SUFFIX_LEN as u64;
         if file_len < header_len + TRAILER_LEN as u64 {
             return Err(truncated("ends inside the header"));
         }
         let mut bytes = vec![0u8; header_len as usize];
-        file.seek(SeekFrom::Start(0))
-            .map_err(|e| Error::io(path, e))?;
-        file.read_exact(&mut bytes)
-            .map_err(|e| Error::io(path, e))?;
+        source.read_exact_at(&mut bytes, 0)?;
         let header = RawHeader::parse(bytes).map_err(|e| header_error(path, e))?;
 
         let mut tb = [0u8; TRAILER_LEN];
-        file.read_exact_at(&mut tb, file_len - TRAILER_LEN as u64)
-            .map_err(|e| Error::io(path, e))?;
+        source.read_exact_at(&mut tb, file_len - TRAILER_LEN as u64)?;
         let trailer = Trailer::decode(&tb).map_err(|detail| {
             if tb[24..32] == crate::format::trailer::TRAILER_MAGIC {
                 Error::Corrupt {
@@ -108,7 +91,7 @@ impl Archive {
             });
         }
         Ok(Archive {
-            file,
+            source,
             path: path.to_path_buf(),
             header,
             trailer,
@@ -213,9 +196,7 @@ impl Archive {
         let body = &self.header.body;
         let index_at = self.data_start() + self.trailer.index_offset;
         let mut section = vec![0u8; self.trailer.index_len as usize];
-        self.file
-            .read_exact_at(&mut section, index_at)
-            .map_err(|e| Error::io(&self.path, e))?;
+        self.source.read_exact_at(&mut section, index_at)?;
         let plain = open_index(keys, &body.session_id, section).map_err(|e| match e {
             OpenError::Tag => Error::Tampered {
                 path: self.path.clone(),
@@ -283,14 +264,13 @@ impl Archive {
     /// Read one block's frame into `buf`.
     pub fn read_frame(&self, block: &BlockRef, buf: &mut Vec<u8>) -> Result<()> {
         buf.resize(block.frame_len as usize, 0);
-        self.file
+        self.source
             .read_exact_at(buf, self.data_start() + block.offset)
-            .map_err(|e| Error::io(&self.path, e))
     }
 
-    /// A second handle on the same file, for a reader thread.
-    pub fn try_clone_file(&self) -> Result<File> {
-        self.file.try_clone().map_err(|e| Error::io(&self.path, e))
+    /// The archive's bytes, shareable with a reader thread.
+    pub fn source(&self) -> Arc<dyn ArchiveSource> {
+        Arc::clone(&self.source)
     }
 
     /// Map a block open failure to an error naming the block and its offset.
@@ -386,9 +366,7 @@ impl Archive {
         while at < end {
             let mut prefix = [0u8; FRAME_PREFIX];
             let avail = (end - at).min(FRAME_PREFIX as u64) as usize;
-            self.file
-                .read_exact_at(&mut prefix[..avail], at)
-                .map_err(|e| Error::io(&self.path, e))?;
+            self.source.read_exact_at(&mut prefix[..avail], at)?;
             let parsed = FrameHeader::parse(&prefix[..avail], block_size)
                 .ok()
                 .filter(|h| at + h.frame_len() as u64 <= end);
@@ -420,9 +398,7 @@ impl Archive {
                 }
             };
             buf.resize(frame_len as usize, 0);
-            self.file
-                .read_exact_at(&mut buf, at)
-                .map_err(|e| Error::io(&self.path, e))?;
+            self.source.read_exact_at(&mut buf, at)?;
             let mut frame_len = frame_len;
             if !checksum_ok(&buf) {
                 report.problems.push(Problem {
@@ -464,9 +440,7 @@ impl Archive {
     fn check_index_checksum(&self, report: &mut VerifyReport) -> Result<()> {
         let index_at = self.data_start() + self.trailer.index_offset;
         let mut section = vec![0u8; self.trailer.index_len as usize];
-        self.file
-            .read_exact_at(&mut section, index_at)
-            .map_err(|e| Error::io(&self.path, e))?;
+        self.source.read_exact_at(&mut section, index_at)?;
         let n = section.len();
         if n < 4
             || crate::format::crc32c(&section[..n - 4])
@@ -493,7 +467,7 @@ impl Archive {
             return false;
         }
         let mut prefix = [0u8; FRAME_PREFIX];
-        if self.file.read_exact_at(&mut prefix, pos).is_err() {
+        if self.source.read_exact_at(&mut prefix, pos).is_err() {
             return false;
         }
         let Ok(h) = FrameHeader::parse(&prefix, block_size) else {
@@ -503,7 +477,7 @@ impl Archive {
             return false;
         }
         let mut buf = vec![0u8; h.frame_len()];
-        self.file.read_exact_at(&mut buf, pos).is_ok() && checksum_ok(&buf)
+        self.source.read_exact_at(&mut buf, pos).is_ok() && checksum_ok(&buf)
     }
 
     /// Full check with a key: header MAC and index (by `unlock`), then every block's tag
@@ -597,9 +571,6 @@ pub fn rekey(
     force: bool,
     observer: &dyn Observer,
 ) -> Result<RekeyReport> {
-    use crate::fsutil::AtomicFile;
-    use std::io::{Read, Write};
-
     let archive = Archive::open(path)?;
     let (session_key, keys) = archive.session_keys(identity)?;
     // Refuse to re-bless a damaged archive: the index must authenticate too.
@@ -647,35 +618,19 @@ pub fn rekey(
     }
     let new_header = header::encode(&body, &keys);
 
-    let mode = {
-        use std::os::unix::fs::PermissionsExt;
-        archive
-            .file
-            .metadata()
-            .map(|m| m.permissions().mode() & 0o7777)
-            .unwrap_or(0o644)
-    };
-    let mut out = AtomicFile::create(path, mode, true)?;
-    out.file()
-        .write_all(&new_header)
-        .map_err(|e| Error::io(out.temp_path(), e))?;
-    let mut src = archive.try_clone_file()?;
-    src.seek(SeekFrom::Start(archive.data_start()))
-        .map_err(|e| Error::io(path, e))?;
+    let location = Location::parse(path)?;
+    let mut out = storage::create_sink_keeping_mode(&location)?;
+    out.write_all(&new_header)?;
     let to_copy = archive.file_len - archive.data_start();
     observer.totals(1, to_copy);
     let mut copied = 0u64;
     let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = match src.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(Error::io(path, e)),
-        };
-        out.file()
-            .write_all(&buf[..n])
-            .map_err(|e| Error::io(out.temp_path(), e))?;
+    while copied < to_copy {
+        let n = (to_copy - copied).min(buf.len() as u64) as usize;
+        archive
+            .source
+            .read_exact_at(&mut buf[..n], archive.data_start() + copied)?;
+        out.write_all(&buf[..n])?;
         copied += n as u64;
         observer.bytes_done(n as u64);
     }
@@ -685,7 +640,7 @@ pub fn rekey(
             detail: "the archive changed while it was being rekeyed".into(),
         });
     }
-    out.commit(true)?;
+    out.commit()?;
     Ok(RekeyReport {
         added: add.iter().map(|r| r.fingerprint()).collect(),
         removed: remove.to_vec(),

@@ -4,7 +4,7 @@
 
 use globset::{Glob, GlobSet, GlobSetBuilder};
 use std::fs::File;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -16,11 +16,11 @@ use crate::format::header::{self, HeaderBody};
 use crate::format::index::{BlockRef, Entry, Index, KIND_DIR, KIND_FILE, KIND_SYMLINK, Totals};
 use crate::format::trailer::Trailer;
 use crate::format::{Compression, SUITE_V1};
-use crate::fsutil::{AtomicFile, Flusher};
 use crate::keys::{SessionId, SessionKey, SubKeys, new_session_id};
 use crate::pipeline::{self, sink_stopped};
 use crate::recipient::{Fingerprint, Recipient};
 use crate::seal::{BlockSealer, seal_index};
+use crate::storage::{self, Location};
 
 /// What to back up and how. Shared by the command line and the job file.
 #[derive(Clone, Debug)]
@@ -37,6 +37,10 @@ pub struct BackupOptions {
     pub exclude: Vec<String>,
     /// Replace an existing archive at `output`.
     pub overwrite: bool,
+    /// The session id to use, when the caller must name the archive before it is written
+    /// (jobs put it in the archive name). It must come from [`crate::keys::new_session_id`];
+    /// `None` makes a fresh one.
+    pub session_id: Option<SessionId>,
 }
 
 impl BackupOptions {
@@ -51,6 +55,7 @@ impl BackupOptions {
             one_file_system: true,
             exclude: Vec::new(),
             overwrite: false,
+            session_id: None,
         }
     }
 }
@@ -99,9 +104,6 @@ pub struct BackupReport {
     pub duration: Duration,
 }
 
-/// Ask the kernel to write the archive back to disk every this many bytes.
-const FLUSH_EVERY: u64 = 64 << 20;
-
 /// Buffers in flight: enough for every worker to be busy while the reader fills one and
 /// the writer drains one.
 fn slot_count() -> usize {
@@ -141,7 +143,10 @@ fn run_session(
     started: Instant,
 ) -> Result<BackupReport> {
     let session_key = SessionKey::generate()?;
-    let session_id = new_session_id()?;
+    let session_id = match opts.session_id {
+        Some(id) => id,
+        None => new_session_id()?,
+    };
     let keys = SubKeys::derive(&session_key, &session_id);
     let stanzas = recipients
         .iter()
@@ -164,16 +169,10 @@ fn run_session(
     };
     let header_bytes = header::encode(&body, &keys);
 
-    let mut out = AtomicFile::create(&opts.output, 0o644, opts.overwrite)?;
-    let out_path = opts.output.clone();
-    out.file()
-        .write_all(&header_bytes)
-        .map_err(|e| Error::io(&out_path, e))?;
-    let own_file = out
-        .file()
-        .metadata()
-        .map(|m| (m.dev(), m.ino()))
-        .map_err(|e| Error::io(out.temp_path(), e))?;
+    let location = Location::parse(&opts.output)?;
+    let mut out = storage::create_sink(&location, opts.overwrite)?;
+    out.write_all(&header_bytes)?;
+    let own_file = out.local_identity();
 
     let sealer = Arc::new(BlockSealer::new(
         &keys,
@@ -187,7 +186,6 @@ fn run_session(
 
     let mut blocks: Vec<BlockRef> = Vec::new();
     let mut data_len = 0u64;
-    let mut flusher = Flusher::new(out.file(), FLUSH_EVERY).map_err(|e| Error::io(&out_path, e))?;
     let work_sealer = Arc::clone(&sealer);
     let walked = pipeline::run(
         slot_count(),
@@ -222,21 +220,17 @@ fn run_session(
         },
         |slot, _seq| {
             let frame = &slot.buf;
-            out.file()
-                .write_all(frame)
-                .map_err(|e| Error::io(&out_path, e))?;
+            out.write_all(frame)?;
             blocks.push(BlockRef {
                 offset: data_len,
                 frame_len: frame.len() as u32,
                 raw_len: u32::from_le_bytes(frame[4..8].try_into().unwrap()),
             });
             data_len += frame.len() as u64;
-            flusher.wrote(frame.len() as u64);
             observer.bytes_written(frame.len() as u64);
             Ok(())
         },
     )?;
-    flusher.finish().map_err(|e| Error::io(&out_path, e))?;
     let (entries, mut totals, warnings, stream_len) = walked;
     totals.warnings = warnings.len() as u64;
     totals.bytes = stream_len;
@@ -256,11 +250,9 @@ fn run_session(
         index_len: sealed.len() as u64,
         block_count,
     };
-    out.file()
-        .write_all(&sealed)
-        .and_then(|_| out.file().write_all(&trailer.encode()))
-        .map_err(|e| Error::io(&out_path, e))?;
-    out.commit(opts.overwrite)?;
+    out.write_all(&sealed)?;
+    out.write_all(&trailer.encode())?;
+    out.commit()?;
 
     let bytes_written =
         header_bytes.len() as u64 + data_len + sealed.len() as u64 + trailer.encode().len() as u64;
@@ -470,7 +462,7 @@ struct Walk<'a> {
     warnings: Vec<Warning>,
     observer: &'a dyn Observer,
     exclude: &'a GlobSet,
-    own_file: (u64, u64),
+    own_file: Option<(u64, u64)>,
     one_file_system: bool,
 }
 
@@ -536,7 +528,7 @@ impl Walk<'_> {
                     continue;
                 }
             };
-            if (meta.dev(), meta.ino()) == self.own_file {
+            if Some((meta.dev(), meta.ino())) == self.own_file {
                 continue;
             }
             let mut e = Entry {

@@ -210,7 +210,9 @@ fn open_state(flag: Option<&Path>) -> Result<Opened, JobError> {
 
 fn load_config(loc: &Locations) -> Result<JobFile, JobError> {
     let path = paths::config_path(loc.config.as_deref(), &paths::process_env)?;
-    JobFile::load(&path)
+    let file = JobFile::load(&path)?;
+    coffer::storage::s3::set_settings(file.s3.clone());
+    Ok(file)
 }
 
 /// A flag set by SIGTERM or SIGINT; a second signal ends the process at once (exit 2).

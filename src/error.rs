@@ -81,6 +81,13 @@ pub enum Error {
     #[error("invalid option: {0}")]
     InvalidOption(String),
 
+    #[error("{location}: {}: {detail}", problem.describe())]
+    Remote {
+        location: String,
+        problem: RemoteProblem,
+        detail: String,
+    },
+
     #[error("{0}")]
     Crypto(String),
 }
@@ -133,7 +140,58 @@ impl Error {
                 "choose another name; archives made for the old key still need the old key".into()
             }
             Error::InvalidOption(_) => "see `coffer help`".into(),
+            Error::Remote { problem, .. } => problem.hint().into(),
             Error::Crypto(_) => return None,
         })
+    }
+}
+
+/// What went wrong talking to object storage, as far as the user can act on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RemoteProblem {
+    /// Unknown access key, wrong secret, expired token.
+    Credentials,
+    /// Valid credentials without permission for this request.
+    Denied,
+    NoBucket,
+    NotFound,
+    Exists,
+    /// Bad endpoint, region or URL settings.
+    Config,
+    /// Network or server errors left after the retries.
+    Other,
+}
+
+impl RemoteProblem {
+    fn describe(self) -> &'static str {
+        match self {
+            RemoteProblem::Credentials => "credentials refused",
+            RemoteProblem::Denied => "access denied",
+            RemoteProblem::NoBucket => "no such bucket",
+            RemoteProblem::NotFound => "no such object",
+            RemoteProblem::Exists => "object already exists",
+            RemoteProblem::Config => "bad S3 settings",
+            RemoteProblem::Other => "object storage request failed",
+        }
+    }
+
+    fn hint(self) -> &'static str {
+        match self {
+            RemoteProblem::Credentials => {
+                "check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN)"
+            }
+            RemoteProblem::Denied => {
+                "the key lacks permission for this request; a write-only backup key can upload but not read, list or delete (see README, S3)"
+            }
+            RemoteProblem::NoBucket => {
+                "create the bucket, or check its name, AWS_ENDPOINT_URL and AWS_REGION"
+            }
+            RemoteProblem::NotFound => "check the object name (s3://bucket/key)",
+            RemoteProblem::Exists => "choose another name, or pass --overwrite to replace it",
+            RemoteProblem::Config => "check AWS_ENDPOINT_URL, AWS_REGION and the s3:// location",
+            RemoteProblem::Other => {
+                "check AWS_ENDPOINT_URL and the network; transient errors were already retried"
+            }
+        }
     }
 }

@@ -41,6 +41,24 @@ impl AtomicFile {
         })
     }
 
+    /// Like [`AtomicFile::create`], but the temporary file is opened with `O_DIRECT` when
+    /// the file system takes it (checked with one aligned probe write), so writes bypass
+    /// the page cache. Writers must then use aligned buffers, lengths and offsets.
+    pub fn create_direct(dest: &Path, mode: u32, overwrite: bool) -> Result<Self> {
+        let mut plain = Self::create(dest, mode, overwrite)?;
+        let direct = OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_DIRECT)
+            .open(&plain.tmp);
+        if let Ok(direct) = direct
+            && probe_direct(&direct)
+        {
+            direct.set_len(0).map_err(|e| Error::io(&plain.tmp, e))?;
+            plain.file = Some(direct);
+        }
+        Ok(plain)
+    }
+
     pub fn file(&mut self) -> &mut File {
         self.file.as_mut().expect("file open until commit")
     }
@@ -91,67 +109,14 @@ impl Write for AtomicFile {
     }
 }
 
-/// Starts writeback of a file while the writer goes on, so that the final fsync waits
-/// only for the last stretch instead of the whole archive (the kernel would otherwise
-/// hold gigabytes of dirty pages until that fsync).
-pub struct Flusher {
-    tx: Option<std::sync::mpsc::SyncSender<()>>,
-    thread: Option<std::thread::JoinHandle<std::io::Result<()>>>,
-    pending: u64,
-    every: u64,
-}
-
-impl Flusher {
-    pub fn new(file: &File, every: u64) -> std::io::Result<Self> {
-        let file = file.try_clone()?;
-        let (tx, rx) = std::sync::mpsc::sync_channel::<()>(1);
-        let thread = std::thread::Builder::new()
-            .name("coffer-flush".into())
-            .spawn(move || {
-                for () in rx {
-                    // An error here must reach the caller: the final fsync shares this
-                    // open file description and may not report it a second time.
-                    file.sync_data()?;
-                }
-                Ok(())
-            })?;
-        Ok(Flusher {
-            tx: Some(tx),
-            thread: Some(thread),
-            pending: 0,
-            every,
-        })
-    }
-
-    /// Note `n` more bytes written; ask for writeback every `every` bytes. Never blocks.
-    pub fn wrote(&mut self, n: u64) {
-        self.pending += n;
-        if self.pending >= self.every {
-            self.pending = 0;
-            if let Some(tx) = &self.tx {
-                let _ = tx.try_send(());
-            }
-        }
-    }
-
-    /// Stop the flusher and report any writeback error it met.
-    pub fn finish(mut self) -> std::io::Result<()> {
-        self.tx = None;
-        match self.thread.take().map(|t| t.join()) {
-            Some(Ok(r)) => r,
-            Some(Err(panic)) => std::panic::resume_unwind(panic),
-            None => Ok(()),
-        }
-    }
-}
-
-impl Drop for Flusher {
-    fn drop(&mut self) {
-        self.tx = None;
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
+/// Whether an aligned write through this `O_DIRECT` descriptor works (some file systems
+/// accept the flag at open and refuse the writes).
+fn probe_direct(file: &File) -> bool {
+    use std::os::unix::fs::FileExt;
+    const ALIGN: usize = 4096;
+    let raw = vec![0u8; 2 * ALIGN];
+    let start = raw.as_ptr().align_offset(ALIGN);
+    file.write_all_at(&raw[start..start + ALIGN], 0).is_ok()
 }
 
 /// `dir/.NAME.<random>.<suffix>`: hidden, unique, in the same file system as `dest`.

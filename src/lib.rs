@@ -20,6 +20,7 @@ mod pipeline;
 pub mod recipient;
 pub mod restore;
 pub mod seal;
+pub mod storage;
 
 pub use error::{Error, Result};
 pub use format::Compression;

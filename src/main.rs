@@ -98,12 +98,12 @@ enum Command {
     Keygen(KeygenArgs),
     /// Back up files and folders into one new encrypted archive
     #[command(
-        after_help = "Example:\n  coffer backup ~/projects /etc -o nightly.coffer -r ops.key.pub -r escrow.key.pub"
+        after_help = "Example:\n  coffer backup ~/projects /etc -o nightly.coffer -r ops.key.pub -r escrow.key.pub\n  coffer backup /etc --to s3://backups/host1 -r ops.key.pub -r escrow.key.pub"
     )]
     Backup(BackupArgs),
     /// Restore an archive (or the chosen paths of it) into a folder
     #[command(
-        after_help = "Example:\n  coffer restore nightly.coffer -i escrow.key --to /tmp/restored\n  coffer restore nightly.coffer -i ops.key --to out etc/hosts 'projects/**/*.rs'"
+        after_help = "Example:\n  coffer restore nightly.coffer -i escrow.key --to /tmp/restored\n  coffer restore nightly.coffer -i ops.key --to out etc/hosts 'projects/**/*.rs'\n  coffer restore s3://backups/host1/backup-20261127T020000Z-1a2b3c4d.coffer -i ops.key --to out"
     )]
     Restore(RestoreArgs),
     /// Show an archive's header without a key (never shows file names)
@@ -232,9 +232,18 @@ struct BackupArgs {
     /// Files and folders to back up; each is stored under its own name
     #[arg(required = true, value_name = "SOURCE")]
     sources: Vec<PathBuf>,
-    /// Archive file to write
-    #[arg(short, long, value_name = "FILE")]
-    output: PathBuf,
+    /// Archive to write: a file, or an object s3://bucket/key
+    #[arg(
+        short,
+        long,
+        value_name = "FILE",
+        required_unless_present = "to",
+        conflicts_with = "to"
+    )]
+    output: Option<PathBuf>,
+    /// Folder or s3://bucket/prefix to write a new archive into, named NAME-TIME-ID.coffer
+    #[arg(long, value_name = "DEST")]
+    to: Option<PathBuf>,
     /// Public key of a recipient who may restore (repeat for several)
     #[arg(short, long = "recipient", value_name = "PUBKEY", required = true)]
     recipients: Vec<PathBuf>,
@@ -438,7 +447,23 @@ fn load_recipients(paths: &[PathBuf]) -> anyhow::Result<Vec<RsaRecipient>> {
 fn run_backup(a: BackupArgs) -> anyhow::Result<u8> {
     let recipients = load_recipients(&a.recipients)?;
     let refs: Vec<&dyn Recipient> = recipients.iter().map(|r| r as &dyn Recipient).collect();
-    let mut opts = BackupOptions::new(a.sources, a.output);
+    let mut opts = BackupOptions::new(a.sources, PathBuf::new());
+    match (a.output, a.to) {
+        (Some(output), _) => opts.output = output,
+        (None, Some(dest)) => {
+            // Named like a job's archives, so it sorts by time and never meets another.
+            let session_id = coffer::keys::new_session_id()?;
+            let stem = if a.job_name.is_empty() {
+                "backup"
+            } else {
+                a.job_name.as_str()
+            };
+            let name = coffer::job::session::archive_name(stem, chrono::Utc::now(), &session_id);
+            opts.output = dest.join(name);
+            opts.session_id = Some(session_id);
+        }
+        (None, None) => unreachable!("clap requires -o or --to"),
+    }
     opts.compression = a.compression;
     opts.block_size = a.block_size;
     opts.exclude = a.exclude;
@@ -555,6 +580,8 @@ fn run_restore(a: RestoreArgs) -> anyhow::Result<u8> {
             "bytes": report.bytes,
             "blocks": report.blocks,
             "archive_bytes_read": report.archive_bytes_read,
+            "remote_bytes_fetched": report.remote_fetched.map(|(bytes, _)| bytes),
+            "remote_requests": report.remote_fetched.map(|(_, requests)| requests),
             "duration_secs": secs,
             "warnings": warnings_json(&report.warnings),
         }));

@@ -44,6 +44,9 @@ pub struct RestoreReport {
     pub blocks: u64,
     /// Bytes read from the archive's data section.
     pub archive_bytes_read: u64,
+    /// For an archive in object storage: bytes and GET requests fetched in all (header,
+    /// index and blocks, including read-ahead).
+    pub remote_fetched: Option<(u64, u64)>,
     pub warnings: Vec<Warning>,
     pub duration: Duration,
 }
@@ -197,23 +200,19 @@ pub fn restore(
     }
     let blocks = &index.blocks;
     let needed_ref = &needed;
-    let reader_file = archive.try_clone_file()?;
+    let reader = archive.source();
     let data_start = archive.data_start();
-    let archive_path = archive.path().to_path_buf();
     let mut archive_bytes = 0u64;
     // The sealer is shared with rayon workers for the duration of the run.
     let work_sealer = std::sync::Arc::clone(&unlocked.sealer);
     pipeline::run(
         slot_count(),
         move |feed| {
-            use std::os::unix::fs::FileExt;
             for &b in needed_ref {
                 let mut slot: Slot = feed.take().ok_or_else(sink_stopped)?;
                 let r = &blocks[b as usize];
                 slot.frame.resize(r.frame_len as usize, 0);
-                reader_file
-                    .read_exact_at(&mut slot.frame, data_start + r.offset)
-                    .map_err(|e| Error::io(&archive_path, e))?;
+                reader.read_exact_at(&mut slot.frame, data_start + r.offset)?;
                 slot.block = b;
                 slot.last = b == last_block;
                 feed.submit(slot);
@@ -305,6 +304,7 @@ pub fn restore(
         }
     }
     report.duration = started.elapsed();
+    report.remote_fetched = archive.source().fetched();
     Ok(report)
 }
 

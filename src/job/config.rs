@@ -143,6 +143,9 @@ pub struct JobFile {
     pub path: PathBuf,
     /// Sorted by name.
     pub jobs: Vec<Job>,
+    /// The `[s3]` table: endpoint and region for `s3://` destinations.
+    #[cfg(feature = "s3")]
+    pub s3: crate::storage::s3::S3Settings,
 }
 
 /// A job whose recipients are loaded and whose destination was found writable.
@@ -175,6 +178,9 @@ type SpannedList = Spanned<Vec<Spanned<String>>>;
 #[serde(deny_unknown_fields)]
 struct RawFile {
     defaults: Option<Spanned<RawDefaults>>,
+    /// Endpoint and region for `s3://` destinations (credentials stay in AWS_* variables).
+    #[cfg(feature = "s3")]
+    s3: Option<crate::storage::s3::S3Settings>,
     #[serde(default)]
     job: BTreeMap<Spanned<String>, Spanned<RawJob>>,
 }
@@ -280,6 +286,9 @@ impl Ctx<'_> {
 
     fn path(&self, s: &str) -> PathBuf {
         let p = Path::new(s);
+        if s.starts_with("s3://") {
+            return p.to_path_buf();
+        }
         let joined = if p.is_absolute() {
             p.to_path_buf()
         } else {
@@ -339,6 +348,8 @@ impl JobFile {
             errors: Vec::new(),
         };
 
+        #[cfg(feature = "s3")]
+        let raw_s3 = raw.s3;
         let defaults = raw.defaults.map(Spanned::into_inner).unwrap_or_default();
         let defaults_section = Some("[defaults]".to_string());
         let default_compression = match &defaults.compression {
@@ -515,6 +526,8 @@ impl JobFile {
             Ok(JobFile {
                 path: path.to_path_buf(),
                 jobs,
+                #[cfg(feature = "s3")]
+                s3: raw_s3.unwrap_or_default(),
             })
         } else {
             cx.errors.sort_by_key(|e| e.line);
@@ -667,6 +680,22 @@ fn shared_destination(file: &Path, job: &Job, other: &Job) -> ConfigError {
 /// Is `dest` a folder we can create files in? Returns its canonical path.
 fn test_destination(dest: &Path) -> Result<PathBuf, (String, String)> {
     let shown = dest.display();
+    match crate::storage::Location::parse(dest) {
+        // Not contacted here: a write-only key could only test by uploading an object it
+        // could never delete. The first session reports what is wrong.
+        Ok(remote @ crate::storage::Location::S3 { .. }) => {
+            let shown = remote.display_path();
+            let text = shown.to_string_lossy();
+            return Ok(PathBuf::from(text.trim_end_matches('/')));
+        }
+        Ok(_) => {}
+        Err(e) => {
+            return Err((
+                e.to_string(),
+                "write s3://bucket/prefix (bucket names are lower case)".into(),
+            ));
+        }
+    }
     match std::fs::metadata(dest) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return Err((

@@ -1,16 +1,17 @@
 //! Applying retention: decide with [`super::retention::decide`] over the job's good
-//! archives from the catalog, delete the archive files that are not kept (whole files,
-//! nothing else), and note each deletion in the catalog.
+//! archives from the catalog, delete the archives that are not kept (whole files or
+//! objects, nothing else), and note each deletion in the catalog.
 //!
 //! An archive whose file is already gone does not count toward any rule; a real prune notes
 //! it in the catalog as missing. A dry run changes nothing.
 
 use chrono::{DateTime, TimeZone, Utc};
 
+use super::JobResult;
 use super::catalog::{Catalog, SessionRow};
 use super::config::Job;
 use super::retention::{self, Candidate, Retention, Verdict};
-use super::{JobError, JobResult};
+use crate::storage::{self, Location};
 
 /// What retention decided for one job.
 #[derive(Debug)]
@@ -46,10 +47,11 @@ pub fn plan<Tz: TimeZone>(catalog: &Catalog, job: &Job, tz: &Tz) -> JobResult<Pr
     let mut good = Vec::new();
     let mut missing = Vec::new();
     for row in catalog.good_archives(&job.name)? {
-        let exists = row
-            .archive
-            .as_deref()
-            .is_some_and(|a| a.symlink_metadata().is_ok());
+        let exists = match row.archive.as_deref() {
+            // A key that may not look (write-only) cannot tell: count the archive as there.
+            Some(a) => storage::exists(&Location::parse(a)?)?.unwrap_or(true),
+            None => false,
+        };
         if exists {
             good.push(row);
         } else {
@@ -105,26 +107,16 @@ pub fn prune(catalog: &Catalog, job: &Job, dry_run: bool) -> JobResult<PruneRepo
     for row in &report.plan.missing {
         catalog.mark_deleted(row.id, "missing: the archive file was gone")?;
     }
-    let mut touched = false;
     for (row, verdict) in report.plan.to_delete() {
         let Some(archive) = row.archive.as_deref() else {
             continue;
         };
-        match std::fs::remove_file(archive) {
-            Ok(()) => touched = true,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => {
-                report
-                    .failed
-                    .push((row.clone(), JobError::io(archive, e).to_string()));
-                continue;
-            }
+        if let Err(e) = Location::parse(archive).and_then(|l| storage::delete(&l)) {
+            report.failed.push((row.clone(), e.to_string()));
+            continue;
         }
         catalog.mark_deleted(row.id, &format!("retention: {}", verdict.reason))?;
         report.deleted.push(row.clone());
-    }
-    if touched {
-        let _ = crate::fsutil::sync_parent(&job.destination.value.join("x"));
     }
     Ok(report)
 }

@@ -1,11 +1,11 @@
 //! One job session: take the job's lock, record the session, run the backup, name the
 //! archive, record the outcome.
 //!
-//! The archive is first written as `DEST/.<job>-<stamp>-<row>.staging` (itself written
-//! through the usual `..staging.XXXXXXXX.partial` temporary file by
-//! [`crate::backup::backup`]); when the backup is complete it is renamed to
-//! `DEST/<job>-<YYYYmmddTHHMMSSZ>-<first 8 hex digits of the session id>.coffer`, because
-//! the session id is only known once the backup has made it. Nothing with a `.coffer`
+//! The session id is drawn first, so the archive is written straight to its final name,
+//! `DEST/<job>-<YYYYmmddTHHMMSSZ>-<first 8 hex digits of the session id>.coffer`, through
+//! the destination's own atomic write: a hidden `.NAME.XXXXXXXX.partial` file renamed when
+//! complete on a local disk, a multipart upload completed at the end in object storage (no
+//! rename exists there, and a write-only key could not copy). Nothing with a `.coffer`
 //! name is ever incomplete.
 //!
 //! **Stopping.** The backup library has no cancel switch, so the backup runs on its own
@@ -29,7 +29,9 @@ use super::config::ResolvedJob;
 use super::lock::{LockDir, pid_alive};
 use super::{JobError, JobResult, hex};
 use crate::backup::{self, BackupReport, Observer, Warning};
+use crate::keys::new_session_id;
 use crate::recipient::Recipient;
+use crate::storage::{self, Location};
 
 /// The catalog and the locks of one state folder.
 pub struct Context<'a> {
@@ -110,13 +112,50 @@ pub fn archive_name(job: &str, t: DateTime<Utc>, session_id: &[u8]) -> String {
     format!("{}-{}.coffer", archive_stem(job, t), &h[..h.len().min(8)])
 }
 
+#[cfg(test)]
 fn staging_name(job: &str, t: DateTime<Utc>, row: i64) -> String {
     format!(".{}-{row}.staging", archive_stem(job, t))
 }
 
-/// Is `name` a temporary file of a session of `job` (`.<job>-<stamp>-<row>.staging` or its
-/// `..<job>-<stamp>-<row>.staging.XXXXXXXX.partial`)?
+/// Is `name` a temporary file of a session of `job`: `.<job>-<stamp>-<8 hex>.coffer.XXXXXXXX.partial`,
+/// or, from coffer versions that staged archives, `.<job>-<stamp>-<row>.staging` and its
+/// `..<job>-<stamp>-<row>.staging.XXXXXXXX.partial`?
 pub fn is_leftover(name: &str, job: &str) -> bool {
+    is_partial_archive(name, job) || is_staging_leftover(name, job)
+}
+
+/// `.<job>-<YYYYmmddTHHMMSSZ>-<8 hex>.coffer.<8 hex>.partial`
+fn is_partial_archive(name: &str, job: &str) -> bool {
+    let Some(rest) = name
+        .strip_prefix('.')
+        .and_then(|r| r.strip_suffix(".partial"))
+    else {
+        return false;
+    };
+    let Some((archive, tag)) = rest.rsplit_once('.') else {
+        return false;
+    };
+    if tag.len() != 8 || !tag.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return false;
+    }
+    let Some(core) = archive
+        .strip_suffix(".coffer")
+        .and_then(|c| c.strip_prefix(job))
+        .and_then(|c| c.strip_prefix('-'))
+    else {
+        return false;
+    };
+    let b = core.as_bytes();
+    b.len() == 25
+        && b[..8].iter().all(u8::is_ascii_digit)
+        && b[8] == b'T'
+        && b[9..15].iter().all(u8::is_ascii_digit)
+        && b[15] == b'Z'
+        && b[16] == b'-'
+        && b[17..].iter().all(u8::is_ascii_hexdigit)
+}
+
+fn is_staging_leftover(name: &str, job: &str) -> bool {
     let core = if let Some(rest) = name.strip_prefix("..") {
         let Some(rest) = rest.strip_suffix(".partial") else {
             return false;
@@ -153,6 +192,11 @@ pub fn is_leftover(name: &str, job: &str) -> bool {
 /// job's lock (otherwise a running session's files would go). Returns what was removed.
 pub fn sweep_leftovers(dest: &Path, job: &str) -> Vec<PathBuf> {
     let mut removed = Vec::new();
+    // In object storage an unfinished upload is invisible and leaves no name to sweep; the
+    // bucket's lifecycle rule aborts it (README, S3).
+    if Location::parse(dest).is_ok_and(|l| l.is_remote()) {
+        return removed;
+    }
     let Ok(entries) = std::fs::read_dir(dest) else {
         return removed;
     };
@@ -244,15 +288,19 @@ pub fn run_session(
         .catalog
         .begin(name, trigger, &dest, started.timestamp_millis())?;
     events.started(name, id, trigger);
-    let staging = dest.join(staging_name(name, started, id));
-
-    let opts = job.backup_options(staging.clone());
+    let session_id = match new_session_id() {
+        Ok(sid) => sid,
+        Err(e) => return fail_before_start(cx, id, e.into()),
+    };
+    let archive = dest.join(archive_name(name, started, &session_id));
+    let mut opts = job.backup_options(archive.clone());
+    opts.session_id = Some(session_id);
     let recipients = job.recipients.clone();
     let abandoned = Arc::new(AtomicBool::new(false));
     let (tx, rx) = mpsc::channel();
     let spawned = {
         let abandoned = Arc::clone(&abandoned);
-        let staging = staging.clone();
+        let archive = archive.clone();
         std::thread::Builder::new()
             .name("coffer-session".into())
             .spawn(move || {
@@ -260,24 +308,18 @@ pub fn run_session(
                     recipients.iter().map(|r| r as &dyn Recipient).collect();
                 let result = backup::backup(&opts, &refs, &Forward(tx.clone()));
                 if abandoned.load(Ordering::SeqCst) {
-                    // Nobody will rename it: do not leave a complete hidden archive behind.
-                    let _ = std::fs::remove_file(&staging);
+                    // The session was recorded as interrupted: an archive it completed
+                    // anyway must not stay behind uncatalogued.
+                    if result.is_ok() {
+                        let _ = Location::parse(&archive).and_then(|l| storage::delete(&l));
+                    }
                     return;
                 }
                 let _ = tx.send(Msg::Done(result));
             })
     };
     if let Err(e) = spawned {
-        let err = JobError::io(&staging, e);
-        cx.catalog.finish(
-            id,
-            SessionState::Failed,
-            &Finish {
-                error: Some(err.to_string()),
-                ..Finish::default()
-            },
-        )?;
-        return Err(err);
+        return fail_before_start(cx, id, JobError::io(&archive, e));
     }
 
     let mut warnings: Vec<String> = Vec::new();
@@ -308,8 +350,8 @@ pub fn run_session(
         cx.catalog.mark_interrupted(id, STOPPED_REASON)?;
         return finish_outcome(cx, id, None, None);
     };
-    match result.and_then(|report| name_archive(name, started, &staging, report)) {
-        Ok((report, archive)) => {
+    match result {
+        Ok(report) => {
             let state = if report.warnings.is_empty() {
                 SessionState::Succeeded
             } else {
@@ -334,7 +376,6 @@ pub fn run_session(
             finish_outcome(cx, id, Some(report), None)
         }
         Err(e) => {
-            let _ = std::fs::remove_file(&staging);
             cx.catalog.finish(
                 id,
                 SessionState::Failed,
@@ -350,21 +391,17 @@ pub fn run_session(
     }
 }
 
-/// Rename the complete staging archive to its final name.
-fn name_archive(
-    job: &str,
-    started: DateTime<Utc>,
-    staging: &Path,
-    mut report: BackupReport,
-) -> crate::Result<(BackupReport, PathBuf)> {
-    let final_path = staging.with_file_name(archive_name(job, started, &report.session_id));
-    if final_path.symlink_metadata().is_ok() {
-        return Err(crate::Error::Exists { path: final_path });
-    }
-    std::fs::rename(staging, &final_path).map_err(|e| crate::Error::io(&final_path, e))?;
-    crate::fsutil::sync_parent(&final_path)?;
-    report.archive = final_path.clone();
-    Ok((report, final_path))
+/// Record a session that failed before its backup began.
+fn fail_before_start(cx: &Context<'_>, id: i64, err: JobError) -> JobResult<SessionOutcome> {
+    cx.catalog.finish(
+        id,
+        SessionState::Failed,
+        &Finish {
+            error: Some(err.to_string()),
+            ..Finish::default()
+        },
+    )?;
+    Err(err)
 }
 
 fn finish_outcome(
@@ -398,6 +435,26 @@ mod tests {
         );
     }
 
+    #[test]
+    fn partial_archive_of_a_session_is_a_leftover_and_nothing_else() {
+        let t = DateTime::parse_from_rfc3339("2024-05-06T07:08:09Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let name = archive_name("home", t, &[0xab, 0xcd, 0xef, 0x01, 2, 3]);
+        let partial = format!(".{name}.0badf00d.partial");
+        assert!(is_leftover(&partial, "home"));
+        assert!(!is_leftover(&partial, "hom"));
+        assert!(
+            !is_leftover(&name, "home"),
+            "a finished archive is never swept"
+        );
+        assert!(!is_leftover(&format!(".{name}.0badf00.partial"), "home"));
+        assert!(!is_leftover(&format!(".{name}.0badf00d"), "home"));
+        assert!(!is_leftover(
+            ".home-20240506T070809Z-zzzzzzzz.coffer.0badf00d.partial",
+            "home"
+        ));
+    }
     #[test]
     fn leftovers_are_recognised_per_job() {
         let staging = ".home-20240506T070809Z-12.staging";

@@ -1,0 +1,557 @@
+//! Archives in S3-compatible object storage (AWS S3, MinIO, Ceph RGW, Garage, R2), through
+//! the `object_store` crate.
+//!
+//! - Writing streams the archive as a multipart upload in fixed parts, at most
+//!   [`PARTS_IN_FLIGHT`] uploading at once, so memory stays bounded whatever the archive
+//!   size; the object appears only when the upload completes, and a sink dropped before
+//!   commit aborts the upload. An archive smaller than one part is a single PutObject. A
+//!   backup needs only PutObject (and the multipart calls): it never reads or lists.
+//! - Reading uses ranged GETs. Reads that continue where the last one ended get a growing
+//!   read-ahead window (verify and full restores stream); any other read fetches exactly the
+//!   bytes asked for (a selective restore fetches only the blocks it needs).
+//! - Credentials and endpoint come from the usual `AWS_*` variables (`AWS_ACCESS_KEY_ID`,
+//!   `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, `AWS_REGION`, `AWS_ENDPOINT_URL`), and
+//!   [`S3Settings`] (job file fields) override endpoint and region. Transient errors are
+//!   retried with exponential backoff by `object_store`.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use object_store::aws::AmazonS3Builder;
+use object_store::path::Path as ObjectPath;
+use object_store::{
+    BackoffConfig, ClientOptions, GetOptions, GetRange, MultipartUpload, ObjectStore,
+    ObjectStoreExt, PutMode, PutOptions, PutPayload, RetryConfig,
+};
+
+use super::{ArchiveSink, ArchiveSource, Location};
+use crate::error::{Error, RemoteProblem, Result};
+
+/// Multipart part size: above S3's 5 MiB minimum, equal for every part but the last (R2
+/// requires that), and small enough that buffering stays within the memory budget.
+pub const PART_SIZE: usize = 8 << 20;
+/// Parts uploading at once while the next one is filled.
+pub const PARTS_IN_FLIGHT: usize = 2;
+/// Bytes fetched when an archive is opened: the header (a few hundred bytes per recipient)
+/// comes with the same request that learns the object's size.
+const OPEN_FETCH: u64 = 64 << 10;
+/// Largest read-ahead for sequential reads.
+const MAX_READ_AHEAD: u64 = 16 << 20;
+
+/// Endpoint and region overrides (job file fields); `None` falls back to `AWS_*` variables.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3Settings {
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+}
+
+static SETTINGS: OnceLock<Mutex<S3Settings>> = OnceLock::new();
+
+/// Set the overrides used by every S3 location opened afterwards (the binary calls this
+/// once a job file has been read).
+pub fn set_settings(settings: S3Settings) {
+    *SETTINGS
+        .get_or_init(|| Mutex::new(S3Settings::default()))
+        .lock()
+        .unwrap_or_else(|p| p.into_inner()) = settings;
+}
+
+fn settings() -> S3Settings {
+    SETTINGS
+        .get()
+        .map(|m| m.lock().unwrap_or_else(|p| p.into_inner()).clone())
+        .unwrap_or_default()
+}
+
+/// One runtime for every S3 call, driven from whichever thread needs a result.
+fn runtime() -> Result<&'static tokio::runtime::Runtime> {
+    static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    if let Some(rt) = RUNTIME.get() {
+        return Ok(rt);
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("coffer-s3")
+        .enable_all()
+        .build()
+        .map_err(|e| Error::io("s3 runtime", e))?;
+    Ok(RUNTIME.get_or_init(|| rt))
+}
+
+fn block_on<F: std::future::Future>(f: F) -> Result<F::Output> {
+    Ok(runtime()?.block_on(f))
+}
+
+fn split(location: &Location) -> (&str, &str) {
+    match location {
+        Location::S3 { bucket, key } => (bucket, key),
+        Location::Local(_) => unreachable!("S3 storage is only built for s3:// locations"),
+    }
+}
+
+fn connect(bucket: &str) -> Result<Arc<dyn ObjectStore>> {
+    let overrides = settings();
+    // Client options first: `with_client_options` replaces the whole set, allow_http too.
+    let mut builder = AmazonS3Builder::from_env()
+        .with_client_options(ClientOptions::new().with_connect_timeout(Duration::from_secs(10)))
+        .with_bucket_name(bucket);
+    let endpoint = overrides.endpoint.or_else(|| {
+        ["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "AWS_ENDPOINT"]
+            .iter()
+            .find_map(|v| std::env::var(v).ok().filter(|s| !s.is_empty()))
+    });
+    if let Some(endpoint) = endpoint {
+        // An explicit http:// endpoint (a MinIO or Garage on the LAN) is the user's choice;
+        // requests are SigV4-signed, so the secret key never crosses the wire either way.
+        builder = builder
+            .with_allow_http(endpoint.starts_with("http://"))
+            .with_endpoint(endpoint);
+    }
+    if let Some(region) = overrides.region {
+        builder = builder.with_region(region);
+    } else if std::env::var("AWS_REGION").is_err() && std::env::var("AWS_DEFAULT_REGION").is_err() {
+        builder = builder.with_region("us-east-1");
+    }
+    let retry = RetryConfig {
+        backoff: BackoffConfig::default(),
+        max_retries: 6,
+        retry_timeout: Duration::from_secs(90),
+    };
+    let store = builder
+        .with_retry(retry)
+        .build()
+        .map_err(|e| remote_error(&format!("s3://{bucket}"), RemoteProblem::Config, &e))?;
+    Ok(Arc::new(store))
+}
+
+fn object_path(key: &str) -> ObjectPath {
+    ObjectPath::from(key)
+}
+
+/// Classify an `object_store` error into the user-facing problem kinds.
+fn classify(e: &object_store::Error) -> RemoteProblem {
+    let text = e.to_string();
+    match e {
+        object_store::Error::NotFound { .. } if text.contains("NoSuchBucket") => {
+            RemoteProblem::NoBucket
+        }
+        object_store::Error::NotFound { .. } => RemoteProblem::NotFound,
+        object_store::Error::Unauthenticated { .. } => RemoteProblem::Credentials,
+        object_store::Error::PermissionDenied { .. }
+            if text.contains("InvalidAccessKeyId")
+                || text.contains("SignatureDoesNotMatch")
+                || text.contains("InvalidClientTokenId")
+                || text.contains("ExpiredToken") =>
+        {
+            RemoteProblem::Credentials
+        }
+        object_store::Error::PermissionDenied { .. } => RemoteProblem::Denied,
+        object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. } => {
+            RemoteProblem::Exists
+        }
+        _ if text.contains("NoSuchBucket") => RemoteProblem::NoBucket,
+        // No keys in the environment: object_store fell back to the EC2 instance metadata.
+        _ if text.contains("169.254.169.254") => RemoteProblem::Credentials,
+        _ => RemoteProblem::Other,
+    }
+}
+
+fn remote_error(location: &str, problem: RemoteProblem, e: &dyn std::error::Error) -> Error {
+    let mut chain = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        chain.push_str(": ");
+        chain.push_str(&c.to_string());
+        cause = c.source();
+    }
+    let detail = if chain.contains("169.254.169.254") {
+        "no credentials: AWS_ACCESS_KEY_ID is not set and no instance role answered".to_string()
+    } else {
+        concise(&chain)
+    };
+    Error::Remote {
+        location: location.to_string(),
+        problem,
+        detail,
+    }
+}
+
+/// One line out of object_store's nested message: the request, the HTTP status and S3's
+/// error code when there is a response ("HEAD: 403 Forbidden (SignatureDoesNotMatch)"),
+/// else the chain of causes ("connection refused").
+fn concise(chain: &str) -> String {
+    let between = |text: &str, open: &str, close: &str| -> Option<String> {
+        let start = text.find(open)? + open.len();
+        let end = text[start..].find(close)? + start;
+        Some(text[start..end].trim().to_string())
+    };
+    let method = between(chain, "Error performing ", " ");
+    let status =
+        between(chain, "status code: ", ":").or_else(|| between(chain, "status code: ", "\n"));
+    let code = between(chain, "<Code>", "</Code>");
+    if let (Some(method), Some(status)) = (&method, &status) {
+        return match code {
+            Some(code) => format!("{method}: {status} ({code})"),
+            None => format!("{method}: {status}"),
+        };
+    }
+    let mut parts: Vec<String> = Vec::new();
+    for part in chain.split(": ") {
+        let part = first_line(part);
+        if !part.is_empty() && !parts.iter().any(|p| p.contains(&part)) {
+            parts.push(part);
+        }
+    }
+    parts.join(": ")
+}
+
+fn first_line(s: &str) -> String {
+    s.lines().next().unwrap_or("").trim().to_string()
+}
+
+fn store_error(location: &str, e: object_store::Error) -> Error {
+    remote_error(location, classify(&e), &e)
+}
+
+/// Writes one archive object; see the module docs.
+pub struct S3Sink {
+    store: Arc<dyn ObjectStore>,
+    path: ObjectPath,
+    url: String,
+    overwrite: bool,
+    buf: Vec<u8>,
+    upload: Option<Box<dyn MultipartUpload>>,
+    in_flight: VecDeque<tokio::task::JoinHandle<object_store::Result<()>>>,
+    committed: bool,
+}
+
+impl S3Sink {
+    pub fn create(location: &Location, overwrite: bool) -> Result<Self> {
+        let (bucket, key) = split(location);
+        let url = location.display_path().display().to_string();
+        if key.is_empty() || key.ends_with('/') {
+            return Err(Error::InvalidOption(format!(
+                "{url}: an archive needs an object name, not a bucket or prefix"
+            )));
+        }
+        let store = connect(bucket)?;
+        let path = object_path(key);
+        if !overwrite {
+            // A write-only key may not ask (HeadObject needs s3:GetObject): then the name's
+            // random session part is what keeps archives apart.
+            match block_on(store.head(&path))? {
+                Ok(_) => {
+                    return Err(Error::Exists {
+                        path: location.display_path(),
+                    });
+                }
+                Err(e) => match classify(&e) {
+                    RemoteProblem::NotFound | RemoteProblem::Denied => {}
+                    problem => return Err(remote_error(&url, problem, &e)),
+                },
+            }
+        }
+        Ok(S3Sink {
+            store,
+            path,
+            url,
+            overwrite,
+            buf: Vec::with_capacity(PART_SIZE),
+            upload: None,
+            in_flight: VecDeque::new(),
+            committed: false,
+        })
+    }
+
+    /// Wait for the oldest part in flight.
+    fn wait_oldest(&mut self) -> Result<()> {
+        if let Some(part) = self.in_flight.pop_front() {
+            let outcome =
+                block_on(part)?.map_err(|e| remote_error(&self.url, RemoteProblem::Other, &e))?;
+            outcome.map_err(|e| store_error(&self.url, e))?;
+        }
+        Ok(())
+    }
+
+    fn send_part(&mut self) -> Result<()> {
+        if self.upload.is_none() {
+            let upload = block_on(self.store.put_multipart(&self.path))?
+                .map_err(|e| store_error(&self.url, e))?;
+            self.upload = Some(upload);
+        }
+        while self.in_flight.len() >= PARTS_IN_FLIGHT {
+            self.wait_oldest()?;
+        }
+        let part = std::mem::replace(&mut self.buf, Vec::with_capacity(PART_SIZE));
+        let upload = self.upload.as_mut().expect("created above");
+        let future = upload.put_part(PutPayload::from(part));
+        self.in_flight.push_back(runtime()?.spawn(future));
+        Ok(())
+    }
+}
+
+impl ArchiveSink for S3Sink {
+    fn write_all(&mut self, mut bytes: &[u8]) -> Result<()> {
+        while !bytes.is_empty() {
+            let n = bytes.len().min(PART_SIZE - self.buf.len());
+            self.buf.extend_from_slice(&bytes[..n]);
+            bytes = &bytes[n..];
+            if self.buf.len() == PART_SIZE {
+                self.send_part()?;
+            }
+        }
+        Ok(())
+    }
+
+    fn commit(mut self: Box<Self>) -> Result<()> {
+        if self.upload.is_none() {
+            // Small archive: one PutObject. Create mode where the store supports it, so a
+            // same-named object that appeared meanwhile is not replaced.
+            let payload = PutPayload::from(std::mem::take(&mut self.buf));
+            let mode = if self.overwrite {
+                PutMode::Overwrite
+            } else {
+                PutMode::Create
+            };
+            let opts = PutOptions {
+                mode,
+                ..Default::default()
+            };
+            let put = block_on(self.store.put_opts(&self.path, payload.clone(), opts))?;
+            match put {
+                Ok(_) => {}
+                Err(e) if classify(&e) == RemoteProblem::Exists => {
+                    return Err(Error::Exists {
+                        path: self.url.clone().into(),
+                    });
+                }
+                // A store without conditional writes: the session id in the name already
+                // keeps archives apart, so write it plainly.
+                Err(object_store::Error::NotImplemented { .. })
+                | Err(object_store::Error::NotSupported { .. }) => {
+                    block_on(self.store.put(&self.path, payload))?
+                        .map_err(|e| store_error(&self.url, e))?;
+                }
+                Err(e) => return Err(store_error(&self.url, e)),
+            }
+            self.committed = true;
+            return Ok(());
+        }
+        if !self.buf.is_empty() {
+            self.send_part()?;
+        }
+        while !self.in_flight.is_empty() {
+            self.wait_oldest()?;
+        }
+        let mut upload = self.upload.take().expect("checked above");
+        match block_on(upload.complete())? {
+            Ok(_) => {
+                self.committed = true;
+                Ok(())
+            }
+            Err(e) => {
+                let _ = block_on(upload.abort());
+                Err(store_error(&self.url, e))
+            }
+        }
+    }
+}
+
+impl Drop for S3Sink {
+    fn drop(&mut self) {
+        if self.committed {
+            return;
+        }
+        // Uploaded parts are billed until aborted; a killed process cannot get here, which
+        // is what the bucket lifecycle rule in the README is for.
+        for part in self.in_flight.drain(..) {
+            part.abort();
+        }
+        if let Some(mut upload) = self.upload.take()
+            && let Ok(rt) = runtime()
+        {
+            let _ = rt.block_on(upload.abort());
+        }
+    }
+}
+
+/// Reads one archive object with ranged GETs.
+pub struct S3Source {
+    store: Arc<dyn ObjectStore>,
+    path: ObjectPath,
+    url: String,
+    len: u64,
+    window: Mutex<Window>,
+    fetched: AtomicU64,
+    requests: AtomicU64,
+}
+
+/// The bytes of the last GET and where the next sequential read would start.
+#[derive(Default)]
+struct Window {
+    start: u64,
+    bytes: bytes::Bytes,
+    read_ahead: u64,
+}
+
+impl S3Source {
+    pub fn open(location: &Location) -> Result<Self> {
+        let (bucket, key) = split(location);
+        let url = location.display_path().display().to_string();
+        if key.is_empty() || key.ends_with('/') {
+            return Err(Error::InvalidOption(format!(
+                "{url}: name an archive object, not a bucket or prefix"
+            )));
+        }
+        let store = connect(bucket)?;
+        let path = object_path(key);
+        // The first GET brings the size and the header in one request; unlike HEAD, its
+        // error body says whether the bucket or the object is missing.
+        let first = GetOptions {
+            range: Some(GetRange::Bounded(0..OPEN_FETCH)),
+            ..Default::default()
+        };
+        let fetched = block_on(async {
+            let result = store.get_opts(&path, first).await?;
+            let size = result.meta.size;
+            Ok::<_, object_store::Error>((size, result.bytes().await?))
+        })?;
+        let (len, bytes) = match fetched {
+            Ok(got) => got,
+            // An empty object has no first byte to ask for.
+            Err(e) if e.to_string().contains("416") => {
+                let meta = block_on(store.head(&path))?.map_err(|e| store_error(&url, e))?;
+                (meta.size, bytes::Bytes::new())
+            }
+            Err(e) => return Err(store_error(&url, e)),
+        };
+        let requests = 1;
+        Ok(S3Source {
+            store,
+            path,
+            url,
+            len,
+            fetched: AtomicU64::new(bytes.len() as u64),
+            window: Mutex::new(Window {
+                start: 0,
+                bytes,
+                read_ahead: 0,
+            }),
+            requests: AtomicU64::new(requests),
+        })
+    }
+
+    fn get(&self, start: u64, end: u64) -> Result<bytes::Bytes> {
+        let opts = GetOptions {
+            range: Some(GetRange::Bounded(start..end)),
+            ..Default::default()
+        };
+        let bytes = block_on(async {
+            let result = self.store.get_opts(&self.path, opts).await?;
+            result.bytes().await
+        })?
+        .map_err(|e| store_error(&self.url, e))?;
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        self.fetched
+            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        if bytes.len() as u64 != end - start {
+            return Err(Error::Truncated {
+                path: self.url.clone().into(),
+                detail: format!(
+                    "object returned {} bytes for range {start}..{end}",
+                    bytes.len()
+                ),
+            });
+        }
+        Ok(bytes)
+    }
+}
+
+impl ArchiveSource for S3Source {
+    fn len(&self) -> u64 {
+        self.len
+    }
+
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
+        let end = offset
+            .checked_add(buf.len() as u64)
+            .filter(|&e| e <= self.len)
+            .ok_or_else(|| Error::Truncated {
+                path: self.url.clone().into(),
+                detail: format!("read of {} bytes at {offset} past the end", buf.len()),
+            })?;
+        if buf.is_empty() {
+            return Ok(());
+        }
+        let mut window = self.window.lock().unwrap_or_else(|p| p.into_inner());
+        let w_end = window.start + window.bytes.len() as u64;
+        if offset >= window.start && end <= w_end {
+            let from = (offset - window.start) as usize;
+            buf.copy_from_slice(&window.bytes[from..from + buf.len()]);
+            return Ok(());
+        }
+        // Continuing into or just past the window: a stream. Keep what the window already
+        // has, fetch from its end, and read further ahead each time.
+        let sequential = !window.bytes.is_empty() && offset >= window.start && offset <= w_end;
+        let (from, ahead) = if sequential {
+            (
+                w_end,
+                (window.read_ahead * 2).clamp(1 << 20, MAX_READ_AHEAD),
+            )
+        } else {
+            (offset, 0)
+        };
+        let fetch_end = (end + ahead).min(self.len);
+        let bytes = self.get(from, fetch_end)?;
+        let have = (from - offset) as usize;
+        if have > 0 {
+            let kept = (offset - window.start) as usize;
+            buf[..have].copy_from_slice(&window.bytes[kept..kept + have]);
+        }
+        let rest = buf.len() - have;
+        buf[have..].copy_from_slice(&bytes[..rest]);
+        *window = Window {
+            start: from,
+            bytes,
+            read_ahead: ahead,
+        };
+        Ok(())
+    }
+
+    fn fetched(&self) -> Option<(u64, u64)> {
+        Some((
+            self.fetched.load(Ordering::Relaxed),
+            self.requests.load(Ordering::Relaxed),
+        ))
+    }
+}
+
+/// See [`super::exists`].
+pub fn exists(location: &Location) -> Result<Option<bool>> {
+    let (bucket, key) = split(location);
+    let url = location.display_path().display().to_string();
+    let store = connect(bucket)?;
+    match block_on(store.head(&object_path(key)))? {
+        Ok(_) => Ok(Some(true)),
+        Err(e) => match classify(&e) {
+            RemoteProblem::NotFound => Ok(Some(false)),
+            RemoteProblem::Denied => Ok(None),
+            problem => Err(remote_error(&url, problem, &e)),
+        },
+    }
+}
+
+/// See [`super::delete`].
+pub fn delete(location: &Location) -> Result<()> {
+    let (bucket, key) = split(location);
+    let url = location.display_path().display().to_string();
+    let store = connect(bucket)?;
+    match block_on(store.delete(&object_path(key)))? {
+        Ok(()) => Ok(()),
+        Err(e) if classify(&e) == RemoteProblem::NotFound => Ok(()),
+        Err(e) => Err(store_error(&url, e)),
+    }
+}
