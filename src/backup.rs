@@ -8,6 +8,7 @@ use std::io::Read;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::error::{Error, Result};
@@ -41,6 +42,10 @@ pub struct BackupOptions {
     /// (jobs put it in the archive name). It must come from [`crate::keys::new_session_id`];
     /// `None` makes a fresh one.
     pub session_id: Option<SessionId>,
+    /// Set from another thread (a signal handler) to stop the run: the backup returns
+    /// [`Error::Cancelled`] soon after, and the partial archive is removed (the upload
+    /// aborted) as for any other failure.
+    pub cancel: Option<Arc<AtomicBool>>,
 }
 
 impl BackupOptions {
@@ -56,6 +61,7 @@ impl BackupOptions {
             exclude: Vec::new(),
             overwrite: false,
             session_id: None,
+            cancel: None,
         }
     }
 }
@@ -199,6 +205,7 @@ fn run_session(
                 held: None,
                 stream_len: 0,
                 observer,
+                cancel: opts.cancel.as_deref(),
             };
             let mut walk = Walk {
                 entries: Vec::new(),
@@ -384,6 +391,7 @@ struct StreamReader<'f, W> {
     held: Option<Block>,
     stream_len: u64,
     observer: &'f dyn Observer,
+    cancel: Option<&'f AtomicBool>,
 }
 
 impl<W> StreamReader<'_, W>
@@ -391,6 +399,9 @@ where
     W: Fn(&mut Block, u64) + Send + Sync + 'static,
 {
     fn current(&mut self) -> Result<&mut Block> {
+        if self.cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
+            return Err(Error::Cancelled);
+        }
         if self.current.is_none() {
             let mut slot = self.feed.take().ok_or_else(sink_stopped)?;
             if slot.buf.capacity() < self.frame_capacity {

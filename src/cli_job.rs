@@ -216,7 +216,7 @@ fn load_config(loc: &Locations) -> Result<JobFile, JobError> {
 }
 
 /// A flag set by SIGTERM or SIGINT; a second signal ends the process at once (exit 2).
-fn stop_flag() -> Result<Arc<AtomicBool>, JobError> {
+pub(crate) fn stop_flag() -> Result<Arc<AtomicBool>, JobError> {
     use signal_hook::consts::{SIGINT, SIGTERM};
     let flag = Arc::new(AtomicBool::new(false));
     for sig in [SIGTERM, SIGINT] {

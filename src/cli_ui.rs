@@ -84,9 +84,11 @@ impl Observer for Progress {
 
 /// `-v` shows info, `-vv` debug; RUST_LOG, when set, wins. Logs go to stderr.
 pub fn init_logging(verbose: u8) {
+    // -vv is coffer's own debug output; the HTTP stack's joins in only at -vvv.
     let default = match verbose {
         0 => "warn",
         1 => "info",
+        2 => "coffer=debug,info",
         _ => "debug",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -94,6 +96,7 @@ pub fn init_logging(verbose: u8) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .try_init();
 }

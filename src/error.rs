@@ -81,6 +81,9 @@ pub enum Error {
     #[error("invalid option: {0}")]
     InvalidOption(String),
 
+    #[error("stopped by a signal before the archive was complete")]
+    Cancelled,
+
     #[error("{location}: {}: {detail}", problem.describe())]
     Remote {
         location: String,
@@ -141,6 +144,7 @@ impl Error {
             }
             Error::InvalidOption(_) => "see `coffer help`".into(),
             Error::Remote { problem, .. } => problem.hint().into(),
+            Error::Cancelled => "no partial archive was kept; run the backup again".into(),
             Error::Crypto(_) => return None,
         })
     }

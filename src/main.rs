@@ -470,6 +470,9 @@ fn run_backup(a: BackupArgs) -> anyhow::Result<u8> {
     opts.job_name = a.job_name;
     opts.one_file_system = !a.cross_file_systems;
     opts.overwrite = a.overwrite;
+    // Ctrl-C or SIGTERM stops the run cleanly: the partial file is removed, an upload is
+    // aborted. A second signal ends the process at once.
+    opts.cancel = Some(cli_job::stop_flag()?);
     tracing::info!(archive = %opts.output.display(), recipients = refs.len(), "backup starting");
     let progress = Progress::new("backup", a.quiet || a.json);
     let result = backup::backup(&opts, &refs, &progress);

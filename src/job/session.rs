@@ -8,14 +8,15 @@
 //! rename exists there, and a write-only key could not copy). Nothing with a `.coffer`
 //! name is ever incomplete.
 //!
-//! **Stopping.** The backup library has no cancel switch, so the backup runs on its own
-//! thread and this function watches a stop flag (set by the binary's SIGTERM/SIGINT
-//! handler). When the flag is set during a run, this function marks the session
-//! `interrupted`, removes the session's temporary files, and returns at once while the
-//! backup thread is still going: the caller is expected to exit the process, which ends
-//! that thread. If the caller lives on instead, the abandoned thread removes whatever it
-//! completes. Leftovers of a process that was killed outright (`kill -9`, power loss) are
-//! removed, and its session marked interrupted, by [`recover_stale`] on a later start.
+//! **Stopping.** This function watches a stop flag (set by the binary's SIGTERM/SIGINT
+//! handler) while the backup runs on its own thread. When the flag is set, it cancels the
+//! backup (which then removes its partial file or aborts its upload, as for any failure),
+//! waits a few seconds for that, marks the session `interrupted`, and returns; a backup
+//! stuck in a slow read is abandoned instead, and if it completes later it deletes its own
+//! archive. The caller is expected to exit the process. Leftovers of a process that was
+//! killed outright (`kill -9`, power loss) are removed, and its session marked
+//! interrupted, by [`recover_stale`] on a later start; in object storage an upload cut
+//! off that way stays invisible until the bucket's lifecycle rule aborts it.
 
 use chrono::{DateTime, Utc};
 use std::path::{Path, PathBuf};
@@ -295,6 +296,8 @@ pub fn run_session(
     let archive = dest.join(archive_name(name, started, &session_id));
     let mut opts = job.backup_options(archive.clone());
     opts.session_id = Some(session_id);
+    let cancel = Arc::new(AtomicBool::new(false));
+    opts.cancel = Some(Arc::clone(&cancel));
     let recipients = job.recipients.clone();
     let abandoned = Arc::new(AtomicBool::new(false));
     let (tx, rx) = mpsc::channel();
@@ -345,6 +348,16 @@ pub fn run_session(
     };
 
     let Some(result) = result else {
+        // Ask the backup to stop and give it a moment to remove its partial file or abort
+        // its upload; a backup stuck in a slow read is abandoned instead (see module docs).
+        cancel.store(true, Ordering::SeqCst);
+        let deadline = std::time::Instant::now() + CANCEL_GRACE;
+        while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+            match rx.recv_timeout(left) {
+                Ok(Msg::Done(_)) | Err(_) => break,
+                Ok(Msg::Warning(_)) => {}
+            }
+        }
         abandoned.store(true, Ordering::SeqCst);
         sweep_leftovers(&dest, name);
         cx.catalog.mark_interrupted(id, STOPPED_REASON)?;
@@ -390,6 +403,9 @@ pub fn run_session(
         }
     }
 }
+
+/// How long a stopped session waits for its backup to clean up before abandoning it.
+const CANCEL_GRACE: Duration = Duration::from_secs(5);
 
 /// Record a session that failed before its backup began.
 fn fail_before_start(cx: &Context<'_>, id: i64, err: JobError) -> JobResult<SessionOutcome> {

@@ -34,9 +34,10 @@ use crate::error::{Error, RemoteProblem, Result};
 pub const PART_SIZE: usize = 8 << 20;
 /// Parts uploading at once while the next one is filled.
 pub const PARTS_IN_FLIGHT: usize = 2;
-/// Bytes fetched when an archive is opened: the header (a few hundred bytes per recipient)
-/// comes with the same request that learns the object's size.
-const OPEN_FETCH: u64 = 64 << 10;
+/// Bytes fetched when an archive is opened: the header (about 550 bytes per RSA-4096
+/// recipient) comes with the same request that learns the object's size; a larger header
+/// takes one more request.
+const OPEN_FETCH: u64 = 8 << 10;
 /// Largest read-ahead for sequential reads.
 const MAX_READ_AHEAD: u64 = 16 << 20;
 
@@ -153,6 +154,8 @@ fn classify(e: &object_store::Error) -> RemoteProblem {
             RemoteProblem::Exists
         }
         _ if text.contains("NoSuchBucket") => RemoteProblem::NoBucket,
+        // DeleteObjects reports refusals inside a 200 response, as a generic error.
+        _ if text.contains("AccessDenied") => RemoteProblem::Denied,
         // No keys in the environment: object_store fell back to the EC2 instance metadata.
         _ if text.contains("169.254.169.254") => RemoteProblem::Credentials,
         _ => RemoteProblem::Other,
@@ -225,6 +228,7 @@ pub struct S3Sink {
     buf: Vec<u8>,
     upload: Option<Box<dyn MultipartUpload>>,
     in_flight: VecDeque<tokio::task::JoinHandle<object_store::Result<()>>>,
+    parts: u64,
     committed: bool,
 }
 
@@ -262,6 +266,7 @@ impl S3Sink {
             buf: Vec::with_capacity(PART_SIZE),
             upload: None,
             in_flight: VecDeque::new(),
+            parts: 0,
             committed: false,
         })
     }
@@ -286,6 +291,8 @@ impl S3Sink {
             self.wait_oldest()?;
         }
         let part = std::mem::replace(&mut self.buf, Vec::with_capacity(PART_SIZE));
+        self.parts += 1;
+        tracing::debug!(object = %self.url, part = self.parts, bytes = part.len(), "uploading part");
         let upload = self.upload.as_mut().expect("created above");
         let future = upload.put_part(PutPayload::from(part));
         self.in_flight.push_back(runtime()?.spawn(future));
@@ -373,7 +380,8 @@ impl Drop for S3Sink {
         if let Some(mut upload) = self.upload.take()
             && let Ok(rt) = runtime()
         {
-            let _ = rt.block_on(upload.abort());
+            let aborted = rt.block_on(upload.abort());
+            tracing::debug!(object = %self.url, ok = aborted.is_ok(), "multipart upload aborted");
         }
     }
 }
