@@ -614,3 +614,47 @@ fn bad_option_values_are_usage_errors() {
         .code(2);
     assert!(!out.exists());
 }
+
+#[test]
+fn interrupted_backup_stops_cleanly_and_leaves_no_partial_file() {
+    let t = TestDir::new();
+    let src = t.join("src");
+    fs::create_dir_all(&src).unwrap();
+    // A sparse 4 GiB file: seconds of reading, no disk space.
+    fs::File::create(src.join("sparse.img"))
+        .unwrap()
+        .set_len(4 << 30)
+        .unwrap();
+    let dest = t.join("dest");
+    fs::create_dir_all(&dest).unwrap();
+    let child = std::process::Command::new(assert_cmd::cargo::cargo_bin("coffer"))
+        .arg("backup")
+        .arg(&src)
+        .arg("-o")
+        .arg(dest.join("a.coffer"))
+        .arg("-r")
+        .arg(alice_pub())
+        .args(["--compression", "none"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until the archive is being written, then interrupt as Ctrl-C would.
+    let started = std::time::Instant::now();
+    while fs::read_dir(&dest).unwrap().count() == 0 {
+        assert!(started.elapsed().as_secs() < 30, "backup never started");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let sent = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    let (err, hint) = assert_error_form(&stderr);
+    assert!(err.contains("stopped by a signal"), "{err}");
+    assert!(hint.unwrap().contains("no partial archive"));
+    let left: Vec<_> = fs::read_dir(&dest).unwrap().collect();
+    assert!(left.is_empty(), "{left:?}");
+}
