@@ -10,7 +10,7 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -221,6 +221,12 @@ fn backup_with_a_write_only_key_restores_with_a_read_only_key() {
         .assert()
         .success();
     assert_trees_equal(&src, &t.join("out/src"));
+    s3.coffer(&s3.reader)
+        .args(["list", &url, "-i"])
+        .arg(bob_key())
+        .assert()
+        .success()
+        .stdout(predicates::str::contains("src/"));
 
     // The backup host can neither read what it wrote nor delete it.
     let out = s3
@@ -626,7 +632,12 @@ fn job_with_an_s3_destination_runs_records_history_and_prunes() {
 
 /// Start a backup of `bytes` of data as the writer with -vv, wait until it has sent
 /// `parts` parts, then hand the process over.
-fn backup_until_parts_sent(s3: &Server, t: &TestDir, key: &str, parts: u64) -> (Child, PathBuf) {
+fn backup_until_parts_sent(
+    s3: &Server,
+    t: &TestDir,
+    key: &str,
+    parts: u64,
+) -> (Child, std::thread::JoinHandle<Vec<String>>) {
     let src = t.join("src");
     std::fs::create_dir_all(&src).unwrap();
     write_file(&src.join("big.bin"), &pseudo_random(96 << 20, 11), 0o644);
@@ -654,9 +665,9 @@ fn backup_until_parts_sent(s3: &Server, t: &TestDir, key: &str, parts: u64) -> (
             break;
         }
     }
-    // Keep draining so the child never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    (child, src)
+    // Keep draining so the child never blocks on a full pipe; hand back what it said.
+    let rest = std::thread::spawn(move || lines.map_while(Result::ok).collect());
+    (child, rest)
 }
 
 #[test]

@@ -39,7 +39,7 @@ pub const PARTS_IN_FLIGHT: usize = 2;
 /// takes one more request.
 const OPEN_FETCH: u64 = 8 << 10;
 /// Largest read-ahead for sequential reads.
-const MAX_READ_AHEAD: u64 = 16 << 20;
+const MAX_READ_AHEAD: u64 = 8 << 20;
 
 /// Endpoint and region overrides (job file fields); `None` falls back to `AWS_*` variables.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
