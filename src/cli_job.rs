@@ -211,6 +211,7 @@ fn open_state(flag: Option<&Path>) -> Result<Opened, JobError> {
 fn load_config(loc: &Locations) -> Result<JobFile, JobError> {
     let path = paths::config_path(loc.config.as_deref(), &paths::process_env)?;
     let file = JobFile::load(&path)?;
+    #[cfg(feature = "s3")]
     coffer::storage::s3::set_settings(file.s3.clone());
     Ok(file)
 }

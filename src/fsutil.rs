@@ -46,14 +46,7 @@ impl AtomicFile {
     /// the page cache. Writers must then use aligned buffers, lengths and offsets.
     pub fn create_direct(dest: &Path, mode: u32, overwrite: bool) -> Result<Self> {
         let mut plain = Self::create(dest, mode, overwrite)?;
-        let direct = OpenOptions::new()
-            .write(true)
-            .custom_flags(libc::O_DIRECT)
-            .open(&plain.tmp);
-        if let Ok(direct) = direct
-            && probe_direct(&direct)
-        {
-            direct.set_len(0).map_err(|e| Error::io(&plain.tmp, e))?;
+        if let Some(direct) = open_direct(&plain.tmp) {
             plain.file = Some(direct);
         }
         Ok(plain)
@@ -107,6 +100,219 @@ impl Write for AtomicFile {
     fn flush(&mut self) -> std::io::Result<()> {
         self.file().flush()
     }
+}
+
+/// Bytes per write: large enough that the device streams (measured here: 4 MiB direct
+/// writes reach ~1.2 GB/s, 8 MiB ~1.6 GB/s, more with two in flight), small enough that the
+/// three buffers stay well inside the memory budget.
+pub const CHUNK: usize = 8 << 20;
+/// Alignment `O_DIRECT` needs for buffer address, length and file offset (covers 512-byte
+/// and 4 KiB logical blocks).
+const ALIGN: usize = 4096;
+const IO_THREADS: usize = 2;
+const BUFFERS: usize = IO_THREADS + 1;
+
+/// A buffer whose usable part starts at an `ALIGN` boundary.
+struct AlignedBuf {
+    raw: Vec<u8>,
+    start: usize,
+}
+
+impl AlignedBuf {
+    fn new() -> Self {
+        let raw = vec![0u8; CHUNK + ALIGN];
+        let start = raw.as_ptr().align_offset(ALIGN);
+        AlignedBuf { raw, start }
+    }
+    fn as_mut(&mut self) -> &mut [u8] {
+        &mut self.raw[self.start..self.start + CHUNK]
+    }
+    fn as_ref(&self) -> &[u8] {
+        &self.raw[self.start..self.start + CHUNK]
+    }
+}
+
+/// A chunk handed to the I/O threads: `len` bytes of `buf` belong at file offset `at`.
+struct ChunkJob {
+    buf: AlignedBuf,
+    len: usize,
+    at: u64,
+}
+
+/// Sequential writes of one large file in [`CHUNK`]-sized aligned pieces, written by two
+/// I/O threads at their offsets while the caller fills the next chunk. Given a descriptor
+/// opened with `O_DIRECT` (see [`open_direct`]) the data bypasses the page cache: no copy
+/// into it, no page allocation, no dirty pages for a later fsync, two requests queued at
+/// the device. The unaligned tail goes through a second, ordinary descriptor at the end.
+pub struct ChunkWriter {
+    /// Named in errors.
+    path: PathBuf,
+    current: Option<AlignedBuf>,
+    filled: usize,
+    /// File offset of `current`.
+    at: u64,
+    jobs: Option<std::sync::mpsc::SyncSender<ChunkJob>>,
+    empties: std::sync::mpsc::Receiver<AlignedBuf>,
+    workers: Vec<std::thread::JoinHandle<std::io::Result<()>>>,
+    /// Without `O_DIRECT`: the tail, and what the caller does after [`ChunkWriter::finish`].
+    plain: File,
+}
+
+impl ChunkWriter {
+    /// Write through `file` (opened at `open_path` for writing), naming `path` in errors.
+    pub fn new(file: File, open_path: &Path, path: &Path) -> Result<Self> {
+        use std::sync::mpsc::sync_channel;
+        use std::sync::{Arc, Mutex};
+        let plain = OpenOptions::new()
+            .write(true)
+            .open(open_path)
+            .map_err(|e| Error::io(path, e))?;
+        let (job_tx, job_rx) = sync_channel::<ChunkJob>(IO_THREADS);
+        let job_rx = Arc::new(Mutex::new(job_rx));
+        let (empty_tx, empty_rx) = sync_channel::<AlignedBuf>(BUFFERS);
+        let file = Arc::new(file);
+        let mut workers = Vec::with_capacity(IO_THREADS);
+        for i in 0..IO_THREADS {
+            let jobs = Arc::clone(&job_rx);
+            let empties = empty_tx.clone();
+            let file = Arc::clone(&file);
+            let worker = std::thread::Builder::new()
+                .name(format!("coffer-write-{i}"))
+                .spawn(move || -> std::io::Result<()> {
+                    use std::os::unix::fs::FileExt;
+                    loop {
+                        let job = match jobs.lock().map(|rx| rx.recv()) {
+                            Ok(Ok(job)) => job,
+                            _ => return Ok(()),
+                        };
+                        file.write_all_at(&job.buf.as_ref()[..job.len], job.at)?;
+                        // The writer may already be gone (after an error elsewhere).
+                        let _ = empties.send(job.buf);
+                    }
+                })
+                .map_err(|e| Error::io(path, e))?;
+            workers.push(worker);
+        }
+        // Two spare buffers wait in the empty list; the third is `current`.
+        for _ in 0..BUFFERS - 1 {
+            empty_tx
+                .send(AlignedBuf::new())
+                .expect("receiver alive and room for every buffer");
+        }
+        Ok(ChunkWriter {
+            path: path.to_path_buf(),
+            current: Some(AlignedBuf::new()),
+            filled: 0,
+            at: 0,
+            jobs: Some(job_tx),
+            empties: empty_rx,
+            workers,
+            plain,
+        })
+    }
+
+    pub fn write_all(&mut self, mut bytes: &[u8]) -> Result<()> {
+        while !bytes.is_empty() {
+            let buf = self
+                .current
+                .as_mut()
+                .expect("a current buffer between calls");
+            let n = bytes.len().min(CHUNK - self.filled);
+            buf.as_mut()[self.filled..self.filled + n].copy_from_slice(&bytes[..n]);
+            self.filled += n;
+            bytes = &bytes[n..];
+            if self.filled == CHUNK {
+                self.ship()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Write what is left and wait for every write; returns the ordinary descriptor (for
+    /// fsync, permissions, times).
+    pub fn finish(mut self) -> Result<File> {
+        use std::os::unix::fs::FileExt;
+        let aligned = self.filled & !(ALIGN - 1);
+        let tail = self.current.take().expect("a current buffer between calls");
+        let tail_bytes = tail.as_ref()[aligned..self.filled].to_vec();
+        let tail_at = self.at + aligned as u64;
+        self.current = Some(tail);
+        if aligned > 0 {
+            self.filled = aligned;
+            self.ship()?;
+        }
+        self.join_workers()?;
+        self.plain
+            .write_all_at(&tail_bytes, tail_at)
+            .map_err(|e| Error::io(&self.path, e))?;
+        self.plain.try_clone().map_err(|e| Error::io(&self.path, e))
+    }
+
+    /// Hand the current chunk to the I/O threads and take an empty one.
+    fn ship(&mut self) -> Result<()> {
+        let buf = self.current.take().expect("a current buffer between calls");
+        let job = ChunkJob {
+            buf,
+            len: self.filled,
+            at: self.at,
+        };
+        let sent = self.jobs.as_ref().map(|tx| tx.send(job).is_ok());
+        if sent != Some(true) {
+            return Err(self.worker_error());
+        }
+        self.at += self.filled as u64;
+        self.filled = 0;
+        match self.empties.recv() {
+            Ok(buf) => {
+                self.current = Some(buf);
+                Ok(())
+            }
+            Err(_) => Err(self.worker_error()),
+        }
+    }
+
+    /// Stop the I/O threads and return the first error one of them met.
+    fn join_workers(&mut self) -> Result<()> {
+        self.jobs = None;
+        let mut first = Ok(());
+        for worker in self.workers.drain(..) {
+            let outcome = match worker.join() {
+                Ok(r) => r,
+                Err(panic) => std::panic::resume_unwind(panic),
+            };
+            if let (Ok(()), Err(e)) = (&first, outcome) {
+                first = Err(Error::io(&self.path, e));
+            }
+        }
+        first
+    }
+
+    fn worker_error(&mut self) -> Error {
+        match self.join_workers() {
+            Err(e) => e,
+            Ok(()) => Error::io(&self.path, std::io::Error::other("writer threads stopped")),
+        }
+    }
+}
+
+impl Drop for ChunkWriter {
+    fn drop(&mut self) {
+        self.jobs = None;
+        for worker in self.workers.drain(..) {
+            let _ = worker.join();
+        }
+    }
+}
+
+/// Reopen `path` (just created by the caller) with `O_DIRECT` if the file system takes it;
+/// `None` means write through the page cache.
+pub fn open_direct(path: &Path) -> Option<File> {
+    let direct = OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(path)
+        .ok()?;
+    (probe_direct(&direct) && direct.set_len(0).is_ok()).then_some(direct)
 }
 
 /// Whether an aligned write through this `O_DIRECT` descriptor works (some file systems

@@ -15,7 +15,7 @@ use crate::archive::{Archive, Unlocked};
 use crate::backup::{Observer, Warning};
 use crate::error::{Error, Result};
 use crate::format::index::{Entry, KIND_DIR, KIND_FILE, KIND_SYMLINK, parent};
-use crate::fsutil::temp_name;
+use crate::fsutil::{CHUNK, ChunkWriter, open_direct, temp_name};
 use crate::pipeline::{self, sink_stopped};
 use crate::seal::{OpenError, Opened};
 
@@ -349,6 +349,8 @@ fn set_owner(
 /// A file being restored under a temporary name; removed if dropped unfinished.
 struct PartialFile {
     file: File,
+    /// Large files are written in aligned chunks, bypassing the page cache when it can.
+    chunked: Option<ChunkWriter>,
     tmp: PathBuf,
     dest: PathBuf,
     written: u64,
@@ -383,8 +385,17 @@ impl FileWriter<'_> {
             .mode(0o600)
             .open(&tmp)
             .map_err(|err| Error::io(&tmp, err))?;
+        // Small files gain nothing from it and would pay for two I/O threads each.
+        let direct = (e.size >= CHUNK as u64)
+            .then(|| open_direct(&tmp))
+            .flatten();
+        let chunked = match direct {
+            Some(direct) => Some(ChunkWriter::new(direct, &tmp, &dest)?),
+            None => None,
+        };
         Ok(PartialFile {
             file,
+            chunked,
             tmp,
             dest,
             written: 0,
@@ -393,6 +404,9 @@ impl FileWriter<'_> {
     }
 
     fn finish(&mut self, mut pf: PartialFile, e: &Entry) -> Result<()> {
+        if let Some(writer) = pf.chunked.take() {
+            writer.finish()?;
+        }
         pf.file
             .set_permissions(std::fs::Permissions::from_mode(e.mode))
             .map_err(|err| Error::io(&pf.dest, err))?;
@@ -450,9 +464,13 @@ impl FileWriter<'_> {
             let from = (file_pos - start) as usize;
             let take = ((e.size - pf.written) as usize).min(data.len().saturating_sub(from));
             if take > 0 {
-                pf.file
-                    .write_all(&data[from..from + take])
-                    .map_err(|err| Error::io(&pf.dest, err))?;
+                match &mut pf.chunked {
+                    Some(writer) => writer.write_all(&data[from..from + take])?,
+                    None => pf
+                        .file
+                        .write_all(&data[from..from + take])
+                        .map_err(|err| Error::io(&pf.dest, err))?,
+                }
                 pf.written += take as u64;
                 self.observer.bytes_done(take as u64);
             }

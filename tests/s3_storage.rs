@@ -120,6 +120,8 @@ impl Server {
 
     /// Direct access to the bucket as admin, to look at what coffer left there.
     fn admin_store(&self) -> Arc<dyn ObjectStore> {
+        // coffer's reqwest has no bundled TLS provider (Cargo.toml); this client needs one too.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         Arc::new(
             AmazonS3Builder::new()
                 .with_endpoint(&self.endpoint)

@@ -94,6 +94,9 @@ fn split(location: &Location) -> (&str, &str) {
 }
 
 fn connect(bucket: &str) -> Result<Arc<dyn ObjectStore>> {
+    // reqwest is built without a bundled TLS provider (see Cargo.toml); an error only means
+    // one is installed already.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let overrides = settings();
     // Client options first: `with_client_options` replaces the whole set, allow_http too.
     let mut builder = AmazonS3Builder::from_env()
@@ -200,6 +203,17 @@ fn concise(chain: &str) -> String {
             Some(code) => format!("{method}: {status} ({code})"),
             None => format!("{method}: {status}"),
         };
+    }
+    // No response: name the request and the innermost cause ("connection refused").
+    if let Some(method) = &method
+        && let Some(url) = between(chain, &format!("Error performing {method} "), " ")
+    {
+        let retries = between(chain, "after ", " retries")
+            .map(|n| format!(" (after {n} retries)"))
+            .unwrap_or_default();
+        let causes: Vec<&str> = chain.rsplit(": ").take(2).collect();
+        let cause = causes.into_iter().rev().collect::<Vec<_>>().join(": ");
+        return format!("{method} {url}: {}{retries}", first_line(&cause));
     }
     let mut parts: Vec<String> = Vec::new();
     for part in chain.split(": ") {
