@@ -192,6 +192,34 @@ fn stderr_of(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+/// `coffer backup SRC -o URL -r KEY... EXTRA... -q` as the write-only backup host.
+fn writer_backup(s3: &Server, src: &Path, url: &str, recipients: &[&Path], extra: &[&str]) {
+    let mut cmd = s3.coffer(&s3.writer);
+    cmd.arg("backup")
+        .arg(src)
+        .args(["-o", url, "-q"])
+        .args(extra);
+    for r in recipients {
+        cmd.arg("-r").arg(r);
+    }
+    cmd.assert().success();
+}
+
+/// Run a restore that must fail (exit 2); its stderr.
+fn restore_fails(s3: &Server, who: &Creds, url: &str, key: &Path, to: &Path) -> String {
+    let out = s3
+        .coffer(who)
+        .args(["restore", url, "-i"])
+        .arg(key)
+        .arg("--to")
+        .arg(to)
+        .assert()
+        .code(2)
+        .get_output()
+        .clone();
+    stderr_of(&out)
+}
+
 fn json_of(out: &std::process::Output) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).expect("one JSON document on stdout")
 }
@@ -204,16 +232,7 @@ fn backup_with_a_write_only_key_restores_with_a_read_only_key() {
     build_sample_tree(&src);
     let url = s3.url("write-only/a.coffer");
 
-    s3.coffer(&s3.writer)
-        .arg("backup")
-        .arg(&src)
-        .args(["-o", &url, "-r"])
-        .arg(alice_pub())
-        .arg("-r")
-        .arg(bob_pub())
-        .arg("-q")
-        .assert()
-        .success();
+    writer_backup(s3, &src, &url, &[&alice_pub(), &bob_pub()], &[]);
     s3.coffer(&s3.reader)
         .args(["restore", &url, "-i"])
         .arg(alice_key())
@@ -231,17 +250,7 @@ fn backup_with_a_write_only_key_restores_with_a_read_only_key() {
         .stdout(predicates::str::contains("src/"));
 
     // The backup host can neither read what it wrote nor delete it.
-    let out = s3
-        .coffer(&s3.writer)
-        .args(["restore", &url, "-i"])
-        .arg(alice_key())
-        .arg("--to")
-        .arg(t.join("out2"))
-        .assert()
-        .code(2)
-        .get_output()
-        .clone();
-    let err = stderr_of(&out);
+    let err = restore_fails(s3, &s3.writer, &url, &alice_key(), &t.join("out2"));
     assert!(
         err.contains("access denied") && err.contains("403"),
         "{err}"
@@ -291,14 +300,7 @@ fn archive_bytes_are_the_same_on_s3_and_on_disk() {
     build_sample_tree(&src);
     write_file(&src.join("big.bin"), &pseudo_random(9 << 20, 3), 0o644);
     let url = s3.url("same-bytes/a.coffer");
-    s3.coffer(&s3.writer)
-        .arg("backup")
-        .arg(&src)
-        .args(["-o", &url, "-r"])
-        .arg(alice_pub())
-        .args(["-q", "--compression", "none"])
-        .assert()
-        .success();
+    writer_backup(s3, &src, &url, &[&alice_pub()], &["--compression", "none"]);
 
     // Downloaded, the object is an ordinary archive file: it verifies and restores.
     let local = t.join("downloaded.coffer");
@@ -364,22 +366,8 @@ fn selective_restore_fetches_only_the_blocks_it_needs() {
     write_file(&src.join("big.bin"), &pseudo_random(12 << 20, 5), 0o644);
     write_file(&src.join("note.txt"), b"the one file we want\n", 0o644);
     let url = s3.url("selective/a.coffer");
-    s3.coffer(&s3.writer)
-        .arg("backup")
-        .arg(&src)
-        .args([
-            "-o",
-            &url,
-            "--block-size",
-            "64K",
-            "--compression",
-            "none",
-            "-q",
-            "-r",
-        ])
-        .arg(alice_pub())
-        .assert()
-        .success();
+    let small_blocks = ["--block-size", "64K", "--compression", "none"];
+    writer_backup(s3, &src, &url, &[&alice_pub()], &small_blocks);
     let object_len = s3.download("selective/a.coffer").len() as u64;
 
     let out = s3
@@ -432,22 +420,8 @@ fn verify_on_s3_passes_and_then_finds_a_damaged_block() {
     write_file(&src.join("data.bin"), &pseudo_random(3 << 20, 8), 0o644);
     let key = "verify/a.coffer";
     let url = s3.url(key);
-    s3.coffer(&s3.writer)
-        .arg("backup")
-        .arg(&src)
-        .args([
-            "-o",
-            &url,
-            "--block-size",
-            "256K",
-            "--compression",
-            "none",
-            "-q",
-            "-r",
-        ])
-        .arg(alice_pub())
-        .assert()
-        .success();
+    let small_blocks = ["--block-size", "256K", "--compression", "none"];
+    writer_backup(s3, &src, &url, &[&alice_pub()], &small_blocks);
     s3.coffer(&s3.reader)
         .args(["verify", &url])
         .assert()
@@ -486,15 +460,7 @@ fn rekey_on_s3_rewrites_the_header_and_keeps_every_other_byte() {
     build_sample_tree(&src);
     let key = "rekey/a.coffer";
     let url = s3.url(key);
-    s3.coffer(&s3.writer)
-        .arg("backup")
-        .arg(&src)
-        .args(["-o", &url, "-q", "-r"])
-        .arg(alice_pub())
-        .arg("-r")
-        .arg(bob_pub())
-        .assert()
-        .success();
+    writer_backup(s3, &src, &url, &[&alice_pub(), &bob_pub()], &[]);
     let before = s3.download(key);
 
     s3.coffer(&s3.admin)

@@ -131,6 +131,18 @@ fn connect(bucket: &str) -> Result<Arc<dyn ObjectStore>> {
     Ok(Arc::new(store))
 }
 
+/// The store, object path and display URL of an archive; a bucket or prefix is refused.
+fn archive_object(location: &Location) -> Result<(Arc<dyn ObjectStore>, ObjectPath, String)> {
+    let (bucket, key) = split(location);
+    let url = location.display_path().display().to_string();
+    if key.is_empty() || key.ends_with('/') {
+        return Err(Error::InvalidOption(format!(
+            "{url}: name an archive object, not a bucket or prefix"
+        )));
+    }
+    Ok((connect(bucket)?, object_path(key), url))
+}
+
 fn object_path(key: &str) -> ObjectPath {
     ObjectPath::from(key)
 }
@@ -248,15 +260,7 @@ pub struct S3Sink {
 
 impl S3Sink {
     pub fn create(location: &Location, overwrite: bool) -> Result<Self> {
-        let (bucket, key) = split(location);
-        let url = location.display_path().display().to_string();
-        if key.is_empty() || key.ends_with('/') {
-            return Err(Error::InvalidOption(format!(
-                "{url}: an archive needs an object name, not a bucket or prefix"
-            )));
-        }
-        let store = connect(bucket)?;
-        let path = object_path(key);
+        let (store, path, url) = archive_object(location)?;
         if !overwrite {
             // A write-only key may not ask (HeadObject needs s3:GetObject): then the name's
             // random session part is what keeps archives apart.
@@ -421,15 +425,7 @@ struct Window {
 
 impl S3Source {
     pub fn open(location: &Location) -> Result<Self> {
-        let (bucket, key) = split(location);
-        let url = location.display_path().display().to_string();
-        if key.is_empty() || key.ends_with('/') {
-            return Err(Error::InvalidOption(format!(
-                "{url}: name an archive object, not a bucket or prefix"
-            )));
-        }
-        let store = connect(bucket)?;
-        let path = object_path(key);
+        let (store, path, url) = archive_object(location)?;
         // The first GET brings the size and the header in one request; unlike HEAD, its
         // error body says whether the bucket or the object is missing.
         let first = GetOptions {
