@@ -569,6 +569,18 @@ pub fn open_index(
     Ok(section)
 }
 
+/// One sequential pass over a block, a load per cache line, before the lanes start: the
+/// block was filled on the reader thread's core, and 64 lanes 16 KiB apart each pull their
+/// own stream of lines, more streams than the hardware prefetcher follows. A straight pass
+/// streams it into this core's cache first.
+fn warm_cache(block: &[u8]) {
+    let mut acc = 0u8;
+    for line in block.chunks(64) {
+        acc ^= line[0];
+    }
+    std::hint::black_box(acc);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -710,16 +722,4 @@ mod tests {
         bad[20] ^= 1;
         assert_eq!(open_index(&keys, &[2; 16], bad), Err(OpenError::Checksum));
     }
-}
-
-/// One sequential pass over a block, a load per cache line, before the lanes start: the
-/// block was filled on the reader thread's core, and 64 lanes 16 KiB apart each pull their
-/// own stream of lines, more streams than the hardware prefetcher follows. A straight pass
-/// streams it into this core's cache first.
-fn warm_cache(block: &[u8]) {
-    let mut acc = 0u8;
-    for line in block.chunks(64) {
-        acc ^= line[0];
-    }
-    std::hint::black_box(acc);
 }
