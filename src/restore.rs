@@ -9,6 +9,7 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::archive::{Archive, Unlocked};
@@ -185,9 +186,24 @@ pub fn restore(
     }
     let last_block = index.blocks.len() as u64 - u64::from(!index.blocks.is_empty());
 
+    // A file that lies wholly inside one block is written by the worker that opened and
+    // verified that block, so small files are created on every core at once (creating
+    // files, not copying bytes, is what a tree of small files costs). Files that span
+    // blocks are written here, in stream order, as their blocks arrive.
+    let (in_block, spanning): (Vec<&Entry>, Vec<&Entry>) = files
+        .iter()
+        .copied()
+        .partition(|e| e.offset / block_size == (e.offset + e.size - 1) / block_size);
+    let in_block = Arc::new(InBlockFiles {
+        target: target.to_path_buf(),
+        block_size,
+        entries: in_block.into_iter().cloned().collect(),
+        preserve_owner: opts.preserve_owner,
+    });
+
     let mut writer = FileWriter {
         target,
-        files: &files,
+        files: &spanning,
         next: 0,
         current: None,
         opts,
@@ -215,23 +231,48 @@ pub fn restore(
                 reader.read_exact_at(&mut slot.frame, data_start + r.offset)?;
                 slot.block = b;
                 slot.last = b == last_block;
+                slot.raw_len = r.raw_len as usize;
                 feed.submit(slot);
             }
             Ok(())
         },
-        move |slot: &mut Slot, _seq| match work_sealer.open_in_place(
-            &mut slot.frame,
-            slot.block,
-            slot.last,
-            &mut slot.plain,
-        ) {
-            Ok(Opened::InFrame(range)) => slot.plain_range = Some(range),
-            Ok(Opened::InScratch) => slot.plain_range = None,
-            Err(e) => slot.failure = Some(e),
+        move |slot: &mut Slot, _seq| {
+            match work_sealer.open_in_place(
+                &mut slot.frame,
+                slot.block,
+                slot.last,
+                &mut slot.plain,
+            ) {
+                Ok(Opened::InFrame(range)) => slot.plain_range = Some(range),
+                Ok(Opened::InScratch) => slot.plain_range = None,
+                Err(e) => {
+                    slot.failure = Some(e);
+                    return;
+                }
+            }
+            if slot.plain().len() != slot.raw_len {
+                slot.failure = Some(OpenError::Malformed("length differs from the index".into()));
+                return;
+            }
+            // The block's tag verified above: its plaintext may now reach files.
+            in_block.write_files_of(slot);
         },
         |slot, _seq| {
             if let Some(e) = slot.failure.take() {
                 return Err(archive.block_error(slot.block, &blocks[slot.block as usize], e));
+            }
+            for w in slot.warnings.drain(..) {
+                observer.warning(&w);
+                writer.report.warnings.push(w);
+            }
+            for (path, size) in slot.files_done.drain(..) {
+                writer.report.files += 1;
+                writer.report.bytes += size;
+                observer.bytes_done(size);
+                observer.file_done(&path, size);
+            }
+            if let Some(e) = slot.write_failure.take() {
+                return Err(e);
             }
             archive_bytes += slot.frame.len() as u64;
             writer.report.blocks += 1;
@@ -239,18 +280,10 @@ pub fn restore(
                 Some(range) => &slot.frame[range.clone()],
                 None => &slot.plain[..],
             };
-            let r = &blocks[slot.block as usize];
-            if plain.len() != r.raw_len as usize {
-                return Err(archive.block_error(
-                    slot.block,
-                    r,
-                    OpenError::Malformed("length differs from the index".into()),
-                ));
-            }
             writer.write_block(slot.block * block_size, plain)
         },
     )?;
-    if writer.current.is_some() || writer.next < files.len() {
+    if writer.current.is_some() || writer.next < spanning.len() {
         return Err(Error::Corrupt {
             path: archive.path().to_path_buf(),
             offset: archive.data_start(),
@@ -318,9 +351,70 @@ struct Slot {
     plain: Vec<u8>,
     block: u64,
     last: bool,
+    /// Plaintext length the index gives for this block.
+    raw_len: usize,
     /// Where the plaintext is: a range of `frame`, or all of `plain`.
     plain_range: Option<std::ops::Range<usize>>,
     failure: Option<OpenError>,
+    /// Files the worker restored from this block (final path, size), warnings it met, and
+    /// the error that stopped it; the sink reports them in stream order.
+    files_done: Vec<(PathBuf, u64)>,
+    warnings: Vec<Warning>,
+    write_failure: Option<Error>,
+}
+
+impl Slot {
+    fn plain(&self) -> &[u8] {
+        match &self.plain_range {
+            Some(range) => &self.frame[range.clone()],
+            None => &self.plain[..],
+        }
+    }
+}
+
+/// The selected files that lie wholly inside one block, in stream order, with what a
+/// worker needs to write them (the workers outlive any borrow of the restore's state).
+struct InBlockFiles {
+    target: PathBuf,
+    block_size: u64,
+    entries: Vec<Entry>,
+    preserve_owner: bool,
+}
+
+impl InBlockFiles {
+    /// Write every file that lies inside the slot's (verified) block; stops at the first
+    /// error, which the sink reports.
+    fn write_files_of(&self, slot: &mut Slot) {
+        let start = slot.block * self.block_size;
+        let end = start + self.block_size;
+        let first = self.entries.partition_point(|e| e.offset < start);
+        let count = self.entries[first..].partition_point(|e| e.offset < end);
+        for e in &self.entries[first..first + count] {
+            let from = (e.offset - start) as usize;
+            let Some(data) = slot.plain().get(from..from + e.size as usize) else {
+                slot.failure = Some(OpenError::Malformed(format!(
+                    "the index places {} beyond the block's data",
+                    e.path
+                )));
+                return;
+            };
+            let mut warnings = Vec::new();
+            let written = create_partial(&self.target, e).and_then(|mut pf| {
+                pf.file
+                    .write_all(data)
+                    .map_err(|err| Error::io(&pf.dest, err))?;
+                finish_partial(pf, e, self.preserve_owner, &mut warnings)
+            });
+            slot.warnings.append(&mut warnings);
+            match written {
+                Ok(dest) => slot.files_done.push((dest, e.size)),
+                Err(err) => {
+                    slot.write_failure = Some(err);
+                    return;
+                }
+            }
+        }
+    }
 }
 
 fn warn(report: &mut RestoreReport, observer: &dyn Observer, path: &Path, message: String) {
@@ -330,6 +424,13 @@ fn warn(report: &mut RestoreReport, observer: &dyn Observer, path: &Path, messag
     };
     observer.warning(&w);
     report.warnings.push(w);
+}
+
+fn note(warnings: &mut Vec<Warning>, path: &Path, message: String) {
+    warnings.push(Warning {
+        path: path.to_path_buf(),
+        message,
+    });
 }
 
 fn set_owner(
@@ -375,65 +476,77 @@ struct FileWriter<'a> {
     report: &'a mut RestoreReport,
 }
 
+/// Open a file's temporary name beside its final one.
+fn create_partial(target: &Path, e: &Entry) -> Result<PartialFile> {
+    let dest = target.join(&e.path);
+    let tmp = temp_name(&dest, "partial");
+    let file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(|err| Error::io(&tmp, err))?;
+    // Small files gain nothing from it and would pay for two I/O threads each.
+    let direct = (e.size >= CHUNK as u64)
+        .then(|| open_direct(&tmp))
+        .flatten();
+    let chunked = match direct {
+        Some(direct) => Some(ChunkWriter::new(direct, &tmp, &dest)?),
+        None => None,
+    };
+    Ok(PartialFile {
+        file,
+        chunked,
+        tmp,
+        dest,
+        written: 0,
+        done: false,
+    })
+}
+
+/// Give a fully written file its metadata and its final name; returns that name.
+fn finish_partial(
+    mut pf: PartialFile,
+    e: &Entry,
+    preserve_owner: bool,
+    warnings: &mut Vec<Warning>,
+) -> Result<PathBuf> {
+    if let Some(writer) = pf.chunked.take() {
+        writer.finish()?;
+    }
+    pf.file
+        .set_permissions(std::fs::Permissions::from_mode(e.mode))
+        .map_err(|err| Error::io(&pf.dest, err))?;
+    let t = filetime::FileTime::from_unix_time(e.mtime_sec, e.mtime_nsec);
+    if let Err(err) = filetime::set_file_handle_times(&pf.file, Some(t), Some(t)) {
+        note(warnings, &pf.dest, format!("cannot set time: {err}"));
+    }
+    if preserve_owner
+        && let Err(err) = std::os::unix::fs::fchown(&pf.file, Some(e.uid), Some(e.gid))
+    {
+        note(warnings, &pf.dest, format!("cannot set owner: {err}"));
+    }
+    std::fs::rename(&pf.tmp, &pf.dest).map_err(|err| Error::io(&pf.dest, err))?;
+    pf.done = true;
+    Ok(std::mem::take(&mut pf.dest))
+}
+
 impl FileWriter<'_> {
     fn open(&mut self, e: &Entry) -> Result<PartialFile> {
-        let dest = self.target.join(&e.path);
-        let tmp = temp_name(&dest, "partial");
-        let file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(|err| Error::io(&tmp, err))?;
-        // Small files gain nothing from it and would pay for two I/O threads each.
-        let direct = (e.size >= CHUNK as u64)
-            .then(|| open_direct(&tmp))
-            .flatten();
-        let chunked = match direct {
-            Some(direct) => Some(ChunkWriter::new(direct, &tmp, &dest)?),
-            None => None,
-        };
-        Ok(PartialFile {
-            file,
-            chunked,
-            tmp,
-            dest,
-            written: 0,
-            done: false,
-        })
+        create_partial(self.target, e)
     }
 
-    fn finish(&mut self, mut pf: PartialFile, e: &Entry) -> Result<()> {
-        if let Some(writer) = pf.chunked.take() {
-            writer.finish()?;
+    fn finish(&mut self, pf: PartialFile, e: &Entry) -> Result<()> {
+        let mut warnings = Vec::new();
+        let finished = finish_partial(pf, e, self.opts.preserve_owner, &mut warnings);
+        for w in warnings {
+            self.observer.warning(&w);
+            self.report.warnings.push(w);
         }
-        pf.file
-            .set_permissions(std::fs::Permissions::from_mode(e.mode))
-            .map_err(|err| Error::io(&pf.dest, err))?;
-        let t = filetime::FileTime::from_unix_time(e.mtime_sec, e.mtime_nsec);
-        if let Err(err) = filetime::set_file_handle_times(&pf.file, Some(t), Some(t)) {
-            warn(
-                self.report,
-                self.observer,
-                &pf.dest,
-                format!("cannot set time: {err}"),
-            );
-        }
-        if self.opts.preserve_owner
-            && let Err(err) = std::os::unix::fs::fchown(&pf.file, Some(e.uid), Some(e.gid))
-        {
-            warn(
-                self.report,
-                self.observer,
-                &pf.dest,
-                format!("cannot set owner: {err}"),
-            );
-        }
-        std::fs::rename(&pf.tmp, &pf.dest).map_err(|err| Error::io(&pf.dest, err))?;
-        pf.done = true;
+        let dest = finished?;
         self.report.files += 1;
         self.report.bytes += e.size;
-        self.observer.file_done(&pf.dest, e.size);
+        self.observer.file_done(&dest, e.size);
         Ok(())
     }
 
