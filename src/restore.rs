@@ -237,12 +237,8 @@ pub fn restore(
             Ok(())
         },
         move |slot: &mut Slot, _seq| {
-            match work_sealer.open_in_place(
-                &mut slot.frame,
-                slot.block,
-                slot.last,
-                &mut slot.plain,
-            ) {
+            match work_sealer.open_in_place(&mut slot.frame, slot.block, slot.last, &mut slot.plain)
+            {
                 Ok(Opened::InFrame(range)) => slot.plain_range = Some(range),
                 Ok(Opened::InScratch) => slot.plain_range = None,
                 Err(e) => {

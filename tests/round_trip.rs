@@ -430,7 +430,11 @@ fn thousands_of_small_files_sharing_blocks_restore_exactly() {
     for i in 0..2_000u32 {
         next_len = (next_len * 7919 + 13) % 3_000 + 1;
         let path = src.join(format!("d{:02}/f{i:04}", i % 37));
-        write_file(&path, &pseudo_random(next_len, u64::from(i)), 0o600 + (i % 64));
+        write_file(
+            &path,
+            &pseudo_random(next_len, u64::from(i)),
+            0o600 + (i % 64),
+        );
         set_mtime(&path, 1_600_000_000 + i64::from(i), i * 1000);
         bytes += next_len as u64;
     }
