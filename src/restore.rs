@@ -272,11 +272,7 @@ pub fn restore(
             }
             archive_bytes += slot.frame.len() as u64;
             writer.report.blocks += 1;
-            let plain = match &slot.plain_range {
-                Some(range) => &slot.frame[range.clone()],
-                None => &slot.plain[..],
-            };
-            writer.write_block(slot.block * block_size, plain)
+            writer.write_block(slot.block * block_size, slot.plain())
         },
     )?;
     if writer.current.is_some() || writer.next < spanning.len() {
