@@ -8,18 +8,16 @@
 //! ciphertext, tag 32, crc 4; index section = iv 16 + ciphertext + tag 32 + crc 4;
 //! trailer = the last 36 bytes.
 
-mod common;
-
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use crate::common::*;
 use coffer::archive::Archive;
 use coffer::format::crc32c;
 use coffer::format::frame::{FRAME_PREFIX, NONCE_OFFSET};
 use coffer::format::index::BlockRef;
 use coffer::format::trailer::TRAILER_LEN;
 use coffer::{Compression, Error};
-use common::*;
 
 /// One good archive of a small tree, and where its parts are.
 struct Fixture {

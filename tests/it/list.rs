@@ -2,14 +2,12 @@
 //! a key that is not a recipient fails with exit 2 and lists the archive's fingerprints;
 //! `--json` entries carry the documented fields.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
+use crate::common::*;
 use coffer::Compression;
 use coffer::recipient::Recipient;
-use common::*;
 use serde_json::Value;
 
 struct Fixture {

@@ -2,12 +2,10 @@
 //! else, and each documented field is there with the right JSON type (and a value that
 //! agrees with what happened).
 
-mod common;
-
 use std::path::{Path, PathBuf};
 
+use crate::common::*;
 use coffer::recipient::Recipient;
-use common::*;
 use serde_json::Value;
 
 /// The JSON types checked for.

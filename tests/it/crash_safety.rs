@@ -12,8 +12,6 @@
 //! Kill moments are drawn from a seeded generator (`COFFER_CRASH_SEED` to try others)
 //! between the process start and a little past the time a full run takes.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::MetadataExt;
@@ -21,9 +19,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::common::*;
 use coffer::archive::Archive;
 use coffer::backup::Quiet;
-use common::*;
 
 /// Killed runs per test (the issue asks for at least 20 for backup). Runs that finish
 /// before their kill moment are checked as well but do not count.

@@ -1,12 +1,10 @@
 //! Retention: decisions on synthetic session lists at the bucket boundaries (table tests),
 //! and `coffer prune` deleting whole archive files and updating the catalog.
 
-mod job_common;
-
+use crate::job_common::*;
 use chrono::{DateTime, FixedOffset, Utc};
 use coffer::job::catalog::{Finish, SessionState, Trigger};
 use coffer::job::retention::{Candidate, Retention, decide};
-use job_common::*;
 use predicates::prelude::*;
 use std::path::PathBuf;
 

@@ -7,12 +7,11 @@
 //! Positions are drawn from a seeded generator; set `COFFER_SWEEP_SEED` to try others. A
 //! failure names the seed, the byte offset, the bit and the part of the archive.
 
-mod common;
-
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use crate::common::*;
 use coffer::archive::Archive;
 use coffer::backup::Quiet;
 use coffer::format::frame::{FRAME_OVERHEAD, FRAME_PREFIX};
@@ -24,7 +23,6 @@ use coffer::keys::{SessionKey, SubKeys};
 use coffer::recipient::Recipient;
 use coffer::seal::seal_index;
 use coffer::{Error, Result};
-use common::*;
 
 /// SplitMix64: small, seeded, good enough to spread positions.
 struct Rng(u64);

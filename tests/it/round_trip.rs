@@ -2,15 +2,13 @@
 //! nanoseconds) and symlink targets, with either recipient's key, with and without
 //! compression; selective restore yields exactly what was asked for.
 
-mod common;
-
 use std::fs;
 use std::path::Path;
 
+use crate::common::*;
 use coffer::archive::Archive;
 use coffer::recipient::Recipient;
 use coffer::{Compression, Error};
-use common::*;
 
 /// Back up a sample tree for alice and bob, then restore it with each key.
 fn round_trip_both_keys(compression: Compression) {

@@ -3,13 +3,12 @@
 //! decrypted (forgery). Every damaged block is reported, not only the first; nothing is
 //! written; several archives are checked in one call and any failure gives exit 2.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
+use crate::common::*;
 use coffer::Compression;
 use coffer::archive::Archive;
 use coffer::backup::Quiet;
@@ -17,7 +16,6 @@ use coffer::format::crc32c;
 use coffer::format::frame::FRAME_PREFIX;
 use coffer::format::index::BlockRef;
 use coffer::format::trailer::TRAILER_LEN;
-use common::*;
 use serde_json::Value;
 
 /// A good archive of several 64 KiB blocks, and where its blocks are.

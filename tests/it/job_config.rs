@@ -1,10 +1,8 @@
 //! The job file: every kind of mistake is reported at load time with the file, the line,
 //! the job, the key and a clear message — before any backup starts.
 
-mod job_common;
-
+use crate::job_common::*;
 use coffer::job::{JobError, JobFile};
-use job_common::*;
 use predicates::prelude::*;
 use std::path::Path;
 

@@ -5,17 +5,15 @@
 //! The full disk is a 2 MiB tmpfs mounted for the test. Mounting needs root (or
 //! CAP_SYS_ADMIN); where it cannot be made the tests print why and pass without checking.
 
-mod common;
-
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use crate::common::*;
 use coffer::archive::Archive;
 use coffer::backup::{BackupOptions, Quiet, backup};
 use coffer::recipient::Recipient;
 use coffer::{Compression, Error};
-use common::*;
 
 /// A small tmpfs, unmounted when dropped (before its `TestDir` is removed).
 struct SmallFs {

@@ -3,11 +3,9 @@
 //! destination and is recorded in the catalog, whether it succeeds, ends with warnings or
 //! fails; a second run of a running job is refused (or waits with --wait).
 
-mod job_common;
-
+use crate::job_common::*;
 use coffer::job::catalog::SessionState;
 use coffer::job::lock::LockDir;
-use job_common::*;
 use predicates::prelude::*;
 use std::path::Path;
 use std::time::Duration;

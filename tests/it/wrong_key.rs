@@ -2,16 +2,14 @@
 //! why: a key that is not a recipient, a public key given as identity, a missing, garbage,
 //! passphrase-protected or too small key, and files that are not archives.
 
-mod common;
-
 use std::fs;
 use std::io::ErrorKind;
 
+use crate::common::*;
 use coffer::Error;
 use coffer::archive::Archive;
 use coffer::recipient::{Identity, Recipient, RsaIdentity, RsaRecipient};
 use coffer::{Compression, format::header::MAGIC};
-use common::*;
 
 /// An archive for alice and bob, in a fresh test folder.
 fn archive_for_alice_and_bob() -> (TestDir, std::path::PathBuf) {

@@ -2,16 +2,14 @@
 //! never over an existing file unless asked, never through a link, and a failed backup
 //! leaves nothing behind.
 
-mod common;
-
 use std::fs;
 use std::path::Path;
 
+use crate::common::*;
 use coffer::archive::Archive;
 use coffer::backup::{BackupOptions, Quiet, backup};
 use coffer::recipient::Recipient;
 use coffer::{Compression, Error};
-use common::*;
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()

@@ -5,13 +5,11 @@
 //! is sent to /dev/null inside it so that only stderr reaches the terminal capture. Without
 //! `script` these tests print why and pass.
 
-mod common;
-
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::*;
+use crate::common::*;
 
 /// Whether util-linux `script` is usable here.
 fn have_script() -> bool {

@@ -2,14 +2,12 @@
 //! written; a pattern that matches nothing is an error and nothing is written; and only the
 //! blocks the chosen files need are read from the archive.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use crate::common::*;
 use coffer::Compression;
-use common::*;
 
 struct Fixture {
     t: TestDir,

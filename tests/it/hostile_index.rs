@@ -7,11 +7,10 @@
 //! uses); a benign archive made the same way restores, which shows that the crafting is
 //! right and that each refusal is caused by the hostile part alone.
 
-mod common;
-
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use crate::common::*;
 use coffer::format::frame::FRAME_PREFIX;
 use coffer::format::header::{self, HeaderBody, STANZA_RSA_OAEP_SHA256, Stanza};
 use coffer::format::index::{BlockRef, Entry, Index, KIND_DIR, KIND_FILE, KIND_SYMLINK, Totals};
@@ -21,7 +20,6 @@ use coffer::keys::{SessionKey, SubKeys};
 use coffer::recipient::Recipient;
 use coffer::seal::{BlockSealer, seal_index};
 use coffer::{Error, Result};
-use common::*;
 
 const BLOCK: u32 = SMALL_BLOCK;
 

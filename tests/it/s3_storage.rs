@@ -7,14 +7,12 @@
 //! Without python3 + moto these tests print why and pass, unless COFFER_REQUIRE_S3 is
 //! set (CI sets it): then a server that cannot start fails them.
 
-mod common;
-
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use common::*;
+use crate::common::*;
 use object_store::aws::AmazonS3Builder;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};

@@ -2,14 +2,12 @@
 //! (0 ok, 1 warnings, 2 failed) and messages (`error: ...` then `hint: ...`, never debug
 //! output or a backtrace).
 
-mod common;
-
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
+use crate::common::*;
 use coffer::recipient::Recipient;
-use common::*;
 use predicates::prelude::*;
 
 /// Lines of a failed command's stderr, checked for the one-error-line-plus-hint form.

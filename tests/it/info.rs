@@ -5,15 +5,13 @@
 //! is not an archive, an archive of a future format version and a truncated archive each give
 //! one error line naming the file plus a hint.
 
-mod common;
-
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use crate::common::*;
 use coffer::Compression;
 use coffer::backup::{BackupOptions, BackupReport, Quiet, backup};
 use coffer::recipient::{Recipient, RsaRecipient};
-use common::*;
 use serde_json::Value;
 
 /// Names that must never show up in `info` output.

@@ -3,9 +3,7 @@
 //! own passphrase-protected keys. The tools are installed by .ci/run; a test whose tool is
 //! missing fails in CI rather than passing silently.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use std::path::Path;
 use std::process::Command;
 

@@ -1,9 +1,7 @@
 //! Generated help: shell completion scripts and the man page come from the same definitions
 //! as `--help`; every subcommand's help has an example and every option a help text.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 fn stdout_ok(args: &[&str]) -> String {
     let out = coffer_cmd()

@@ -3,13 +3,11 @@
 //! session (no partial archive left, session recorded as interrupted) and `kill -9`
 //! (the session shows as interrupted on the next start, its temporary file is removed).
 
-mod job_common;
-
+use crate::job_common::*;
 use chrono::{Local, Timelike};
 use coffer::job::catalog::{Finish, SessionState, Trigger};
 use coffer::job::lock::LockDir;
 use coffer::job::session::STOPPED_REASON;
-use job_common::*;
 use predicates::prelude::*;
 use std::path::Path;
 use std::process::Stdio;

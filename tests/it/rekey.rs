@@ -3,16 +3,14 @@
 //! leaves the original byte for byte. Removing a recipient changes this file only: a copy of
 //! the old file still opens with the removed key (the documented limit).
 
-mod common;
-
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
+use crate::common::*;
 use coffer::archive::Archive;
 use coffer::recipient::{Fingerprint, Recipient};
 use coffer::{Compression, Error};
-use common::*;
 
 struct Fixture {
     t: TestDir,
