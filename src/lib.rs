@@ -14,6 +14,7 @@ pub mod backup;
 pub mod error;
 pub mod format;
 pub mod fsutil;
+#[cfg(feature = "jobs")]
 pub mod job;
 pub mod keys;
 mod pipeline;
