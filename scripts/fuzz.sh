@@ -6,11 +6,11 @@
 #
 # The targets are built by cargo itself with the flags cargo-fuzz 0.13 would pass
 # (sanitizer coverage, trace-compares, stack depth, AddressSanitizer, `--cfg fuzzing`), so no
-# cargo-fuzz install is needed: on a fresh CI machine that install alone took minutes. Two
-# deliberate differences from `cargo fuzz build -O`: cargo's default codegen units instead of
-# one per crate (cargo-fuzz forces 1, which makes the build several minutes slower for a run
-# of seconds),. `-Zsanitizer` is nightly-only; stable
-# rustc accepts it with RUSTC_BOOTSTRAP=1, which is how cargo-fuzz users on stable build too.
+# cargo-fuzz install is needed: on a fresh CI machine that install alone took minutes. One
+# deliberate difference from `cargo fuzz build -O`: cargo's default codegen units instead of
+# one per crate (cargo-fuzz forces 1, which makes the build minutes slower for a run of
+# seconds). `-Zsanitizer` is nightly-only; stable rustc accepts it with RUSTC_BOOTSTRAP=1,
+# which is how cargo-fuzz users on stable build too.
 # Seeds come from fuzz/corpus/<target>/ (read only); what the run finds goes to a scratch
 # folder, so the committed corpus stays small. A crash, panic, timeout or an allocation over
 # the limit fails the script and leaves the input in fuzz/artifacts/<target>/; replay it by
@@ -23,6 +23,7 @@
 #                     outside the clone so that later runs on the same machine rebuild little
 #   FUZZ_MALLOC_MB    largest single allocation allowed (default 256): a length field that
 #                     claims more than the input holds must be refused before allocating
+#   FUZZ_CARGO_FLAGS  extra flags for the cargo build (e.g. --timings)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECONDS_EACH=${FUZZ_SECONDS:-60}
@@ -46,9 +47,9 @@ flags=(
 )
 rustc --version | grep -q nightly || export RUSTC_BOOTSTRAP=1
 # The cc crate instruments C code with ASan too when rustc does (CARGO_CFG_SANITIZE). The C in
-# the build (SQLite's amalgamation, zstd, libFuzzer itself) is not reachable from a fuzzed
-# input: zstd runs only on blocks whose HMAC tag verified, SQLite only in the job catalog.
-# Instrumented, those two alone took over 400 s each to compile; plain, a few seconds.
+# this build (zstd, libFuzzer itself) is not reachable from a fuzzed input: zstd runs only on
+# blocks whose HMAC tag verified. Instrumented, zstd alone took over 400 s to compile here
+# (about 90 s plain).
 export CFLAGS="${CFLAGS:+$CFLAGS }-fno-sanitize=address"
 export CXXFLAGS="${CXXFLAGS:+$CXXFLAGS }-fno-sanitize=address"
 export ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_odr_violation=0"
