@@ -176,8 +176,7 @@ pub fn restore(
     let block_size = archive.header().block_size as u64;
     let mut needed: Vec<u64> = Vec::new();
     for f in &files {
-        let first = f.offset / block_size;
-        let last = (f.offset + f.size - 1) / block_size;
+        let (first, last) = block_span(f, block_size);
         let from = match needed.last() {
             Some(&l) if l >= first => l + 1,
             _ => first,
@@ -190,10 +189,10 @@ pub fn restore(
     // verified that block, so small files are created on every core at once (creating
     // files, not copying bytes, is what a tree of small files costs). Files that span
     // blocks are written here, in stream order, as their blocks arrive.
-    let (in_block, spanning): (Vec<&Entry>, Vec<&Entry>) = files
-        .iter()
-        .copied()
-        .partition(|e| e.offset / block_size == (e.offset + e.size - 1) / block_size);
+    let (in_block, spanning): (Vec<&Entry>, Vec<&Entry>) = files.iter().copied().partition(|e| {
+        let (first, last) = block_span(e, block_size);
+        first == last
+    });
     let in_block = Arc::new(InBlockFiles {
         target: target.to_path_buf(),
         block_size,
@@ -258,14 +257,11 @@ pub fn restore(
                 return Err(archive.block_error(slot.block, &blocks[slot.block as usize], e));
             }
             for w in slot.warnings.drain(..) {
-                observer.warning(&w);
-                writer.report.warnings.push(w);
+                writer.warned(w);
             }
             for (path, size) in slot.files_done.drain(..) {
-                writer.report.files += 1;
-                writer.report.bytes += size;
                 observer.bytes_done(size);
-                observer.file_done(&path, size);
+                writer.restored(&path, size);
             }
             if let Some(e) = slot.write_failure.take() {
                 return Err(e);
@@ -362,6 +358,11 @@ impl Slot {
             None => &self.plain[..],
         }
     }
+}
+
+/// The first and last block a (non-empty) file's bytes lie in.
+fn block_span(e: &Entry, block_size: u64) -> (u64, u64) {
+    (e.offset / block_size, (e.offset + e.size - 1) / block_size)
 }
 
 /// The selected files that lie wholly inside one block, in stream order, with what a
@@ -532,14 +533,22 @@ impl FileWriter<'_> {
         let mut warnings = Vec::new();
         let finished = finish_partial(pf, e, self.opts.preserve_owner, &mut warnings);
         for w in warnings {
-            self.observer.warning(&w);
-            self.report.warnings.push(w);
+            self.warned(w);
         }
-        let dest = finished?;
-        self.report.files += 1;
-        self.report.bytes += e.size;
-        self.observer.file_done(&dest, e.size);
+        self.restored(&finished?, e.size);
         Ok(())
+    }
+
+    fn warned(&mut self, w: Warning) {
+        self.observer.warning(&w);
+        self.report.warnings.push(w);
+    }
+
+    /// Count a file that now has its final name, whichever thread wrote it.
+    fn restored(&mut self, dest: &Path, size: u64) {
+        self.report.files += 1;
+        self.report.bytes += size;
+        self.observer.file_done(dest, size);
     }
 
     /// Deliver one verified block whose plaintext starts at stream offset `start`.
