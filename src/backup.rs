@@ -333,7 +333,12 @@ fn plan_sources(sources: &[PathBuf]) -> Result<Vec<(String, PathBuf)>> {
     for src in sources {
         src.symlink_metadata().map_err(|e| Error::io(src, e))?;
         let absolute = std::path::absolute(src).map_err(|e| Error::io(src, e))?;
-        let normal: PathBuf = absolute.components().collect();
+        let mut normal: PathBuf = absolute.components().collect();
+        if normal.ends_with("..") {
+            // `..` or `/x/y/..` names the folder it leads to; only the kernel knows which
+            // (`y` may be a link), so ask it. The walk itself still starts at `src`.
+            normal = std::fs::canonicalize(src).map_err(|e| Error::io(src, e))?;
+        }
         let name = match normal.file_name() {
             Some(n) => n.to_str().map(str::to_owned).ok_or_else(|| {
                 Error::InvalidOption(format!("{}: source name is not UTF-8", src.display()))

@@ -161,12 +161,18 @@ pub struct ChunkWriter {
 impl ChunkWriter {
     /// Write through `file` (opened at `open_path` for writing), naming `path` in errors.
     pub fn new(file: File, open_path: &Path, path: &Path) -> Result<Self> {
-        use std::sync::mpsc::sync_channel;
-        use std::sync::{Arc, Mutex};
         let plain = OpenOptions::new()
             .write(true)
             .open(open_path)
             .map_err(|e| Error::io(path, e))?;
+        Self::with_plain(file, plain, path)
+    }
+
+    /// Write through `file`, with `plain` (an ordinary descriptor of the same file, not
+    /// sharing `file`'s `O_DIRECT`) for the tail; `path` is named in errors.
+    pub fn with_plain(file: File, plain: File, path: &Path) -> Result<Self> {
+        use std::sync::mpsc::sync_channel;
+        use std::sync::{Arc, Mutex};
         let (job_tx, job_rx) = sync_channel::<ChunkJob>(IO_THREADS);
         let job_rx = Arc::new(Mutex::new(job_rx));
         let (empty_tx, empty_rx) = sync_channel::<AlignedBuf>(BUFFERS);
@@ -313,6 +319,14 @@ pub fn open_direct(path: &Path) -> Option<File> {
         .open(path)
         .ok()?;
     (probe_direct(&direct) && direct.set_len(0).is_ok()).then_some(direct)
+}
+
+/// A second descriptor of the open `file` with `O_DIRECT`, if the file system takes it,
+/// opened through `/proc/self/fd` so that it is certainly the same file (no name is looked
+/// up again). It is a separate open file description: `file` itself stays buffered.
+pub fn reopen_direct(file: &File) -> Option<File> {
+    use std::os::fd::AsRawFd;
+    open_direct(Path::new(&format!("/proc/self/fd/{}", file.as_raw_fd())))
 }
 
 /// Whether an aligned write through this `O_DIRECT` descriptor works (some file systems

@@ -292,6 +292,11 @@ struct RestoreArgs {
     /// Restore owner and group too (needs root)
     #[arg(long)]
     preserve_owner: bool,
+    /// Keep set-uid and set-gid bits (cleared by default: anyone with a recipient's public
+    /// key can write an archive). Pass it, with --preserve-owner, for a full-system restore
+    /// of archives you made yourself
+    #[arg(long)]
+    preserve_special_bits: bool,
     /// Print nothing but errors and warnings
     #[arg(short, long)]
     quiet: bool,
@@ -567,6 +572,7 @@ fn run_restore(a: RestoreArgs) -> anyhow::Result<u8> {
         overwrite: a.overwrite,
         patterns: a.patterns,
         preserve_owner: a.preserve_owner,
+        preserve_special_bits: a.preserve_special_bits,
     };
     let progress = Progress::new("restore", a.quiet || a.json);
     let result = restore::restore(&archive, &unlocked, &opts, &progress);
@@ -586,6 +592,7 @@ fn run_restore(a: RestoreArgs) -> anyhow::Result<u8> {
             "remote_bytes_fetched": report.remote_fetched.map(|(bytes, _)| bytes),
             "remote_requests": report.remote_fetched.map(|(_, requests)| requests),
             "duration_secs": secs,
+            "special_bits_cleared": report.special_bits_cleared,
             "warnings": warnings_json(&report.warnings),
         }));
     } else if !a.quiet {
@@ -600,6 +607,16 @@ fn run_restore(a: RestoreArgs) -> anyhow::Result<u8> {
             opts.target.display()
         );
         print_warning_summary(&report.warnings);
+    }
+    // A policy, not a failure: said even with -q, on stderr, and the exit code stays 0.
+    if report.special_bits_cleared > 0 && !a.json {
+        eprintln!(
+            "note: set-uid/set-gid bits cleared on {} files or folders (an archive can be written by anyone with a recipient's public key)",
+            report.special_bits_cleared
+        );
+        eprintln!(
+            "hint: pass --preserve-special-bits to keep them when you trust this archive's origin"
+        );
     }
     Ok(if report.warnings.is_empty() {
         EXIT_OK

@@ -422,7 +422,12 @@ fn check_outcome(v: &Vector) -> Vec<String> {
             }
             let mut found = BTreeMap::new();
             walk(&target, "", &mut found);
-            for p in found.keys().filter(|p| p.ends_with(".partial")) {
+            let temporary = |p: &str| {
+                let name = p.rsplit('/').next().unwrap_or(p);
+                name.ends_with(".partial")
+                    || (name.starts_with(".coffer-") && name.ends_with(".tmp"))
+            };
+            for p in found.keys().filter(|p| temporary(p)) {
                 problems.push(format!("temporary file {p} left behind"));
             }
         }

@@ -405,14 +405,18 @@ pub fn assert_no_wrong_content(source_parent: &Path, target: &Path) -> usize {
     files
 }
 
-/// Every path below `dir` whose name ends in `.partial`.
+/// Every path below `dir` with a temporary name: an archive's `.NAME.xxxxxxxx.partial`
+/// or a restored file's or link's `.coffer-<16 hex>.tmp`.
 pub fn partial_files(dir: &Path) -> Vec<PathBuf> {
     if fs::symlink_metadata(dir).is_err() {
         return Vec::new();
     }
     scan(dir)
         .into_keys()
-        .filter(|p| p.to_string_lossy().ends_with(".partial"))
+        .filter(|p| {
+            let name = p.file_name().unwrap_or_default().to_string_lossy();
+            name.ends_with(".partial") || (name.starts_with(".coffer-") && name.ends_with(".tmp"))
+        })
         .collect()
 }
 
@@ -450,7 +454,7 @@ pub fn try_restore(
         target: target.to_path_buf(),
         overwrite,
         patterns: patterns.iter().map(|s| s.to_string()).collect(),
-        preserve_owner: false,
+        ..Default::default()
     };
     restore(&a, &u, &opts, &Quiet)
 }

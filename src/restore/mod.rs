@@ -1,22 +1,27 @@
 //! Restore: plan (select entries, check every path and every conflict before writing a
 //! byte), then execute (folders, file data from verified blocks in parallel, links, then
 //! folder metadata). Files are written under a temporary name and renamed only when all
-//! their bytes came from blocks whose tags verified.
+//! their bytes came from blocks whose tags verified. Every write goes through [`target`]:
+//! relative to open folder descriptors, never by path, so a target shared with other users
+//! cannot redirect it.
+
+mod target;
 
 use globset::{Glob, GlobSet, GlobSetBuilder};
 use std::collections::HashSet;
-use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+
+use target::{Meta, NewFile, Target, set_meta};
 
 use crate::archive::{Archive, Unlocked};
 use crate::backup::{Observer, Warning};
 use crate::error::{Error, Result};
 use crate::format::index::{Entry, KIND_DIR, KIND_FILE, KIND_SYMLINK, parent};
-use crate::fsutil::{CHUNK, ChunkWriter, open_direct, temp_name};
+use crate::fsutil::{CHUNK, ChunkWriter, reopen_direct};
 use crate::pipeline::{self, sink_stopped};
 use crate::seal::{OpenError, Opened};
 
@@ -31,6 +36,9 @@ pub struct RestoreOptions {
     pub patterns: Vec<String>,
     /// Restore owner and group too (needs root).
     pub preserve_owner: bool,
+    /// Keep set-uid and set-gid bits. Off by default: anyone with a recipient's public key
+    /// can write an archive, so these bits are not trusted unless asked for.
+    pub preserve_special_bits: bool,
 }
 
 /// What a restore did.
@@ -48,6 +56,9 @@ pub struct RestoreReport {
     /// For an archive in object storage: bytes and GET requests fetched in all (header,
     /// index and blocks, including read-ahead).
     pub remote_fetched: Option<(u64, u64)>,
+    /// Files and folders whose set-uid/set-gid bits were cleared (see
+    /// [`RestoreOptions::preserve_special_bits`]).
+    pub special_bits_cleared: u64,
     pub warnings: Vec<Warning>,
     pub duration: Duration,
 }
@@ -145,25 +156,18 @@ pub fn restore(
         let files = selected.iter().filter(|e| e.kind == KIND_FILE);
         observer.totals(files.clone().count() as u64, files.map(|e| e.size).sum());
     }
-    std::fs::create_dir_all(target).map_err(|e| Error::io(target, e))?;
+    let policy = Arc::new(Policy {
+        target: Target::open(target)?,
+        overwrite: opts.overwrite,
+        preserve_owner: opts.preserve_owner,
+        preserve_special_bits: opts.preserve_special_bits,
+        special_cleared: AtomicU64::new(0),
+    });
 
-    // Folders, parents first (the index lists them so).
+    // Folders, parents first (the index lists them so). One planted in the target as a
+    // link is refused, never descended through.
     for e in selected.iter().filter(|e| e.kind == KIND_DIR) {
-        let dest = target.join(&e.path);
-        match std::fs::create_dir(&dest) {
-            Ok(()) => {}
-            Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {
-                // Never descend through a link that was planted in the target.
-                let m = dest.symlink_metadata().map_err(|e| Error::io(&dest, e))?;
-                if !m.is_dir() {
-                    return Err(Error::UnsafePath {
-                        path: e.path.clone(),
-                        reason: "exists in the target as a link or file, not a folder".into(),
-                    });
-                }
-            }
-            Err(err) => return Err(Error::io(&dest, err)),
-        }
+        policy.target.make_dir(&e.path)?;
         report.dirs += 1;
     }
 
@@ -194,18 +198,16 @@ pub fn restore(
         first == last
     });
     let in_block = Arc::new(InBlockFiles {
-        target: target.to_path_buf(),
+        policy: Arc::clone(&policy),
         block_size,
         entries: in_block.into_iter().cloned().collect(),
-        preserve_owner: opts.preserve_owner,
     });
 
     let mut writer = FileWriter {
-        target,
+        policy: &policy,
         files: &spanning,
         next: 0,
         current: None,
-        opts,
         observer,
         report: &mut report,
     };
@@ -282,48 +284,30 @@ pub fn restore(
 
     // Links last: nothing of the restore is ever written through them.
     for e in selected.iter().filter(|e| e.kind == KIND_SYMLINK) {
-        let dest = target.join(&e.path);
-        if opts.overwrite && dest.symlink_metadata().is_ok() {
-            std::fs::remove_file(&dest).map_err(|err| Error::io(&dest, err))?;
-        }
         let link_target = e.link_target.as_deref().unwrap_or_default();
-        std::os::unix::fs::symlink(link_target, &dest).map_err(|err| Error::io(&dest, err))?;
-        let t = filetime::FileTime::from_unix_time(e.mtime_sec, e.mtime_nsec);
-        if let Err(err) = filetime::set_symlink_file_times(&dest, t, t) {
-            warn(
-                &mut report,
-                observer,
-                &dest,
-                format!("cannot set link time: {err}"),
-            );
+        let meta = policy.meta(e);
+        let problems = policy
+            .target
+            .symlink(&e.path, link_target, &meta, opts.overwrite)?;
+        let dest = policy.target.display(&e.path);
+        for message in problems {
+            warn(&mut report, observer, &dest, message);
         }
-        set_owner(&mut report, observer, opts, &dest, e);
         report.symlinks += 1;
     }
 
-    // Folder permissions and times last, deepest first, so that writing into them
-    // neither fails (read-only folders) nor bumps their times.
+    // Folder owners, permissions and times last, deepest first, so that writing into them
+    // neither fails (read-only folders) nor bumps their times. Each folder is reached again
+    // from the target without following links: one swapped for a link meanwhile is refused.
+    policy.target.forget_dirs();
     for e in selected.iter().rev().filter(|e| e.kind == KIND_DIR) {
-        let dest = target.join(&e.path);
-        set_owner(&mut report, observer, opts, &dest, e);
-        if let Err(err) = std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(e.mode)) {
-            warn(
-                &mut report,
-                observer,
-                &dest,
-                format!("cannot set permissions: {err}"),
-            );
-        }
-        let t = filetime::FileTime::from_unix_time(e.mtime_sec, e.mtime_nsec);
-        if let Err(err) = filetime::set_file_mtime(&dest, t) {
-            warn(
-                &mut report,
-                observer,
-                &dest,
-                format!("cannot set time: {err}"),
-            );
+        let dest = policy.target.display(&e.path);
+        let dir = policy.target.dir(&e.path)?;
+        for message in set_meta(&*dir, &policy.meta(e)) {
+            warn(&mut report, observer, &dest, message);
         }
     }
+    report.special_bits_cleared = policy.special_cleared.load(Ordering::Relaxed);
     report.duration = started.elapsed();
     report.remote_fetched = archive.source().fetched();
     Ok(report)
@@ -368,10 +352,9 @@ fn block_span(e: &Entry, block_size: u64) -> (u64, u64) {
 /// The selected files that lie wholly inside one block, in stream order, with what a
 /// worker needs to write them (the workers outlive any borrow of the restore's state).
 struct InBlockFiles {
-    target: PathBuf,
+    policy: Arc<Policy>,
     block_size: u64,
     entries: Vec<Entry>,
-    preserve_owner: bool,
 }
 
 impl InBlockFiles {
@@ -392,11 +375,12 @@ impl InBlockFiles {
                 return;
             };
             let mut warnings = Vec::new();
-            let written = create_partial(&self.target, e).and_then(|mut pf| {
-                pf.file
+            let written = self.policy.create(e).and_then(|mut pf| {
+                pf.new
+                    .file
                     .write_all(data)
-                    .map_err(|err| Error::io(&pf.dest, err))?;
-                finish_partial(pf, e, self.preserve_owner, &mut warnings)
+                    .map_err(|err| Error::io(pf.new.dest(), err))?;
+                self.policy.finish(pf, e, &mut warnings)
             });
             slot.warnings.append(&mut warnings);
             match written {
@@ -426,112 +410,101 @@ fn note(warnings: &mut Vec<Warning>, path: &Path, message: String) {
     });
 }
 
-fn set_owner(
-    report: &mut RestoreReport,
-    observer: &dyn Observer,
-    opts: &RestoreOptions,
-    dest: &Path,
-    e: &Entry,
-) {
-    if opts.preserve_owner
-        && let Err(err) = std::os::unix::fs::lchown(dest, Some(e.uid), Some(e.gid))
-    {
-        warn(report, observer, dest, format!("cannot set owner: {err}"));
+/// How this restore writes: the target, and what it keeps of an entry's metadata. Shared
+/// by the ordered writer and the workers that write files lying inside one block.
+struct Policy {
+    target: Target,
+    overwrite: bool,
+    preserve_owner: bool,
+    preserve_special_bits: bool,
+    /// Entries whose set-uid/set-gid bits were cleared.
+    special_cleared: AtomicU64,
+}
+
+impl Policy {
+    /// What of `e`'s metadata to apply. Set-uid and set-gid are cleared unless asked for
+    /// (counted); the sticky bit stays, since it only ever restricts.
+    fn meta(&self, e: &Entry) -> Meta {
+        let mut mode = e.mode & 0o7777;
+        if !self.preserve_special_bits && mode & 0o6000 != 0 && e.kind != KIND_SYMLINK {
+            mode &= !0o6000;
+            self.special_cleared.fetch_add(1, Ordering::Relaxed);
+        }
+        Meta {
+            owner: self.preserve_owner.then_some((e.uid, e.gid)),
+            mode,
+            mtime_sec: e.mtime_sec,
+            mtime_nsec: e.mtime_nsec,
+        }
+    }
+
+    /// Open a file's temporary name in its folder.
+    fn create(&self, e: &Entry) -> Result<PartialFile> {
+        let new = self.target.create_file(&e.path)?;
+        // Small files gain nothing from it and would pay for two I/O threads each.
+        let direct = (e.size >= CHUNK as u64)
+            .then(|| reopen_direct(&new.file))
+            .flatten();
+        let chunked = match direct {
+            Some(direct) => {
+                let plain = new
+                    .file
+                    .try_clone()
+                    .map_err(|err| Error::io(new.dest(), err))?;
+                Some(ChunkWriter::with_plain(direct, plain, new.dest())?)
+            }
+            None => None,
+        };
+        Ok(PartialFile {
+            new,
+            chunked,
+            written: 0,
+        })
+    }
+
+    /// Give a fully written file its owner, mode and times (in that order) and its final
+    /// name; returns that name.
+    fn finish(
+        &self,
+        mut pf: PartialFile,
+        e: &Entry,
+        warnings: &mut Vec<Warning>,
+    ) -> Result<PathBuf> {
+        if let Some(writer) = pf.chunked.take() {
+            writer.finish()?;
+        }
+        for message in set_meta(&pf.new.file, &self.meta(e)) {
+            note(warnings, pf.new.dest(), message);
+        }
+        pf.new.commit(self.overwrite)
     }
 }
 
 /// A file being restored under a temporary name; removed if dropped unfinished.
 struct PartialFile {
-    file: File,
+    new: NewFile,
     /// Large files are written in aligned chunks, bypassing the page cache when it can.
     chunked: Option<ChunkWriter>,
-    tmp: PathBuf,
-    dest: PathBuf,
     written: u64,
-    done: bool,
-}
-
-impl Drop for PartialFile {
-    fn drop(&mut self) {
-        if !self.done {
-            let _ = std::fs::remove_file(&self.tmp);
-        }
-    }
 }
 
 struct FileWriter<'a> {
-    target: &'a Path,
+    policy: &'a Policy,
     files: &'a [&'a Entry],
     next: usize,
     current: Option<PartialFile>,
-    opts: &'a RestoreOptions,
     observer: &'a dyn Observer,
     report: &'a mut RestoreReport,
 }
 
-/// Open a file's temporary name beside its final one.
-fn create_partial(target: &Path, e: &Entry) -> Result<PartialFile> {
-    let dest = target.join(&e.path);
-    let tmp = temp_name(&dest, "partial");
-    let file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(|err| Error::io(&tmp, err))?;
-    // Small files gain nothing from it and would pay for two I/O threads each.
-    let direct = (e.size >= CHUNK as u64)
-        .then(|| open_direct(&tmp))
-        .flatten();
-    let chunked = match direct {
-        Some(direct) => Some(ChunkWriter::new(direct, &tmp, &dest)?),
-        None => None,
-    };
-    Ok(PartialFile {
-        file,
-        chunked,
-        tmp,
-        dest,
-        written: 0,
-        done: false,
-    })
-}
-
-/// Give a fully written file its metadata and its final name; returns that name.
-fn finish_partial(
-    mut pf: PartialFile,
-    e: &Entry,
-    preserve_owner: bool,
-    warnings: &mut Vec<Warning>,
-) -> Result<PathBuf> {
-    if let Some(writer) = pf.chunked.take() {
-        writer.finish()?;
-    }
-    pf.file
-        .set_permissions(std::fs::Permissions::from_mode(e.mode))
-        .map_err(|err| Error::io(&pf.dest, err))?;
-    let t = filetime::FileTime::from_unix_time(e.mtime_sec, e.mtime_nsec);
-    if let Err(err) = filetime::set_file_handle_times(&pf.file, Some(t), Some(t)) {
-        note(warnings, &pf.dest, format!("cannot set time: {err}"));
-    }
-    if preserve_owner
-        && let Err(err) = std::os::unix::fs::fchown(&pf.file, Some(e.uid), Some(e.gid))
-    {
-        note(warnings, &pf.dest, format!("cannot set owner: {err}"));
-    }
-    std::fs::rename(&pf.tmp, &pf.dest).map_err(|err| Error::io(&pf.dest, err))?;
-    pf.done = true;
-    Ok(std::mem::take(&mut pf.dest))
-}
-
 impl FileWriter<'_> {
     fn open(&mut self, e: &Entry) -> Result<PartialFile> {
-        create_partial(self.target, e)
+        self.policy.create(e)
     }
 
     fn finish(&mut self, pf: PartialFile, e: &Entry) -> Result<()> {
         let mut warnings = Vec::new();
-        let finished = finish_partial(pf, e, self.opts.preserve_owner, &mut warnings);
+        let finished = self.policy.finish(pf, e, &mut warnings);
         for w in warnings {
             self.warned(w);
         }
@@ -581,9 +554,10 @@ impl FileWriter<'_> {
                 match &mut pf.chunked {
                     Some(writer) => writer.write_all(&data[from..from + take])?,
                     None => pf
+                        .new
                         .file
                         .write_all(&data[from..from + take])
-                        .map_err(|err| Error::io(&pf.dest, err))?,
+                        .map_err(|err| Error::io(pf.new.dest(), err))?,
                 }
                 pf.written += take as u64;
                 self.observer.bytes_done(take as u64);
