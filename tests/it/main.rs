@@ -11,6 +11,7 @@ mod bitflip_sweep;
 mod cli;
 mod completions_and_man;
 mod crash_safety;
+mod crc_mismatch;
 mod disk_full;
 mod foreign_keys;
 mod format_vectors;
