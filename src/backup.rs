@@ -595,6 +595,19 @@ impl Walk<'_> {
                         continue;
                     }
                 }
+                if e.size != meta.len() {
+                    // Written to while it was read (or a procfs/sysfs file, whose listed
+                    // size is not its content): the copy may mix old and new bytes, and
+                    // the user should know.
+                    self.warn(
+                        entry.path(),
+                        format!(
+                            "changed size while it was read ({} bytes listed, {} read); stored as read",
+                            meta.len(),
+                            e.size
+                        ),
+                    );
+                }
                 self.totals.files += 1;
                 self.observer.file_done(entry.path(), e.size);
             } else {

@@ -8,6 +8,7 @@ mod common;
 mod job_common;
 
 mod bitflip_sweep;
+mod changing_files;
 mod cli;
 mod completions_and_man;
 mod crash_safety;
