@@ -821,6 +821,31 @@ fn main() -> Res<()> {
         "Tampered",
         b,
     )?;
+
+    // --- derived from basic: a checksum broken, every tag intact ----------------------------
+    // Readers check a frame's or the index's CRC32C before its tag, and refuse a mismatch
+    // even though the tag would verify (docs/FORMAT.md section 9, steps 10 and 13).
+    let mut b = basic_bytes.clone();
+    b[f0 + f0_len - 1] ^= 0x01;
+    g.derived(
+        "block-crc-mismatch-tag-ok",
+        "basic",
+        "One bit of block 0's CRC32C flipped; the block's tag still verifies. Every reader \
+         checks the checksum before the tag and refuses the block as storage damage.",
+        "Corrupt",
+        b,
+    )?;
+    let mut b = basic_bytes.clone();
+    b[l.index_at + l.index_len - 1] ^= 0x01;
+    g.derived(
+        "index-crc-mismatch-tag-ok",
+        "basic",
+        "One bit of the index section's CRC32C flipped; the index tag still verifies. Every \
+         reader checks the checksum before the tag and refuses the index as storage damage.",
+        "Corrupt",
+        b,
+    )?;
+
     if let Some(dir) = g.start("wrong-identity")? {
         if !dir.join("identity.pem").exists() {
             return Err(

@@ -436,24 +436,38 @@ impl Archive {
         Ok(report)
     }
 
-    /// Check the index section's CRC32C; count the header, index and trailer as checked.
+    /// Check the index section's length rule and CRC32C, as opening it with a key does
+    /// first; count the header, index and trailer as checked.
     fn check_index_checksum(&self, report: &mut VerifyReport) -> Result<()> {
         let index_at = self.data_start() + self.trailer.index_offset;
-        let mut section = vec![0u8; self.trailer.index_len as usize];
-        self.source.read_exact_at(&mut section, index_at)?;
-        let n = section.len();
-        if n < 4
-            || crate::format::crc32c(&section[..n - 4])
-                != u32::from_le_bytes(section[n - 4..].try_into().unwrap())
-        {
+        let n = self.trailer.index_len;
+        if !crate::seal::index_len_ok(n) {
             report.problems.push(Problem {
                 block: None,
                 offset: index_at,
-                detail: "index checksum mismatch (storage damage)".into(),
+                detail: "index section has a bad length".into(),
             });
+        } else {
+            let mut section = vec![0u8; n as usize];
+            self.source.read_exact_at(&mut section, index_at)?;
+            let at = section.len() - 4;
+            if crate::format::crc32c(&section[..at])
+                != u32::from_le_bytes(section[at..].try_into().unwrap())
+            {
+                report.problems.push(Problem {
+                    block: None,
+                    offset: index_at,
+                    detail: "index checksum mismatch (storage damage)".into(),
+                });
+            }
         }
-        report.bytes_checked += n as u64 + self.header.len() + TRAILER_LEN as u64;
+        self.count_envelope(report);
         Ok(())
+    }
+
+    /// Count the header, the index section and the trailer as checked.
+    fn count_envelope(&self, report: &mut VerifyReport) {
+        report.bytes_checked += self.trailer.index_len + self.header.len() + TRAILER_LEN as u64;
     }
 
     /// Whether `pos` is the end of the data section or the start of a frame whose checksum
@@ -514,9 +528,8 @@ impl Archive {
                 Ok(())
             },
             move |slot: &mut Slot, _| {
-                // A keyed check also covers what the keyless one does: a frame whose tag
-                // holds but whose checksum does not is storage damage all the same.
-                let crc_ok = crate::format::frame::checksum_ok(&slot.frame);
+                // Opening checks the frame's checksum before its tag, so a keyed check
+                // also reports everything the keyless one does.
                 slot.failure = sealer
                     .open(
                         &mut slot.frame,
@@ -524,8 +537,7 @@ impl Archive {
                         slot.block == last,
                         &mut slot.plain,
                     )
-                    .err()
-                    .or_else(|| (!crc_ok).then_some(OpenError::Checksum));
+                    .err();
             },
             |slot, _| {
                 observer.bytes_done(slot.frame.len() as u64);
@@ -546,8 +558,8 @@ impl Archive {
                 Ok(())
             },
         )?;
-        // The index already authenticated in `unlock`; its checksum is checked as well.
-        self.check_index_checksum(&mut report)?;
+        // `unlock` already checked the index section (length, checksum, tag).
+        self.count_envelope(&mut report);
         Ok(report)
     }
 }

@@ -496,8 +496,12 @@ impl Walk<'_> {
     where
         W: Fn(&mut Block, u64) + Send + Sync + 'static,
     {
+        // A source that is itself a symlink is stored as a link too: walkdir would
+        // otherwise descend into its target while the entry records a link, giving an
+        // index whose children sit below a link, which every reader refuses.
         let walker = walkdir::WalkDir::new(root)
             .follow_links(false)
+            .follow_root_links(false)
             .same_file_system(self.one_file_system)
             .sort_by_file_name()
             .into_iter();
@@ -600,6 +604,19 @@ impl Walk<'_> {
                         continue;
                     }
                 }
+                if e.size != meta.len() {
+                    // Written to while it was read (or a procfs/sysfs file, whose listed
+                    // size is not its content): the copy may mix old and new bytes, and
+                    // the user should know.
+                    self.warn(
+                        entry.path(),
+                        format!(
+                            "changed size while it was read ({} bytes listed, {} read); stored as read",
+                            meta.len(),
+                            e.size
+                        ),
+                    );
+                }
                 self.totals.files += 1;
                 self.observer.file_done(entry.path(), e.size);
             } else {
@@ -625,6 +642,7 @@ fn estimate(sources: &[(String, PathBuf)], exclude: &GlobSet, one_file_system: b
     for (name, root) in sources {
         let mut walker = walkdir::WalkDir::new(root)
             .follow_links(false)
+            .follow_root_links(false)
             .same_file_system(one_file_system)
             .into_iter();
         while let Some(Ok(entry)) = walker.next() {

@@ -479,7 +479,7 @@ fn print_outcome(o: &SessionOutcome, quiet: bool) -> u8 {
             }
             if row.state == SessionState::Warnings {
                 eprintln!(
-                    "finished with {} warning(s); the archive is complete but lacks the files named above",
+                    "finished with {} warning(s); the archive is complete, but the files named above are missing from it or changed while they were read",
                     row.warning_count
                 );
             }

@@ -535,7 +535,7 @@ fn run_backup(a: BackupArgs) -> anyhow::Result<u8> {
     } else {
         if !a.json {
             eprintln!(
-                "finished with {} warning(s); the archive is complete but lacks the files named above",
+                "finished with {} warning(s); the archive is complete, but the files named above are missing from it or changed while they were read",
                 report.warnings.len()
             );
         }

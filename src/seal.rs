@@ -21,7 +21,7 @@ use sha2::Sha256;
 use std::cell::RefCell;
 
 use crate::format::frame::{
-    FLAG_LAST, FLAG_ZSTD, FRAME_OVERHEAD, FRAME_PREFIX, FrameHeader, NONCE_OFFSET,
+    FLAG_LAST, FLAG_ZSTD, FRAME_OVERHEAD, FRAME_PREFIX, FrameHeader, NONCE_OFFSET, checksum_ok,
 };
 use crate::format::{Compression, crc32c};
 use crate::keys::{SessionId, SubKeys};
@@ -195,12 +195,17 @@ impl BlockSealer {
         scratch: &mut Vec<u8>,
     ) -> Result<Opened, OpenError> {
         scratch.clear();
-        let header = FrameHeader::parse(frame, self.block_size as u32)
-            .map_err(|e| self.classify(frame, OpenError::Malformed(e)))?;
+        // The checksum first, for every reader alike: a frame whose CRC32C is wrong is
+        // refused even when its tag holds, so that restore, list and both verifies agree
+        // on what is damaged. It costs little (hardware CRC32C) and fails closed.
+        if !checksum_ok(frame) {
+            return Err(OpenError::Checksum);
+        }
+        let header =
+            FrameHeader::parse(frame, self.block_size as u32).map_err(OpenError::Malformed)?;
         if frame.len() != header.frame_len() {
-            return Err(self.classify(
-                frame,
-                OpenError::Malformed("frame length does not match its header".into()),
+            return Err(OpenError::Malformed(
+                "frame length does not match its header".into(),
             ));
         }
         let ct_end = FRAME_PREFIX + header.ct_len as usize;
@@ -209,7 +214,8 @@ impl BlockSealer {
         m.update(&index.to_le_bytes());
         m.update(&frame[..ct_end]);
         if m.verify_slice(&frame[ct_end..ct_end + 32]).is_err() {
-            return Err(self.classify(frame, OpenError::Tag));
+            // The checksum held, so this is not storage damage: modified, moved or forged.
+            return Err(OpenError::Tag);
         }
         // The tag binds index and flags, so from here on the frame is the writer's own.
         if header.is_last() != last {
@@ -239,15 +245,6 @@ impl BlockSealer {
                 return Err(OpenError::Malformed("block length mismatch".into()));
             }
             Ok(Opened::InFrame(FRAME_PREFIX..FRAME_PREFIX + raw_len))
-        }
-    }
-
-    /// A failed frame whose checksum is also wrong is storage damage, not forgery.
-    fn classify(&self, frame: &[u8], err: OpenError) -> OpenError {
-        if crate::format::frame::checksum_ok(frame) {
-            err
-        } else {
-            OpenError::Checksum
         }
     }
 }
@@ -474,7 +471,19 @@ fn compress_in_place(buf: &mut Vec<u8>, level: i32) -> Option<usize> {
     })
 }
 
+/// The first four bytes of an RFC 8878 zstd frame (0xFD2FB528, little-endian).
+const ZSTD_MAGIC: [u8; 4] = [0x28, 0xB5, 0x2F, 0xFD];
+
 fn decompress(payload: &[u8], raw_len: usize, out: &mut Vec<u8>) -> Result<(), OpenError> {
+    // Exactly one standard frame, as writers make: libzstd on its own would also accept
+    // several frames back to back, skippable frames and legacy (pre-1.0) frames.
+    if !payload.starts_with(&ZSTD_MAGIC)
+        || zstd::zstd_safe::find_frame_compressed_size(payload) != Ok(payload.len())
+    {
+        return Err(OpenError::Malformed(
+            "compressed payload is not exactly one zstd frame".into(),
+        ));
+    }
     DECOMPRESSOR.with_borrow_mut(|slot| {
         if slot.is_none() {
             *slot = Some(
@@ -524,20 +533,30 @@ fn index_tag(keys: &SubKeys, session_id: &SessionId, iv_and_ct: &[u8]) -> [u8; 3
     m.finalize().into_bytes().into()
 }
 
-/// Authenticate, then decrypt the index section; returns the serialized index.
+/// The index section's length rule: IV, at least one AES block of ciphertext, tag and
+/// checksum, the ciphertext a whole number of AES blocks.
+pub fn index_len_ok(len: u64) -> bool {
+    len >= 16 + 16 + 36 && (len - 16 - 36).is_multiple_of(16)
+}
+
+/// Check the checksum, authenticate, then decrypt the index section; returns the
+/// serialized index.
 pub fn open_index(
     keys: &SubKeys,
     session_id: &SessionId,
     mut section: Vec<u8>,
 ) -> Result<Vec<u8>, OpenError> {
     let n = section.len();
-    if n < 16 + 16 + 36 || !(n - 16 - 36).is_multiple_of(16) {
+    if !index_len_ok(n as u64) {
         return Err(OpenError::Malformed(
             "index section has a bad length".into(),
         ));
     }
-    let crc_ok =
-        crc32c(&section[..n - 4]) == u32::from_le_bytes(section[n - 4..].try_into().unwrap());
+    // As for block frames: the checksum is checked first and refuses the section even
+    // when the tag holds.
+    if crc32c(&section[..n - 4]) != u32::from_le_bytes(section[n - 4..].try_into().unwrap()) {
+        return Err(OpenError::Checksum);
+    }
     let tag_at = n - 36;
     let mut m = <HmacSha256 as KeyInit>::new_from_slice(keys.meta_mac.as_ref())
         .expect("HMAC takes any key length");
@@ -545,11 +564,7 @@ pub fn open_index(
     m.update(session_id);
     m.update(&section[..tag_at]);
     if m.verify_slice(&section[tag_at..tag_at + 32]).is_err() {
-        return Err(if crc_ok {
-            OpenError::Tag
-        } else {
-            OpenError::Checksum
-        });
+        return Err(OpenError::Tag);
     }
     let iv = Block::try_from(&section[..16]).expect("16 bytes");
     let cipher = Aes256::new_from_slice(keys.meta_enc.as_ref()).expect("32-byte key");
@@ -709,6 +724,55 @@ mod tests {
             assert!(s.open(&mut f, 1, false, &mut out).is_err(), "flip at {i}");
             assert!(out.is_empty(), "bytes released from a bad frame");
         }
+    }
+
+    #[test]
+    fn a_wrong_checksum_is_refused_even_when_the_tag_holds() {
+        let s = sealer(Compression::None, LaneMode::MultiLane);
+        let mut frame = frame_for(&pseudo_random(40_000, 3));
+        s.seal(&mut frame, 0, true);
+        let n = frame.len();
+        frame[n - 1] ^= 0x01;
+        let mut out = Vec::new();
+        assert_eq!(
+            s.open(&mut frame, 0, true, &mut out),
+            Err(OpenError::Checksum)
+        );
+        assert!(
+            out.is_empty(),
+            "bytes released from a frame with a bad checksum"
+        );
+
+        let keys = SubKeys::derive(&SessionKey::from_bytes([1; 32]), &[2; 16]);
+        let mut sealed = seal_index(&keys, &[2; 16], &pseudo_random(1000, 4));
+        let n = sealed.len();
+        sealed[n - 1] ^= 0x01;
+        assert_eq!(
+            open_index(&keys, &[2; 16], sealed),
+            Err(OpenError::Checksum)
+        );
+    }
+
+    #[test]
+    fn zstd_payload_is_exactly_one_frame_of_raw_len_bytes() {
+        let data = vec![b'a'; 5000];
+        let one = zstd::bulk::compress(&data, 1).unwrap();
+        let mut out = Vec::new();
+        decompress(&one, data.len(), &mut out).unwrap();
+        assert_eq!(out, data);
+        // The frame declares (and holds) more, or fewer, bytes than raw_len.
+        assert!(decompress(&one, data.len() - 1, &mut out).is_err());
+        assert!(decompress(&one, data.len() + 1, &mut out).is_err());
+        // Bytes after the frame: junk, or a second frame that would make up raw_len.
+        let mut trailing = one.clone();
+        trailing.push(0);
+        assert!(decompress(&trailing, data.len(), &mut out).is_err());
+        let half = zstd::bulk::compress(&data[..2500], 1).unwrap();
+        let two = [half.clone(), half].concat();
+        assert!(decompress(&two, data.len(), &mut out).is_err());
+        // A skippable frame (magic 0x184D2A50, length 0) before the real one.
+        let skippable = [&[0x50, 0x2A, 0x4D, 0x18, 0, 0, 0, 0][..], &one].concat();
+        assert!(decompress(&skippable, data.len(), &mut out).is_err());
     }
 
     #[test]

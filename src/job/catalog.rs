@@ -57,7 +57,8 @@ pub const MAX_STORED_WARNINGS: usize = 1000;
 pub enum SessionState {
     Running,
     Succeeded,
-    /// Finished with warnings: the archive is complete but lacks the files named.
+    /// Finished with warnings: the archive is complete, but the files named are missing from
+    /// it or changed while they were read.
     Warnings,
     Failed,
     /// Stopped by a signal, or its process died (found on a later start).

@@ -8,9 +8,11 @@ mod common;
 mod job_common;
 
 mod bitflip_sweep;
+mod changing_files;
 mod cli;
 mod completions_and_man;
 mod crash_safety;
+mod crc_mismatch;
 mod disk_full;
 mod foreign_keys;
 mod format_vectors;

@@ -229,6 +229,32 @@ fn tree_without_file_data_round_trips() {
 }
 
 #[test]
+fn regression_a_source_that_is_a_symlink_to_a_folder_is_stored_as_a_link() {
+    // It used to be recorded as a link with its target's files below it: the backup
+    // succeeded and every reader refused the index (a path through a link).
+    let t = TestDir::new();
+    write_file(&t.join("in/real/f.txt"), b"data\n", 0o644);
+    std::os::unix::fs::symlink("real", t.join("in/link")).unwrap();
+    let archive = t.join("link.coffer");
+    let report = backup_with(
+        &[&t.join("in/link")],
+        &archive,
+        SMALL_BLOCK,
+        Compression::None,
+        &[&alice_pub()],
+    );
+    assert!(report.warnings.is_empty(), "{:?}", report.warnings);
+    assert_eq!((report.totals.symlinks, report.totals.files), (1, 0));
+    let target = t.join("out");
+    try_restore(&archive, &alice_key(), &target, &[], false).unwrap();
+    assert_eq!(
+        fs::read_link(target.join("link")).unwrap(),
+        Path::new("real")
+    );
+    assert_eq!(fs::read_dir(&target).unwrap().count(), 1);
+}
+
+#[test]
 fn single_file_and_several_sources_are_stored_under_their_names() {
     let t = TestDir::new();
     let file = t.join("in/notes.txt");
