@@ -198,6 +198,40 @@ fn key_of_1024_bits_is_too_small_as_recipient_and_as_identity() {
     ));
 }
 
+/// A 2041-bit modulus fills 256 bytes, so counting bytes × 8 let it pass as 2048 bits.
+#[test]
+fn regression_2041_bit_key_is_refused() {
+    let private = key("odd2041.pem");
+    let public = key("odd2041.pem.pub");
+    for err in [
+        RsaRecipient::load(&public).unwrap_err(),
+        RsaRecipient::load(&private).unwrap_err(),
+        RsaIdentity::load(&private).unwrap_err(),
+    ] {
+        match &err {
+            Error::KeyTooSmall { bits, min, .. } => assert_eq!((*bits, *min), (2041, 2048)),
+            other => panic!("expected KeyTooSmall, got {other:?}"),
+        }
+    }
+    // Through the binary: a backup to it is refused before anything is written.
+    let t = TestDir::new();
+    write_file(&t.join("src/a.txt"), b"data\n", 0o644);
+    let out = coffer_cmd()
+        .arg("backup")
+        .arg(t.join("src"))
+        .arg("-o")
+        .arg(t.join("a.coffer"))
+        .arg("-r")
+        .arg(&public)
+        .assert()
+        .code(2)
+        .get_output()
+        .clone();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(stderr.contains("2041 bits"), "{stderr}");
+    assert!(!t.join("a.coffer").exists());
+}
+
 #[test]
 fn files_that_are_not_archives_are_refused() {
     let t = TestDir::new();
