@@ -356,3 +356,30 @@ fn two_jobs_do_not_block_each_other_and_have_separate_locks() {
         .success();
     assert_eq!(w.files(&db).len(), 1);
 }
+
+/// SQLite makes a missing database 0666 less the umask, so 0644 under the usual 022: in a
+/// state folder the user made with an open mode, everyone could read the catalog.
+#[test]
+fn regression_catalog_created_0600_under_umask_022() {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let w = World::new();
+    std::fs::DirBuilder::new()
+        .mode(0o755)
+        .create(w.state_dir())
+        .unwrap();
+    let out = std::process::Command::new("/bin/sh")
+        .args(["-c", "umask 022 && exec \"$0\" history"])
+        .arg(assert_cmd::cargo::cargo_bin("coffer"))
+        .env_clear()
+        .env("HOME", w.join("home"))
+        .env("COFFER_STATE_DIR", w.state_dir())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(out.stdout, b"no sessions recorded\n");
+    let mode = std::fs::metadata(w.state_dir().join("catalog.sqlite"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+}
