@@ -172,13 +172,13 @@ fn print_error(e: &JobError) {
     match e {
         JobError::Config(errors) => {
             for c in errors {
-                eprintln!("error: {c}");
+                eprintln!("error: {}", safe(&c.to_string()));
             }
         }
-        other => eprintln!("error: {other}"),
+        other => eprintln!("error: {}", safe(&other.to_string())),
     }
     if let Some(h) = e.hint() {
-        eprintln!("hint: {h}");
+        eprintln!("hint: {}", safe(&h));
     }
 }
 
@@ -239,7 +239,7 @@ pub(crate) fn stop_flag() -> Result<Arc<AtomicBool>, JobError> {
 struct Quiet;
 impl SessionEvents for Quiet {}
 
-use crate::cli_ui::human;
+use crate::cli_ui::{human, print_json, safe, safe_path};
 
 fn local_time(ms: i64) -> String {
     DateTime::<Utc>::from_timestamp_millis(ms)
@@ -260,11 +260,13 @@ fn seconds(ms: i64) -> String {
     format!("{:.1} s", ms as f64 / 1000.0)
 }
 
+/// One line of the daemon's log. Lines quote file names and archive paths, so the message
+/// is escaped here, once for every event.
 fn log(msg: impl AsRef<str>) {
     eprintln!(
         "{} {}",
         Local::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, false),
-        msg.as_ref()
+        safe(msg.as_ref())
     );
 }
 
@@ -279,7 +281,7 @@ fn outcome_words(state: SessionState) -> &'static str {
 fn file_name(p: &Path) -> String {
     p.file_name()
         .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| p.display().to_string())
+        .unwrap_or_else(|| p.to_string_lossy().into_owned())
 }
 
 // ---- job list -------------------------------------------------------------------------
@@ -319,14 +321,20 @@ fn job_list(a: JobListArgs) -> Result<u8, JobError> {
     if a.json {
         print_json(&serde_json::json!({ "config": file.path.to_string_lossy(), "jobs": docs }));
     } else if rows.is_empty() {
-        println!("no jobs in {}", file.path.display());
+        println!("no jobs in {}", safe_path(&file.path));
     } else {
         print_table(&["JOB", "SCHEDULE", "NEXT RUN", "LAST"], &rows);
     }
     Ok(EXIT_OK)
 }
 
+/// Cells are escaped here: job names and archive paths are shown as text.
 fn print_table<const N: usize>(head: &[&str; N], rows: &[[String; N]]) {
+    let rows: Vec<[String; N]> = rows
+        .iter()
+        .map(|r| r.each_ref().map(|c| safe(c).into_owned()))
+        .collect();
+    let rows = rows.as_slice();
     let mut widths: Vec<usize> = head.iter().map(|h| h.len()).collect();
     for r in rows {
         for (w, c) in widths.iter_mut().zip(r) {
@@ -348,13 +356,6 @@ fn print_table<const N: usize>(head: &[&str; N], rows: &[[String; N]]) {
     for r in rows {
         line(r.iter().map(String::as_str).collect());
     }
-}
-
-fn print_json(doc: &serde_json::Value) {
-    println!(
-        "{}",
-        serde_json::to_string_pretty(doc).expect("JSON values always serialize")
-    );
 }
 
 // ---- job check ------------------------------------------------------------------------
@@ -393,10 +394,10 @@ fn job_check(a: JobCheckArgs) -> Result<u8, JobError> {
         };
         println!(
             "ok: job {}: {} source(s), {} recipient(s), destination {} writable, {}, retention: {}",
-            j.name,
+            safe(&j.name),
             j.sources.len(),
             r.recipients.len(),
-            j.destination.value.display(),
+            safe_path(&j.destination.value),
             schedule,
             j.retention
                 .map(|p| p.to_string())
@@ -404,7 +405,7 @@ fn job_check(a: JobCheckArgs) -> Result<u8, JobError> {
         );
     }
     if resolved.is_empty() {
-        println!("ok: {} defines no jobs", file.path.display());
+        println!("ok: {} defines no jobs", safe_path(&file.path));
     }
     Ok(EXIT_OK)
 }
@@ -416,10 +417,13 @@ struct RunEvents;
 impl SessionEvents for RunEvents {
     fn waiting(&self, job: &str, holder: Option<u32>) {
         let pid = holder.map(|p| format!(" (pid {p})")).unwrap_or_default();
-        eprintln!("job {job} is running{pid}; waiting for it to finish");
+        eprintln!(
+            "job {} is running{pid}; waiting for it to finish",
+            safe(job)
+        );
     }
     fn warning(&self, _job: &str, w: &Warning) {
-        eprintln!("warning: {}: {}", w.path.display(), w.message);
+        eprintln!("warning: {}: {}", safe_path(&w.path), safe(&w.message));
     }
 }
 
@@ -464,7 +468,7 @@ fn print_outcome(o: &SessionOutcome, quiet: bool) -> u8 {
                 let secs = r.duration.as_secs_f64().max(1e-9);
                 println!(
                     "job {}: session {} {}: {} files, {} folders, {} links: {} read, {} written in {:.2}s",
-                    row.job,
+                    safe(&row.job),
                     row.id,
                     outcome_words(row.state),
                     t.files,
@@ -474,7 +478,7 @@ fn print_outcome(o: &SessionOutcome, quiet: bool) -> u8 {
                     human(r.bytes_written),
                     secs
                 );
-                println!("archive:    {}", r.archive.display());
+                println!("archive:    {}", safe_path(&r.archive));
                 println!("session:    {}", row.session_id.as_deref().unwrap_or("-"));
             }
             if row.state == SessionState::Warnings {
@@ -486,23 +490,23 @@ fn print_outcome(o: &SessionOutcome, quiet: bool) -> u8 {
         }
         SessionState::Failed => match &o.error {
             Some(e) => {
-                eprintln!("error: job {}: {e}", row.job);
+                eprintln!("error: {}", safe(&format!("job {}: {e}", row.job)));
                 if let Some(h) = e.hint() {
-                    eprintln!("hint: {h}");
+                    eprintln!("hint: {}", safe(&h));
                 }
             }
             None => eprintln!(
                 "error: job {}: {}",
-                row.job,
-                row.error.as_deref().unwrap_or("failed")
+                safe(&row.job),
+                safe(row.error.as_deref().unwrap_or("failed"))
             ),
         },
         SessionState::Interrupted | SessionState::Running => {
             eprintln!(
                 "error: job {}: session {} interrupted: {}",
-                row.job,
+                safe(&row.job),
                 row.id,
-                row.error.as_deref().unwrap_or("stopped")
+                safe(row.error.as_deref().unwrap_or("stopped"))
             );
         }
     }
@@ -705,18 +709,18 @@ fn history(a: HistoryArgs) -> Result<u8, JobError> {
         .map(|r| {
             let archive = match (&r.archive, &r.deleted_reason) {
                 (Some(p), Some(_)) => format!("{} (deleted)", file_name(p)),
-                (Some(p), None) => p.display().to_string(),
+                (Some(p), None) => p.to_string_lossy().into_owned(),
                 (None, _) => "-".into(),
             };
             [
                 r.id.to_string(),
-                r.job.clone(),
+                safe(&r.job).into_owned(),
                 local_time(r.started_at_ms),
                 r.duration_ms().map(seconds).unwrap_or_else(|| "-".into()),
                 r.state.to_string(),
                 r.files.map(|f| f.to_string()).unwrap_or_else(|| "-".into()),
                 r.bytes_read.map(human).unwrap_or_else(|| "-".into()),
-                archive,
+                safe(&archive).into_owned(),
             ]
         })
         .collect();
@@ -753,10 +757,10 @@ fn history(a: HistoryArgs) -> Result<u8, JobError> {
             fmt(&cells.iter().map(String::as_str).collect::<Vec<_>>())
         );
         if let Some(e) = &row.error {
-            println!("      {}: {e}", row.state);
+            println!("      {}: {}", row.state, safe(e));
         }
         for w in row.warnings.iter().take(3) {
-            println!("      warning: {w}");
+            println!("      warning: {}", safe(w));
         }
         if row.warning_count > 3 {
             println!("      ... and {} more warning(s)", row.warning_count - 3);
@@ -797,7 +801,10 @@ fn prune_cmd(a: PruneArgs) -> Result<u8, JobError> {
     let failed = reports.iter().any(|r| !r.failed.is_empty());
     for r in &reports {
         for (row, err) in &r.failed {
-            eprintln!("error: job {}: session {}: {err}", r.plan.job, row.id);
+            eprintln!(
+                "error: {}",
+                safe(&format!("job {}: session {}: {err}", r.plan.job, row.id))
+            );
         }
     }
     Ok(if failed { EXIT_FAILED } else { EXIT_OK })
@@ -808,11 +815,11 @@ fn print_prune_text(r: &PruneReport) {
     let Some(policy) = plan.policy else {
         println!(
             "job {}: no retention policy; every archive is kept",
-            plan.job
+            safe(&plan.job)
         );
         return;
     };
-    println!("job {}: {policy}", plan.job);
+    println!("job {}: {policy}", safe(&plan.job));
     for (row, v) in &plan.verdicts {
         let action = match (v.keep, r.dry_run) {
             (true, _) => "keep",
@@ -822,7 +829,7 @@ fn print_prune_text(r: &PruneReport) {
         println!(
             "  {action:<12}  {}  {}  ({})",
             local_time(row.started_at_ms),
-            row.archive.as_deref().map(file_name).unwrap_or_default(),
+            safe(&row.archive.as_deref().map(file_name).unwrap_or_default()),
             v.reason
         );
     }
@@ -831,7 +838,7 @@ fn print_prune_text(r: &PruneReport) {
             "  {:<12}  {}  {}  (file not found; no longer counted)",
             "missing",
             local_time(row.started_at_ms),
-            row.archive.as_deref().map(file_name).unwrap_or_default()
+            safe(&row.archive.as_deref().map(file_name).unwrap_or_default())
         );
     }
     let n = plan.to_delete().count();

@@ -12,7 +12,7 @@ use coffer::Compression;
 
 mod cli_job;
 mod cli_ui;
-use cli_ui::{Progress, hex, human};
+use cli_ui::{Progress, hex, human, print_json, safe, safe_path};
 use coffer::archive::Archive;
 use coffer::backup::{self, BackupOptions, Warning};
 use coffer::recipient::{DEFAULT_RSA_BITS, Identity, Recipient, RsaIdentity, RsaRecipient};
@@ -67,7 +67,7 @@ fn read_passphrase(key: &Path) -> coffer::Result<zeroize::Zeroizing<String>> {
             detail: "the key is passphrase-protected; pass --passphrase-file or set COFFER_PASSPHRASE_FILE".into(),
         });
     }
-    rpassword::prompt_password(format!("passphrase for {}: ", key.display()))
+    rpassword::prompt_password(format!("passphrase for {}: ", safe_path(key)))
         .map(zeroize::Zeroizing::new)
         .map_err(|e| coffer::Error::io(key, e))
 }
@@ -82,7 +82,7 @@ fn load_identity(path: &Path) -> anyhow::Result<RsaIdentity> {
     {
         eprintln!(
             "warning: {}: private key is readable by other users (mode {:o}); chmod 600 it",
-            path.display(),
+            safe_path(path),
             m.permissions().mode() & 0o777
         );
     }
@@ -326,6 +326,8 @@ fn main() -> ExitCode {
     }
 }
 
+/// Print an error and its hint. Messages quote archive paths and file names, so the lines
+/// are escaped as a whole: one place that no message can get around.
 fn report_error(err: &anyhow::Error) {
     let lib = err.chain().find_map(|e| e.downcast_ref::<coffer::Error>());
     match lib {
@@ -336,15 +338,15 @@ fn report_error(err: &anyhow::Error) {
                 .map(|c| c.to_string())
                 .collect();
             if context.is_empty() {
-                eprintln!("error: {e}");
+                eprintln!("error: {}", safe(&e.to_string()));
             } else {
-                eprintln!("error: {}: {e}", context.join(": "));
+                eprintln!("error: {}", safe(&format!("{}: {e}", context.join(": "))));
             }
             if let Some(h) = e.hint() {
-                eprintln!("hint: {h}");
+                eprintln!("hint: {}", safe(&h));
             }
         }
-        None => eprintln!("error: {err:#}"),
+        None => eprintln!("error: {}", safe(&format!("{err:#}"))),
     }
 }
 
@@ -401,9 +403,9 @@ fn keygen(a: KeygenArgs) -> anyhow::Result<u8> {
     println!("{}", identity.fingerprint());
     eprintln!(
         "wrote {} (private, {} bits, keep it offline) and {} (public, give it to backup hosts)",
-        a.output.display(),
+        safe_path(&a.output),
         identity.bits(),
-        public_path.display()
+        safe_path(&public_path)
     );
     Ok(EXIT_OK)
 }
@@ -518,7 +520,7 @@ fn run_backup(a: BackupArgs) -> anyhow::Result<u8> {
             String::new()
         };
         println!("written:    {}{ratio}", human(report.bytes_written));
-        println!("archive:    {}", report.archive.display());
+        println!("archive:    {}", safe_path(&report.archive));
         println!("session:    {}", hex(&report.session_id));
         for fp in &report.recipients {
             println!("recipient:  {fp}");
@@ -551,7 +553,7 @@ fn print_warning_summary(warnings: &[Warning]) {
     }
     println!("warnings:   {}", warnings.len());
     for w in warnings.iter().take(5) {
-        println!("            {}: {}", w.path.display(), w.message);
+        println!("            {}: {}", safe_path(&w.path), safe(&w.message));
     }
     if warnings.len() > 5 {
         println!("            ... and {} more", warnings.len() - 5);
@@ -597,7 +599,7 @@ fn run_restore(a: RestoreArgs) -> anyhow::Result<u8> {
             human(report.bytes),
             secs,
             human((report.bytes as f64 / secs) as u64),
-            opts.target.display()
+            safe_path(&opts.target)
         );
         print_warning_summary(&report.warnings);
     }
@@ -614,13 +616,6 @@ fn one_line(err: &anyhow::Error) -> String {
         Some(e) => e.to_string(),
         None => format!("{err:#}"),
     }
-}
-
-fn print_json(doc: &serde_json::Value) {
-    println!(
-        "{}",
-        serde_json::to_string_pretty(doc).expect("JSON values always serialize")
-    );
 }
 
 fn compression_name(code: u8) -> &'static str {
@@ -664,18 +659,20 @@ fn run_info(a: InfoArgs) -> anyhow::Result<u8> {
                         "recipients": recipients,
                     }));
                 } else {
-                    println!("{}", path.display());
+                    println!("{}", safe_path(path));
                     println!(
                         "  format:      coffer v{} (AES-256-CBC + HMAC-SHA256, RSA-OAEP-SHA256)",
                         coffer::format::FORMAT_VERSION
                     );
                     println!("  session:     {}", hex(&h.session_id));
+                    // The job name and labels are not authenticated without a key: anyone
+                    // who can write the file can change them and recompute the checksum.
                     println!(
                         "  job:         {}",
                         if h.job_name.is_empty() {
-                            "-"
+                            "-".into()
                         } else {
-                            &h.job_name
+                            safe(&h.job_name)
                         }
                     );
                     println!("  created:     {}", rfc3339(h.created_at));
@@ -703,7 +700,7 @@ fn run_info(a: InfoArgs) -> anyhow::Result<u8> {
                             if s.label.is_empty() {
                                 String::new()
                             } else {
-                                format!(" ({})", s.label)
+                                format!(" ({})", safe(&s.label))
                             }
                         );
                     }
@@ -780,7 +777,7 @@ fn run_list(a: ListArgs) -> anyhow::Result<u8> {
             );
         } else {
             if a.archives.len() > 1 {
-                println!("{}:", path.display());
+                println!("{}:", safe_path(path));
             }
             for e in entries {
                 if a.long {
@@ -792,17 +789,17 @@ fn run_list(a: ListArgs) -> anyhow::Result<u8> {
                     let link = e
                         .link_target
                         .as_ref()
-                        .map(|t| format!(" -> {t}"))
+                        .map(|t| format!(" -> {}", safe(t)))
                         .unwrap_or_default();
                     println!(
                         "{t}{} {:>12} {} {}{link}",
                         mode_string(e.mode),
                         e.size,
                         rfc3339(e.mtime_sec),
-                        e.path
+                        safe(&e.path)
                     );
                 } else {
-                    println!("{}", e.path);
+                    println!("{}", safe(&e.path));
                 }
             }
         }
@@ -824,6 +821,9 @@ fn mode_string(mode: u32) -> String {
     s
 }
 
+/// What a keyless `verify` cannot tell, in its text and JSON output.
+const KEYLESS_NOTE: &str = "not authenticated: use -i KEY to detect deliberate changes";
+
 fn run_verify(a: VerifyArgs) -> anyhow::Result<u8> {
     let identity = a.identity.as_deref().map(load_identity).transpose()?;
     let mut docs = Vec::new();
@@ -842,6 +842,9 @@ fn run_verify(a: VerifyArgs) -> anyhow::Result<u8> {
             Ok(report) => {
                 failed |= !report.is_ok();
                 let mode = if report.keyed { "keyed" } else { "checksums" };
+                // Checksums catch bit rot, not an attacker: anyone who can write the file
+                // can change it and recompute them. Say so where the result is read.
+                let note = (!report.keyed).then_some(KEYLESS_NOTE);
                 if a.json {
                     let problems: Vec<serde_json::Value> = report
                         .problems
@@ -852,31 +855,37 @@ fn run_verify(a: VerifyArgs) -> anyhow::Result<u8> {
                         "path": path.to_string_lossy(),
                         "ok": report.is_ok(),
                         "keyed": report.keyed,
+                        "authenticated": report.keyed,
+                        "note": note,
                         "blocks_checked": report.blocks_checked,
                         "bytes_checked": report.bytes_checked,
                         "problems": problems,
                     }));
                 } else if report.is_ok() {
                     if !a.quiet {
-                        println!(
-                            "ok: {} ({} blocks, {}, {mode})",
-                            path.display(),
+                        let path = safe_path(path);
+                        let size = format!(
+                            "{} blocks, {}",
                             report.blocks_checked,
                             human(report.bytes_checked)
                         );
+                        match note {
+                            Some(note) => println!("ok: {path} ({size}): checksums ok ({note})"),
+                            None => println!("ok: {path} ({size}, {mode})"),
+                        }
                     }
                 } else {
                     for p in &report.problems {
                         eprintln!(
                             "error: {}: offset {}: {}",
-                            path.display(),
+                            safe_path(path),
                             p.offset,
-                            p.detail
+                            safe(&p.detail)
                         );
                     }
                     eprintln!(
                         "FAILED: {} ({} problem(s) in {} blocks, {mode})",
-                        path.display(),
+                        safe_path(path),
                         report.problems.len(),
                         report.blocks_checked
                     );

@@ -29,5 +29,6 @@ mod s3_storage;
 mod safe_writes;
 mod selective_restore;
 mod tamper;
+mod terminal_escapes;
 mod verify;
 mod wrong_key;
