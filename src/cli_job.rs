@@ -138,33 +138,36 @@ pub struct PruneArgs {
 // ---- entry points (called from main.rs) -----------------------------------------------
 
 pub fn run_job(a: JobArgs) -> anyhow::Result<u8> {
-    Ok(report(match a.command {
+    report(match a.command {
         JobCommand::List(a) => job_list(a),
         JobCommand::Check(a) => job_check(a),
         JobCommand::Run(a) => job_run(a),
-    }))
+    })
 }
 
 pub fn run_daemon(a: DaemonArgs) -> anyhow::Result<u8> {
-    Ok(report(daemon(a)))
+    report(daemon(a))
 }
 
 pub fn run_history(a: HistoryArgs) -> anyhow::Result<u8> {
-    Ok(report(history(a)))
+    report(history(a))
 }
 
 pub fn run_prune(a: PruneArgs) -> anyhow::Result<u8> {
-    Ok(report(prune_cmd(a)))
+    report(prune_cmd(a))
 }
 
-/// Print an error (all problems of a job file, then one hint) and turn it into exit 2.
-fn report(result: Result<u8, JobError>) -> u8 {
-    match result {
-        Ok(code) => code,
-        Err(e) => {
+/// Print a job error (all problems of a job file, then one hint) and turn it into exit 2.
+/// Anything else (stdout closed or failing) goes up to `main`, which handles it for every
+/// command alike.
+fn report(result: anyhow::Result<u8>) -> anyhow::Result<u8> {
+    match result.map_err(|e| e.downcast::<JobError>()) {
+        Ok(code) => Ok(code),
+        Err(Ok(e)) => {
             print_error(&e);
-            EXIT_FAILED
+            Ok(EXIT_FAILED)
         }
+        Err(Err(other)) => Err(other),
     }
 }
 
@@ -239,7 +242,7 @@ pub(crate) fn stop_flag() -> Result<Arc<AtomicBool>, JobError> {
 struct Quiet;
 impl SessionEvents for Quiet {}
 
-use crate::cli_ui::{human, print_json, safe, safe_path};
+use crate::cli_ui::{human, outln, print_json, safe, safe_path};
 
 fn local_time(ms: i64) -> String {
     DateTime::<Utc>::from_timestamp_millis(ms)
@@ -286,7 +289,7 @@ fn file_name(p: &Path) -> String {
 
 // ---- job list -------------------------------------------------------------------------
 
-fn job_list(a: JobListArgs) -> Result<u8, JobError> {
+fn job_list(a: JobListArgs) -> anyhow::Result<u8> {
     let file = load_config(&a.loc)?;
     let st = open_state(a.loc.state_dir.as_deref())?;
     let now = Local::now();
@@ -319,17 +322,17 @@ fn job_list(a: JobListArgs) -> Result<u8, JobError> {
         }
     }
     if a.json {
-        print_json(&serde_json::json!({ "config": file.path.to_string_lossy(), "jobs": docs }));
+        print_json(&serde_json::json!({ "config": file.path.to_string_lossy(), "jobs": docs }))?;
     } else if rows.is_empty() {
-        println!("no jobs in {}", safe_path(&file.path));
+        outln!("no jobs in {}", safe_path(&file.path))?;
     } else {
-        print_table(&["JOB", "SCHEDULE", "NEXT RUN", "LAST"], &rows);
+        print_table(&["JOB", "SCHEDULE", "NEXT RUN", "LAST"], &rows)?;
     }
     Ok(EXIT_OK)
 }
 
 /// Cells are escaped here: job names and archive paths are shown as text.
-fn print_table<const N: usize>(head: &[&str; N], rows: &[[String; N]]) {
+fn print_table<const N: usize>(head: &[&str; N], rows: &[[String; N]]) -> anyhow::Result<()> {
     let rows: Vec<[String; N]> = rows
         .iter()
         .map(|r| r.each_ref().map(|c| safe(c).into_owned()))
@@ -350,17 +353,18 @@ fn print_table<const N: usize>(head: &[&str; N], rows: &[[String; N]]) {
                 s.push_str(&format!("{c:<w$}  "));
             }
         }
-        println!("{}", s.trim_end());
+        outln!("{}", s.trim_end())
     };
-    line(head.to_vec());
+    line(head.to_vec())?;
     for r in rows {
-        line(r.iter().map(String::as_str).collect());
+        line(r.iter().map(String::as_str).collect())?;
     }
+    Ok(())
 }
 
 // ---- job check ------------------------------------------------------------------------
 
-fn job_check(a: JobCheckArgs) -> Result<u8, JobError> {
+fn job_check(a: JobCheckArgs) -> anyhow::Result<u8> {
     let file = load_config(&a.loc)?;
     let mut errors = Vec::new();
     let resolved = match file.resolve_all(&file.jobs) {
@@ -369,14 +373,14 @@ fn job_check(a: JobCheckArgs) -> Result<u8, JobError> {
             errors.extend(e);
             Vec::new()
         }
-        Err(other) => return Err(other),
+        Err(other) => return Err(other.into()),
     };
     for job in &file.jobs {
         errors.extend(file.check_sources(job));
     }
     if !errors.is_empty() {
         errors.sort_by_key(|e| e.line);
-        return Err(JobError::Config(errors));
+        return Err(JobError::Config(errors).into());
     }
     let now = Local::now();
     for r in &resolved {
@@ -392,7 +396,7 @@ fn job_check(a: JobCheckArgs) -> Result<u8, JobError> {
             ),
             None => "no schedule".into(),
         };
-        println!(
+        outln!(
             "ok: job {}: {} source(s), {} recipient(s), destination {} writable, {}, retention: {}",
             safe(&j.name),
             j.sources.len(),
@@ -402,10 +406,10 @@ fn job_check(a: JobCheckArgs) -> Result<u8, JobError> {
             j.retention
                 .map(|p| p.to_string())
                 .unwrap_or_else(|| "keep every archive".into())
-        );
+        )?;
     }
     if resolved.is_empty() {
-        println!("ok: {} defines no jobs", safe_path(&file.path));
+        outln!("ok: {} defines no jobs", safe_path(&file.path))?;
     }
     Ok(EXIT_OK)
 }
@@ -427,7 +431,7 @@ impl SessionEvents for RunEvents {
     }
 }
 
-fn job_run(a: JobRunArgs) -> Result<u8, JobError> {
+fn job_run(a: JobRunArgs) -> anyhow::Result<u8> {
     let file = load_config(&a.loc)?;
     let job = file.job(&a.job)?;
     let resolved = file.resolve(job)?;
@@ -446,27 +450,30 @@ fn job_run(a: JobRunArgs) -> Result<u8, JobError> {
         &stop,
         &RunEvents,
     )?;
-    let code = print_outcome(&outcome, a.quiet);
+    // A closed stdout (`| head`) must not skip the retention that was asked for: the
+    // printing error is returned after it.
+    let printed = print_outcome(&outcome, a.quiet);
+    let mut code = outcome.row.state.exit_code();
     if a.prune && outcome.state().completed() && job.retention.is_some() {
         let report = prune::prune(&st.catalog, job, false)?;
-        if !a.quiet {
-            print_prune_text(&report);
+        if !a.quiet && printed.is_ok() {
+            print_prune_text(&report)?;
         }
         if !report.failed.is_empty() {
-            return Ok(EXIT_FAILED);
+            code = EXIT_FAILED;
         }
     }
-    Ok(code)
+    printed.map(|()| code)
 }
 
-fn print_outcome(o: &SessionOutcome, quiet: bool) -> u8 {
+fn print_outcome(o: &SessionOutcome, quiet: bool) -> anyhow::Result<()> {
     let row = &o.row;
     match row.state {
         SessionState::Succeeded | SessionState::Warnings => {
             if !quiet && let Some(r) = &o.report {
                 let t = &r.totals;
                 let secs = r.duration.as_secs_f64().max(1e-9);
-                println!(
+                outln!(
                     "job {}: session {} {}: {} files, {} folders, {} links: {} read, {} written in {:.2}s",
                     safe(&row.job),
                     row.id,
@@ -477,9 +484,9 @@ fn print_outcome(o: &SessionOutcome, quiet: bool) -> u8 {
                     human(r.bytes_read),
                     human(r.bytes_written),
                     secs
-                );
-                println!("archive:    {}", safe_path(&r.archive));
-                println!("session:    {}", row.session_id.as_deref().unwrap_or("-"));
+                )?;
+                outln!("archive:    {}", safe_path(&r.archive))?;
+                outln!("session:    {}", row.session_id.as_deref().unwrap_or("-"))?;
             }
             if row.state == SessionState::Warnings {
                 eprintln!(
@@ -510,7 +517,7 @@ fn print_outcome(o: &SessionOutcome, quiet: bool) -> u8 {
             );
         }
     }
-    row.state.exit_code()
+    Ok(())
 }
 
 // ---- daemon ---------------------------------------------------------------------------
@@ -635,7 +642,7 @@ impl DaemonEvents for DaemonLog {
     }
 }
 
-fn daemon(a: DaemonArgs) -> Result<u8, JobError> {
+fn daemon(a: DaemonArgs) -> anyhow::Result<u8> {
     let file = load_config(&a.loc)?;
     let scheduled: Vec<_> = file
         .jobs
@@ -644,7 +651,7 @@ fn daemon(a: DaemonArgs) -> Result<u8, JobError> {
         .cloned()
         .collect();
     if scheduled.is_empty() {
-        return Err(JobError::NothingScheduled { file: file.path });
+        return Err(JobError::NothingScheduled { file: file.path }.into());
     }
     // Every scheduled job is checked before any backup starts.
     let resolved = file.resolve_all(&scheduled)?;
@@ -691,17 +698,17 @@ fn session_json(r: &SessionRow) -> serde_json::Value {
     })
 }
 
-fn history(a: HistoryArgs) -> Result<u8, JobError> {
+fn history(a: HistoryArgs) -> anyhow::Result<u8> {
     let st = open_state(a.loc.state_dir.as_deref())?;
     let limit = (a.limit > 0).then_some(a.limit);
     let rows = st.catalog.sessions(a.job.as_deref(), limit)?;
     if a.json {
         let docs: Vec<_> = rows.iter().map(session_json).collect();
-        print_json(&serde_json::json!({ "sessions": docs }));
+        print_json(&serde_json::json!({ "sessions": docs }))?;
         return Ok(EXIT_OK);
     }
     if rows.is_empty() {
-        println!("no sessions recorded");
+        outln!("no sessions recorded")?;
         return Ok(EXIT_OK);
     }
     let table: Vec<[String; 8]> = rows
@@ -750,20 +757,20 @@ fn history(a: HistoryArgs) -> Result<u8, JobError> {
         }
         s.trim_end().to_string()
     };
-    println!("{}", fmt(&head));
+    outln!("{}", fmt(&head))?;
     for (row, cells) in rows.iter().zip(&table) {
-        println!(
+        outln!(
             "{}",
             fmt(&cells.iter().map(String::as_str).collect::<Vec<_>>())
-        );
+        )?;
         if let Some(e) = &row.error {
-            println!("      {}: {}", row.state, safe(e));
+            outln!("      {}: {}", row.state, safe(e))?;
         }
         for w in row.warnings.iter().take(3) {
-            println!("      warning: {}", safe(w));
+            outln!("      warning: {}", safe(w))?;
         }
         if row.warning_count > 3 {
-            println!("      ... and {} more warning(s)", row.warning_count - 3);
+            outln!("      ... and {} more warning(s)", row.warning_count - 3)?;
         }
     }
     Ok(EXIT_OK)
@@ -771,7 +778,7 @@ fn history(a: HistoryArgs) -> Result<u8, JobError> {
 
 // ---- prune ----------------------------------------------------------------------------
 
-fn prune_cmd(a: PruneArgs) -> Result<u8, JobError> {
+fn prune_cmd(a: PruneArgs) -> anyhow::Result<u8> {
     let file = load_config(&a.loc)?;
     let jobs: Vec<_> = match &a.job {
         Some(name) => vec![file.job(name)?.clone()],
@@ -789,13 +796,13 @@ fn prune_cmd(a: PruneArgs) -> Result<u8, JobError> {
     }
     if a.json {
         let docs: Vec<_> = reports.iter().map(prune_json).collect();
-        print_json(&serde_json::json!({ "dry_run": a.dry_run, "jobs": docs }));
+        print_json(&serde_json::json!({ "dry_run": a.dry_run, "jobs": docs }))?;
     } else {
         if reports.is_empty() {
-            println!("no job has a retention policy; nothing to prune");
+            outln!("no job has a retention policy; nothing to prune")?;
         }
         for r in &reports {
-            print_prune_text(r);
+            print_prune_text(r)?;
         }
     }
     let failed = reports.iter().any(|r| !r.failed.is_empty());
@@ -810,43 +817,44 @@ fn prune_cmd(a: PruneArgs) -> Result<u8, JobError> {
     Ok(if failed { EXIT_FAILED } else { EXIT_OK })
 }
 
-fn print_prune_text(r: &PruneReport) {
+fn print_prune_text(r: &PruneReport) -> anyhow::Result<()> {
     let plan = &r.plan;
     let Some(policy) = plan.policy else {
-        println!(
+        outln!(
             "job {}: no retention policy; every archive is kept",
             safe(&plan.job)
-        );
-        return;
+        )?;
+        return Ok(());
     };
-    println!("job {}: {policy}", safe(&plan.job));
+    outln!("job {}: {policy}", safe(&plan.job))?;
     for (row, v) in &plan.verdicts {
         let action = match (v.keep, r.dry_run) {
             (true, _) => "keep",
             (false, true) => "would delete",
             (false, false) => "deleted",
         };
-        println!(
+        outln!(
             "  {action:<12}  {}  {}  ({})",
             local_time(row.started_at_ms),
             safe(&row.archive.as_deref().map(file_name).unwrap_or_default()),
             v.reason
-        );
+        )?;
     }
     for row in &plan.missing {
-        println!(
+        outln!(
             "  {:<12}  {}  {}  (file not found; no longer counted)",
             "missing",
             local_time(row.started_at_ms),
             safe(&row.archive.as_deref().map(file_name).unwrap_or_default())
-        );
+        )?;
     }
     let n = plan.to_delete().count();
     if r.dry_run {
-        println!("  dry run: {n} archive(s) would be deleted; nothing was changed");
+        outln!("  dry run: {n} archive(s) would be deleted; nothing was changed")?;
     } else {
-        println!("  {} archive(s) deleted", r.deleted.len());
+        outln!("  {} archive(s) deleted", r.deleted.len())?;
     }
+    Ok(())
 }
 
 fn prune_json(r: &PruneReport) -> serde_json::Value {

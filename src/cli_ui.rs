@@ -1,14 +1,26 @@
-//! Terminal presentation for the binary: progress bars, warnings, logging setup, and the
-//! escaping of untrusted text before it reaches a terminal.
+//! Terminal presentation for the binary: progress bars, warnings, logging setup, the
+//! escaping of untrusted text before it reaches a terminal, and the one way to stdout.
 
 use coffer::backup::{Observer, Warning};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::borrow::Cow;
-use std::io::IsTerminal;
+use std::fmt;
+use std::io::{IsTerminal, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+
+/// `println!` that returns an error instead of panicking; see [`write_out`].
+macro_rules! outln {
+    () => {
+        $crate::cli_ui::write_out(format_args!(""))
+    };
+    ($($arg:tt)*) => {
+        $crate::cli_ui::write_out(format_args!($($arg)*))
+    };
+}
+pub(crate) use outln;
 
 /// Shows a progress bar on stderr when it is a terminal (and not quiet / JSON), prints
 /// warnings as they happen, and keeps them for the summary.
@@ -200,8 +212,58 @@ pub fn json_text(doc: &serde_json::Value) -> String {
     out
 }
 
-pub fn print_json(doc: &serde_json::Value) {
-    println!("{}", json_text(doc));
+pub fn print_json(doc: &serde_json::Value) -> anyhow::Result<()> {
+    outln!("{}", json_text(doc))
+}
+
+/// The reader of stdout went away (`coffer list … | head`). Not a failure: `main` ends the
+/// command quietly with exit 0, as ripgrep and the other Unix tools do.
+#[derive(Debug)]
+pub struct StdoutClosed;
+
+impl fmt::Display for StdoutClosed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("standard output was closed")
+    }
+}
+
+impl std::error::Error for StdoutClosed {}
+
+fn stdout_error(e: std::io::Error) -> anyhow::Error {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        StdoutClosed.into()
+    } else {
+        anyhow::Error::new(e).context("cannot write to standard output")
+    }
+}
+
+/// Write a line to stdout. All of the binary's stdout goes through here (`outln!`) or
+/// [`write_out_bytes`]: `println!` panics when the pipe is closed, this returns
+/// [`StdoutClosed`] for `?` to carry up to `main`.
+pub fn write_out(line: fmt::Arguments<'_>) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    out.write_fmt(line)
+        .and_then(|()| out.write_all(b"\n"))
+        .map_err(stdout_error)
+}
+
+/// Write bytes as they are to stdout (generated completions, the man page), then flush.
+pub fn write_out_bytes(bytes: &[u8]) -> anyhow::Result<()> {
+    flush_out_after(|out| out.write_all(bytes))
+}
+
+/// Flush stdout, so that an error on the last buffered bytes is seen, not lost at exit.
+pub fn flush_out() -> anyhow::Result<()> {
+    flush_out_after(|_| Ok(()))
+}
+
+fn flush_out_after(
+    write: impl FnOnce(&mut std::io::StdoutLock<'_>) -> std::io::Result<()>,
+) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    write(&mut out)
+        .and_then(|()| out.flush())
+        .map_err(stdout_error)
 }
 
 #[cfg(test)]

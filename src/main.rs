@@ -12,7 +12,7 @@ use coffer::Compression;
 
 mod cli_job;
 mod cli_ui;
-use cli_ui::{Progress, hex, human, print_json, safe, safe_path};
+use cli_ui::{Progress, hex, human, outln, print_json, safe, safe_path};
 use coffer::archive::Archive;
 use coffer::backup::{self, BackupOptions, Warning};
 use coffer::recipient::{DEFAULT_RSA_BITS, Identity, Recipient, RsaIdentity, RsaRecipient};
@@ -316,14 +316,62 @@ fn parse_size(s: &str) -> Result<u32, String> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     cli_ui::init_logging(cli.verbose);
+    install_panic_hook(cli.verbose);
     let _ = PASSPHRASE_FILE.set(cli.passphrase_file.clone());
-    match run(cli) {
-        Ok(code) => ExitCode::from(code),
-        Err(err) => {
+    // Unwinding (rather than exiting in the hook) runs the destructors that remove a
+    // backup's partial file or a restore's temporary files.
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        run(cli).and_then(|code| cli_ui::flush_out().map(|()| code))
+    }));
+    match result {
+        Ok(Ok(code)) => ExitCode::from(code),
+        // `coffer list … | head`: the reader has all it wanted. Quiet, as other tools are.
+        Ok(Err(err)) if err.chain().any(|e| e.is::<cli_ui::StdoutClosed>()) => {
+            ExitCode::from(EXIT_OK)
+        }
+        Ok(Err(err)) => {
             report_error(&err);
             ExitCode::from(EXIT_FAILED)
         }
+        // The hook has printed the one line.
+        Err(_) => ExitCode::from(EXIT_FAILED),
     }
+}
+
+/// A panic is a bug in coffer. Users get one line and exit 2; the panic's location (and,
+/// with RUST_BACKTRACE, its backtrace) only with `-vv` or RUST_BACKTRACE set. Only the first
+/// panic is reported: one in a worker thread is raised again in the thread that joins it.
+fn install_panic_hook(verbose: u8) {
+    let details = verbose >= 2 || std::env::var_os("RUST_BACKTRACE").is_some_and(|v| v != "0");
+    let default = std::panic::take_hook();
+    let reported = std::sync::atomic::AtomicBool::new(false);
+    std::panic::set_hook(Box::new(move |info| {
+        if details {
+            default(info);
+        }
+        if !reported.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            use std::io::Write;
+            // Not eprintln!: that panics when stderr is closed, inside the hook.
+            let line = internal_error_line(panic_message(info.payload()));
+            let _ = writeln!(std::io::stderr(), "{line}");
+        }
+    }));
+}
+
+/// The message a panic was raised with (`panic!("...")` gives a &str or a String).
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
+    payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("unknown panic")
+}
+
+fn internal_error_line(message: &str) -> String {
+    format!(
+        "error: internal error: {} (please report this, with the command you ran)",
+        safe(message)
+    )
 }
 
 /// Print an error and its hint. Messages quote archive paths and file names, so the lines
@@ -361,7 +409,10 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Rekey(a) => run_rekey(a),
         Command::Completions { shell } => {
             use clap::CommandFactory;
-            clap_complete::generate(shell, &mut Cli::command(), "coffer", &mut std::io::stdout());
+            // Into a buffer first: the generators panic on a write error (`| head`).
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "coffer", &mut script);
+            cli_ui::write_out_bytes(&script)?;
             Ok(EXIT_OK)
         }
         Command::Job(a) => cli_job::run_job(a),
@@ -370,9 +421,11 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Prune(a) => cli_job::run_prune(a),
         Command::Man => {
             use clap::CommandFactory;
+            let mut page = Vec::new();
             clap_mangen::Man::new(Cli::command())
-                .render(&mut std::io::stdout())
-                .context("cannot write the man page")?;
+                .render(&mut page)
+                .context("cannot render the man page")?;
+            cli_ui::write_out_bytes(&page)?;
             Ok(EXIT_OK)
         }
     }
@@ -400,7 +453,7 @@ fn keygen(a: KeygenArgs) -> anyhow::Result<u8> {
     };
     coffer::fsutil::write_atomic(&a.output, pem.as_bytes(), 0o600, a.force)?;
     coffer::fsutil::write_atomic(&public_path, recipient.to_pem()?.as_bytes(), 0o644, a.force)?;
-    println!("{}", identity.fingerprint());
+    outln!("{}", identity.fingerprint())?;
     eprintln!(
         "wrote {} (private, {} bits, keep it offline) and {} (public, give it to backup hosts)",
         safe_path(&a.output),
@@ -500,17 +553,20 @@ fn run_backup(a: BackupArgs) -> anyhow::Result<u8> {
             "duration_secs": secs,
             "recipients": report.recipients.iter().map(|f| f.to_string()).collect::<Vec<_>>(),
             "warnings": warnings_json(&report.warnings),
-        }));
+        }))?;
     } else if !a.quiet {
-        println!(
+        outln!(
             "backed up {} files, {} folders, {} links in {:.2}s",
-            t.files, t.dirs, t.symlinks, secs
-        );
-        println!(
+            t.files,
+            t.dirs,
+            t.symlinks,
+            secs
+        )?;
+        outln!(
             "read:       {} ({}/s)",
             human(report.bytes_read),
             human((report.bytes_read as f64 / secs) as u64)
-        );
+        )?;
         let ratio = if report.bytes_read > 0 {
             format!(
                 " ({:.1}% of the data read)",
@@ -519,13 +575,13 @@ fn run_backup(a: BackupArgs) -> anyhow::Result<u8> {
         } else {
             String::new()
         };
-        println!("written:    {}{ratio}", human(report.bytes_written));
-        println!("archive:    {}", safe_path(&report.archive));
-        println!("session:    {}", hex(&report.session_id));
+        outln!("written:    {}{ratio}", human(report.bytes_written))?;
+        outln!("archive:    {}", safe_path(&report.archive))?;
+        outln!("session:    {}", hex(&report.session_id))?;
         for fp in &report.recipients {
-            println!("recipient:  {fp}");
+            outln!("recipient:  {fp}")?;
         }
-        print_warning_summary(&report.warnings);
+        print_warning_summary(&report.warnings)?;
     }
     if report.warnings.is_empty() {
         Ok(EXIT_OK)
@@ -547,17 +603,18 @@ fn warnings_json(warnings: &[Warning]) -> Vec<serde_json::Value> {
         .collect()
 }
 
-fn print_warning_summary(warnings: &[Warning]) {
+fn print_warning_summary(warnings: &[Warning]) -> anyhow::Result<()> {
     if warnings.is_empty() {
-        return;
+        return Ok(());
     }
-    println!("warnings:   {}", warnings.len());
+    outln!("warnings:   {}", warnings.len())?;
     for w in warnings.iter().take(5) {
-        println!("            {}: {}", safe_path(&w.path), safe(&w.message));
+        outln!("            {}: {}", safe_path(&w.path), safe(&w.message))?;
     }
     if warnings.len() > 5 {
-        println!("            ... and {} more", warnings.len() - 5);
+        outln!("            ... and {} more", warnings.len() - 5)?;
     }
+    Ok(())
 }
 
 fn run_restore(a: RestoreArgs) -> anyhow::Result<u8> {
@@ -589,9 +646,9 @@ fn run_restore(a: RestoreArgs) -> anyhow::Result<u8> {
             "remote_requests": report.remote_fetched.map(|(_, requests)| requests),
             "duration_secs": secs,
             "warnings": warnings_json(&report.warnings),
-        }));
+        }))?;
     } else if !a.quiet {
-        println!(
+        outln!(
             "restored {} files, {} folders, {} links: {} in {:.2}s ({}/s) into {}",
             report.files,
             report.dirs,
@@ -600,8 +657,8 @@ fn run_restore(a: RestoreArgs) -> anyhow::Result<u8> {
             secs,
             human((report.bytes as f64 / secs) as u64),
             safe_path(&opts.target)
-        );
-        print_warning_summary(&report.warnings);
+        )?;
+        print_warning_summary(&report.warnings)?;
     }
     Ok(if report.warnings.is_empty() {
         EXIT_OK
@@ -659,37 +716,37 @@ fn run_info(a: InfoArgs) -> anyhow::Result<u8> {
                         "recipients": recipients,
                     }));
                 } else {
-                    println!("{}", safe_path(path));
-                    println!(
+                    outln!("{}", safe_path(path))?;
+                    outln!(
                         "  format:      coffer v{} (AES-256-CBC + HMAC-SHA256, RSA-OAEP-SHA256)",
                         coffer::format::FORMAT_VERSION
-                    );
-                    println!("  session:     {}", hex(&h.session_id));
+                    )?;
+                    outln!("  session:     {}", hex(&h.session_id))?;
                     // The job name and labels are not authenticated without a key: anyone
                     // who can write the file can change them and recompute the checksum.
-                    println!(
+                    outln!(
                         "  job:         {}",
                         if h.job_name.is_empty() {
                             "-".into()
                         } else {
                             safe(&h.job_name)
                         }
-                    );
-                    println!("  created:     {}", rfc3339(h.created_at));
-                    println!(
+                    )?;
+                    outln!("  created:     {}", rfc3339(h.created_at))?;
+                    outln!(
                         "  block size:  {} (CBC segments of {})",
                         human(h.block_size as u64),
                         human(h.segment_size as u64)
-                    );
-                    println!("  compression: {}", compression_name(h.compression));
-                    println!("  blocks:      {}", ar.trailer().block_count);
-                    println!(
+                    )?;
+                    outln!("  compression: {}", compression_name(h.compression))?;
+                    outln!("  blocks:      {}", ar.trailer().block_count)?;
+                    outln!(
                         "  size:        {} ({} bytes)",
                         human(ar.file_len()),
                         ar.file_len()
-                    );
+                    )?;
                     for (i, s) in h.recipients.iter().enumerate() {
-                        println!(
+                        outln!(
                             "  {} {}{}",
                             if i == 0 {
                                 "recipients: "
@@ -702,7 +759,7 @@ fn run_info(a: InfoArgs) -> anyhow::Result<u8> {
                             } else {
                                 format!(" ({})", safe(&s.label))
                             }
-                        );
+                        )?;
                     }
                 }
             }
@@ -720,7 +777,7 @@ fn run_info(a: InfoArgs) -> anyhow::Result<u8> {
         }
     }
     if a.json {
-        print_json(&serde_json::json!({ "archives": docs }));
+        print_json(&serde_json::json!({ "archives": docs }))?;
     }
     Ok(if failed { EXIT_FAILED } else { EXIT_OK })
 }
@@ -777,7 +834,7 @@ fn run_list(a: ListArgs) -> anyhow::Result<u8> {
             );
         } else {
             if a.archives.len() > 1 {
-                println!("{}:", safe_path(path));
+                outln!("{}:", safe_path(path))?;
             }
             for e in entries {
                 if a.long {
@@ -791,21 +848,21 @@ fn run_list(a: ListArgs) -> anyhow::Result<u8> {
                         .as_ref()
                         .map(|t| format!(" -> {}", safe(t)))
                         .unwrap_or_default();
-                    println!(
+                    outln!(
                         "{t}{} {:>12} {} {}{link}",
                         mode_string(e.mode),
                         e.size,
                         rfc3339(e.mtime_sec),
                         safe(&e.path)
-                    );
+                    )?;
                 } else {
-                    println!("{}", safe(&e.path));
+                    outln!("{}", safe(&e.path))?;
                 }
             }
         }
     }
     if a.json {
-        print_json(&serde_json::json!({ "archives": docs }));
+        print_json(&serde_json::json!({ "archives": docs }))?;
     }
     Ok(if failed { EXIT_FAILED } else { EXIT_OK })
 }
@@ -870,8 +927,8 @@ fn run_verify(a: VerifyArgs) -> anyhow::Result<u8> {
                             human(report.bytes_checked)
                         );
                         match note {
-                            Some(note) => println!("ok: {path} ({size}): checksums ok ({note})"),
-                            None => println!("ok: {path} ({size}, {mode})"),
+                            Some(note) => outln!("ok: {path} ({size}): checksums ok ({note})")?,
+                            None => outln!("ok: {path} ({size}, {mode})")?,
                         }
                     }
                 } else {
@@ -905,7 +962,7 @@ fn run_verify(a: VerifyArgs) -> anyhow::Result<u8> {
         }
     }
     if a.json {
-        print_json(&serde_json::json!({ "archives": docs }));
+        print_json(&serde_json::json!({ "archives": docs }))?;
     }
     if failed && !a.json {
         eprintln!(
@@ -950,13 +1007,13 @@ fn run_rekey(a: RekeyArgs) -> anyhow::Result<u8> {
     progress.finish();
     let report = result?;
     for fp in &report.added {
-        println!("added:     {fp}");
+        outln!("added:     {fp}")?;
     }
     for fp in &report.removed {
-        println!("removed:   {fp}");
+        outln!("removed:   {fp}")?;
     }
     for fp in &report.recipients {
-        println!("recipient: {fp}");
+        outln!("recipient: {fp}")?;
     }
     eprintln!(
         "note: copies of the old file (other disks, snapshots, object storage) still open with removed keys"
@@ -1018,4 +1075,25 @@ fn rfc3339(secs: i64) -> String {
         rem % 3600 / 60,
         rem % 60
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panic_is_one_escaped_line_asking_for_a_report() {
+        let from_str: Box<dyn std::any::Any + Send> = Box::new("index out of bounds");
+        let from_string: Box<dyn std::any::Any + Send> = Box::new(format!("bad {}\n\x1b[2J", 7));
+        let other: Box<dyn std::any::Any + Send> = Box::new(42u32);
+        assert_eq!(
+            internal_error_line(panic_message(from_str.as_ref())),
+            "error: internal error: index out of bounds (please report this, with the command you ran)"
+        );
+        assert_eq!(
+            internal_error_line(panic_message(from_string.as_ref())),
+            "error: internal error: bad 7\\n\\x1b[2J (please report this, with the command you ran)"
+        );
+        assert_eq!(panic_message(other.as_ref()), "unknown panic");
+    }
 }

@@ -8,6 +8,7 @@ mod common;
 mod job_common;
 
 mod bitflip_sweep;
+mod broken_pipe;
 mod cli;
 mod completions_and_man;
 mod crash_safety;
