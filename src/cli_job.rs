@@ -23,20 +23,13 @@ use coffer::job::{Catalog, JobError, JobFile};
 const EXIT_OK: u8 = 0;
 const EXIT_FAILED: u8 = 2;
 
-/// Where the job file and the state folder are.
+/// Where the job file and the state folder are. Every job command takes both, even one
+/// that reads only one of them, so scripts can pass the same flags to all.
 #[derive(Args, Clone, Debug)]
 pub struct Locations {
     /// Job file [default: $COFFER_CONFIG, $XDG_CONFIG_HOME/coffer/jobs.toml or ~/.config/coffer/jobs.toml]
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
-    /// Folder of the session catalog and locks [default: $COFFER_STATE_DIR, $XDG_STATE_HOME/coffer or ~/.local/state/coffer]
-    #[arg(long, value_name = "DIR")]
-    state_dir: Option<PathBuf>,
-}
-
-/// Only the state folder (for `history`).
-#[derive(Args, Clone, Debug)]
-pub struct StateLocation {
     /// Folder of the session catalog and locks [default: $COFFER_STATE_DIR, $XDG_STATE_HOME/coffer or ~/.local/state/coffer]
     #[arg(long, value_name = "DIR")]
     state_dir: Option<PathBuf>,
@@ -110,8 +103,10 @@ pub struct DaemonArgs {
 pub struct HistoryArgs {
     /// Only this job's sessions
     job: Option<String>,
+    /// The job file is accepted but not read: it names no state folder, and history must
+    /// work when the job file is broken or gone.
     #[command(flatten)]
-    loc: StateLocation,
+    loc: Locations,
     /// Print one JSON document instead of text
     #[arg(long)]
     json: bool,

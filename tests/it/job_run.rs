@@ -383,3 +383,39 @@ fn regression_catalog_created_0600_under_umask_022() {
         .mode();
     assert_eq!(mode & 0o777, 0o600);
 }
+
+/// `job`, `daemon` and `prune` took `--config` but `history` refused it ("unexpected
+/// argument"), so a script could not pass the same flags to every job command.
+#[test]
+fn regression_history_accepts_config() {
+    let w = World::new();
+    let src = w.small_tree("src");
+    let dest = w.mkdir("dest");
+    config(&w, &src, &dest, "");
+    w.coffer()
+        .args(["job", "run", "home", "-q"])
+        .assert()
+        .success();
+    for json in [false, true] {
+        let mut cmd = w.coffer();
+        cmd.env_remove("COFFER_CONFIG")
+            .args(["history", "--config"])
+            .arg(w.config())
+            .arg("--state-dir")
+            .arg(w.state_dir());
+        if json {
+            cmd.arg("--json");
+        }
+        cmd.assert()
+            .success()
+            .stdout(predicate::str::contains("succeeded"));
+    }
+    // History reads only the catalog: it still works when the job file is broken.
+    std::fs::write(w.config(), "[job.home\n").unwrap();
+    w.coffer()
+        .args(["history", "--config"])
+        .arg(w.config())
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("succeeded"));
+}
