@@ -310,7 +310,10 @@ fn parse_size(s: &str) -> Result<u32, String> {
     let n: u64 = num
         .parse()
         .map_err(|_| format!("{s:?} is not a size like 1M or 256K"))?;
-    u32::try_from(n * mult).map_err(|_| format!("{s:?} is too large"))
+    // Checked: a wrapped product (2^64 + 64 KiB) would pass as a small size.
+    n.checked_mul(mult)
+        .and_then(|v| u32::try_from(v).ok())
+        .ok_or_else(|| format!("{s:?} is too large"))
 }
 
 fn main() -> ExitCode {
@@ -1095,5 +1098,14 @@ mod tests {
             "error: internal error: bad 7\\n\\x1b[2J (please report this, with the command you ran)"
         );
         assert_eq!(panic_message(other.as_ref()), "unknown panic");
+    }
+
+    #[test]
+    fn regression_block_size_does_not_wrap_around() {
+        assert_eq!(parse_size("256K"), Ok(256 * 1024));
+        assert_eq!(parse_size("4M"), Ok(4 << 20));
+        // (2^54 + 64) KiB is 2^64 + 64 KiB: it wrapped to a valid 64 KiB.
+        assert!(parse_size("18014398509482048K").is_err());
+        assert!(parse_size("4096M").is_err());
     }
 }
