@@ -174,8 +174,8 @@ fn failures_are_recorded_with_the_error_and_exit_2() {
     );
 }
 
-#[test]
-fn history_shows_every_session_as_text_and_json() {
+/// A world whose job `home` (sources `src/`) has run once, successfully.
+fn world_after_one_session() -> (World, std::path::PathBuf) {
     let w = World::new();
     let src = w.small_tree("src");
     let dest = w.mkdir("dest");
@@ -184,6 +184,12 @@ fn history_shows_every_session_as_text_and_json() {
         .args(["job", "run", "home", "-q"])
         .assert()
         .success();
+    (w, src)
+}
+
+#[test]
+fn history_shows_every_session_as_text_and_json() {
+    let (w, src) = world_after_one_session();
     std::fs::rename(&src, w.join("moved")).unwrap();
     w.coffer()
         .args(["job", "run", "home", "-q"])
@@ -388,14 +394,7 @@ fn regression_catalog_created_0600_under_umask_022() {
 /// argument"), so a script could not pass the same flags to every job command.
 #[test]
 fn regression_history_accepts_config() {
-    let w = World::new();
-    let src = w.small_tree("src");
-    let dest = w.mkdir("dest");
-    config(&w, &src, &dest, "");
-    w.coffer()
-        .args(["job", "run", "home", "-q"])
-        .assert()
-        .success();
+    let (w, _) = world_after_one_session();
     for json in [false, true] {
         let mut cmd = w.coffer();
         cmd.env_remove("COFFER_CONFIG")
