@@ -23,20 +23,13 @@ use coffer::job::{Catalog, JobError, JobFile};
 const EXIT_OK: u8 = 0;
 const EXIT_FAILED: u8 = 2;
 
-/// Where the job file and the state folder are.
+/// Where the job file and the state folder are. Every job command takes both, even one
+/// that reads only one of them, so scripts can pass the same flags to all.
 #[derive(Args, Clone, Debug)]
 pub struct Locations {
     /// Job file [default: $COFFER_CONFIG, $XDG_CONFIG_HOME/coffer/jobs.toml or ~/.config/coffer/jobs.toml]
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
-    /// Folder of the session catalog and locks [default: $COFFER_STATE_DIR, $XDG_STATE_HOME/coffer or ~/.local/state/coffer]
-    #[arg(long, value_name = "DIR")]
-    state_dir: Option<PathBuf>,
-}
-
-/// Only the state folder (for `history`).
-#[derive(Args, Clone, Debug)]
-pub struct StateLocation {
     /// Folder of the session catalog and locks [default: $COFFER_STATE_DIR, $XDG_STATE_HOME/coffer or ~/.local/state/coffer]
     #[arg(long, value_name = "DIR")]
     state_dir: Option<PathBuf>,
@@ -110,8 +103,10 @@ pub struct DaemonArgs {
 pub struct HistoryArgs {
     /// Only this job's sessions
     job: Option<String>,
+    /// The job file is accepted but not read: it names no state folder, and history must
+    /// work when the job file is broken or gone.
     #[command(flatten)]
-    loc: StateLocation,
+    loc: Locations,
     /// Print one JSON document instead of text
     #[arg(long)]
     json: bool,
@@ -138,33 +133,36 @@ pub struct PruneArgs {
 // ---- entry points (called from main.rs) -----------------------------------------------
 
 pub fn run_job(a: JobArgs) -> anyhow::Result<u8> {
-    Ok(report(match a.command {
+    report(match a.command {
         JobCommand::List(a) => job_list(a),
         JobCommand::Check(a) => job_check(a),
         JobCommand::Run(a) => job_run(a),
-    }))
+    })
 }
 
 pub fn run_daemon(a: DaemonArgs) -> anyhow::Result<u8> {
-    Ok(report(daemon(a)))
+    report(daemon(a))
 }
 
 pub fn run_history(a: HistoryArgs) -> anyhow::Result<u8> {
-    Ok(report(history(a)))
+    report(history(a))
 }
 
 pub fn run_prune(a: PruneArgs) -> anyhow::Result<u8> {
-    Ok(report(prune_cmd(a)))
+    report(prune_cmd(a))
 }
 
-/// Print an error (all problems of a job file, then one hint) and turn it into exit 2.
-fn report(result: Result<u8, JobError>) -> u8 {
-    match result {
-        Ok(code) => code,
-        Err(e) => {
+/// Print a job error (all problems of a job file, then one hint) and turn it into exit 2.
+/// Anything else (stdout closed or failing) goes up to `main`, which handles it for every
+/// command alike.
+fn report(result: anyhow::Result<u8>) -> anyhow::Result<u8> {
+    match result.map_err(|e| e.downcast::<JobError>()) {
+        Ok(code) => Ok(code),
+        Err(Ok(e)) => {
             print_error(&e);
-            EXIT_FAILED
+            Ok(EXIT_FAILED)
         }
+        Err(Err(other)) => Err(other),
     }
 }
 
@@ -172,13 +170,13 @@ fn print_error(e: &JobError) {
     match e {
         JobError::Config(errors) => {
             for c in errors {
-                eprintln!("error: {c}");
+                eprintln!("error: {}", safe(&c.to_string()));
             }
         }
-        other => eprintln!("error: {other}"),
+        other => eprintln!("error: {}", safe(&other.to_string())),
     }
     if let Some(h) = e.hint() {
-        eprintln!("hint: {h}");
+        eprintln!("hint: {}", safe(&h));
     }
 }
 
@@ -239,7 +237,7 @@ pub(crate) fn stop_flag() -> Result<Arc<AtomicBool>, JobError> {
 struct Quiet;
 impl SessionEvents for Quiet {}
 
-use crate::cli_ui::human;
+use crate::cli_ui::{human, outln, print_json, safe, safe_path};
 
 fn local_time(ms: i64) -> String {
     DateTime::<Utc>::from_timestamp_millis(ms)
@@ -260,11 +258,13 @@ fn seconds(ms: i64) -> String {
     format!("{:.1} s", ms as f64 / 1000.0)
 }
 
+/// One line of the daemon's log. Lines quote file names and archive paths, so the message
+/// is escaped here, once for every event.
 fn log(msg: impl AsRef<str>) {
     eprintln!(
         "{} {}",
         Local::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, false),
-        msg.as_ref()
+        safe(msg.as_ref())
     );
 }
 
@@ -279,12 +279,12 @@ fn outcome_words(state: SessionState) -> &'static str {
 fn file_name(p: &Path) -> String {
     p.file_name()
         .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| p.display().to_string())
+        .unwrap_or_else(|| p.to_string_lossy().into_owned())
 }
 
 // ---- job list -------------------------------------------------------------------------
 
-fn job_list(a: JobListArgs) -> Result<u8, JobError> {
+fn job_list(a: JobListArgs) -> anyhow::Result<u8> {
     let file = load_config(&a.loc)?;
     let st = open_state(a.loc.state_dir.as_deref())?;
     let now = Local::now();
@@ -317,16 +317,22 @@ fn job_list(a: JobListArgs) -> Result<u8, JobError> {
         }
     }
     if a.json {
-        print_json(&serde_json::json!({ "config": file.path.to_string_lossy(), "jobs": docs }));
+        print_json(&serde_json::json!({ "config": file.path.to_string_lossy(), "jobs": docs }))?;
     } else if rows.is_empty() {
-        println!("no jobs in {}", file.path.display());
+        outln!("no jobs in {}", safe_path(&file.path))?;
     } else {
-        print_table(&["JOB", "SCHEDULE", "NEXT RUN", "LAST"], &rows);
+        print_table(&["JOB", "SCHEDULE", "NEXT RUN", "LAST"], &rows)?;
     }
     Ok(EXIT_OK)
 }
 
-fn print_table<const N: usize>(head: &[&str; N], rows: &[[String; N]]) {
+/// Cells are escaped here: job names and archive paths are shown as text.
+fn print_table<const N: usize>(head: &[&str; N], rows: &[[String; N]]) -> anyhow::Result<()> {
+    let rows: Vec<[String; N]> = rows
+        .iter()
+        .map(|r| r.each_ref().map(|c| safe(c).into_owned()))
+        .collect();
+    let rows = rows.as_slice();
     let mut widths: Vec<usize> = head.iter().map(|h| h.len()).collect();
     for r in rows {
         for (w, c) in widths.iter_mut().zip(r) {
@@ -342,24 +348,18 @@ fn print_table<const N: usize>(head: &[&str; N], rows: &[[String; N]]) {
                 s.push_str(&format!("{c:<w$}  "));
             }
         }
-        println!("{}", s.trim_end());
+        outln!("{}", s.trim_end())
     };
-    line(head.to_vec());
+    line(head.to_vec())?;
     for r in rows {
-        line(r.iter().map(String::as_str).collect());
+        line(r.iter().map(String::as_str).collect())?;
     }
-}
-
-fn print_json(doc: &serde_json::Value) {
-    println!(
-        "{}",
-        serde_json::to_string_pretty(doc).expect("JSON values always serialize")
-    );
+    Ok(())
 }
 
 // ---- job check ------------------------------------------------------------------------
 
-fn job_check(a: JobCheckArgs) -> Result<u8, JobError> {
+fn job_check(a: JobCheckArgs) -> anyhow::Result<u8> {
     let file = load_config(&a.loc)?;
     let mut errors = Vec::new();
     let resolved = match file.resolve_all(&file.jobs) {
@@ -368,14 +368,14 @@ fn job_check(a: JobCheckArgs) -> Result<u8, JobError> {
             errors.extend(e);
             Vec::new()
         }
-        Err(other) => return Err(other),
+        Err(other) => return Err(other.into()),
     };
     for job in &file.jobs {
         errors.extend(file.check_sources(job));
     }
     if !errors.is_empty() {
         errors.sort_by_key(|e| e.line);
-        return Err(JobError::Config(errors));
+        return Err(JobError::Config(errors).into());
     }
     let now = Local::now();
     for r in &resolved {
@@ -391,20 +391,20 @@ fn job_check(a: JobCheckArgs) -> Result<u8, JobError> {
             ),
             None => "no schedule".into(),
         };
-        println!(
+        outln!(
             "ok: job {}: {} source(s), {} recipient(s), destination {} writable, {}, retention: {}",
-            j.name,
+            safe(&j.name),
             j.sources.len(),
             r.recipients.len(),
-            j.destination.value.display(),
+            safe_path(&j.destination.value),
             schedule,
             j.retention
                 .map(|p| p.to_string())
                 .unwrap_or_else(|| "keep every archive".into())
-        );
+        )?;
     }
     if resolved.is_empty() {
-        println!("ok: {} defines no jobs", file.path.display());
+        outln!("ok: {} defines no jobs", safe_path(&file.path))?;
     }
     Ok(EXIT_OK)
 }
@@ -416,14 +416,17 @@ struct RunEvents;
 impl SessionEvents for RunEvents {
     fn waiting(&self, job: &str, holder: Option<u32>) {
         let pid = holder.map(|p| format!(" (pid {p})")).unwrap_or_default();
-        eprintln!("job {job} is running{pid}; waiting for it to finish");
+        eprintln!(
+            "job {} is running{pid}; waiting for it to finish",
+            safe(job)
+        );
     }
     fn warning(&self, _job: &str, w: &Warning) {
-        eprintln!("warning: {}: {}", w.path.display(), w.message);
+        eprintln!("warning: {}: {}", safe_path(&w.path), safe(&w.message));
     }
 }
 
-fn job_run(a: JobRunArgs) -> Result<u8, JobError> {
+fn job_run(a: JobRunArgs) -> anyhow::Result<u8> {
     let file = load_config(&a.loc)?;
     let job = file.job(&a.job)?;
     let resolved = file.resolve(job)?;
@@ -442,29 +445,32 @@ fn job_run(a: JobRunArgs) -> Result<u8, JobError> {
         &stop,
         &RunEvents,
     )?;
-    let code = print_outcome(&outcome, a.quiet);
+    // A closed stdout (`| head`) must not skip the retention that was asked for: the
+    // printing error is returned after it.
+    let printed = print_outcome(&outcome, a.quiet);
+    let mut code = outcome.row.state.exit_code();
     if a.prune && outcome.state().completed() && job.retention.is_some() {
         let report = prune::prune(&st.catalog, job, false)?;
-        if !a.quiet {
-            print_prune_text(&report);
+        if !a.quiet && printed.is_ok() {
+            print_prune_text(&report)?;
         }
         if !report.failed.is_empty() {
-            return Ok(EXIT_FAILED);
+            code = EXIT_FAILED;
         }
     }
-    Ok(code)
+    printed.map(|()| code)
 }
 
-fn print_outcome(o: &SessionOutcome, quiet: bool) -> u8 {
+fn print_outcome(o: &SessionOutcome, quiet: bool) -> anyhow::Result<()> {
     let row = &o.row;
     match row.state {
         SessionState::Succeeded | SessionState::Warnings => {
             if !quiet && let Some(r) = &o.report {
                 let t = &r.totals;
                 let secs = r.duration.as_secs_f64().max(1e-9);
-                println!(
+                outln!(
                     "job {}: session {} {}: {} files, {} folders, {} links: {} read, {} written in {:.2}s",
-                    row.job,
+                    safe(&row.job),
                     row.id,
                     outcome_words(row.state),
                     t.files,
@@ -473,9 +479,9 @@ fn print_outcome(o: &SessionOutcome, quiet: bool) -> u8 {
                     human(r.bytes_read),
                     human(r.bytes_written),
                     secs
-                );
-                println!("archive:    {}", r.archive.display());
-                println!("session:    {}", row.session_id.as_deref().unwrap_or("-"));
+                )?;
+                outln!("archive:    {}", safe_path(&r.archive))?;
+                outln!("session:    {}", row.session_id.as_deref().unwrap_or("-"))?;
             }
             if row.state == SessionState::Warnings {
                 eprintln!(
@@ -486,27 +492,27 @@ fn print_outcome(o: &SessionOutcome, quiet: bool) -> u8 {
         }
         SessionState::Failed => match &o.error {
             Some(e) => {
-                eprintln!("error: job {}: {e}", row.job);
+                eprintln!("error: {}", safe(&format!("job {}: {e}", row.job)));
                 if let Some(h) = e.hint() {
-                    eprintln!("hint: {h}");
+                    eprintln!("hint: {}", safe(&h));
                 }
             }
             None => eprintln!(
                 "error: job {}: {}",
-                row.job,
-                row.error.as_deref().unwrap_or("failed")
+                safe(&row.job),
+                safe(row.error.as_deref().unwrap_or("failed"))
             ),
         },
         SessionState::Interrupted | SessionState::Running => {
             eprintln!(
                 "error: job {}: session {} interrupted: {}",
-                row.job,
+                safe(&row.job),
                 row.id,
-                row.error.as_deref().unwrap_or("stopped")
+                safe(row.error.as_deref().unwrap_or("stopped"))
             );
         }
     }
-    row.state.exit_code()
+    Ok(())
 }
 
 // ---- daemon ---------------------------------------------------------------------------
@@ -631,7 +637,7 @@ impl DaemonEvents for DaemonLog {
     }
 }
 
-fn daemon(a: DaemonArgs) -> Result<u8, JobError> {
+fn daemon(a: DaemonArgs) -> anyhow::Result<u8> {
     let file = load_config(&a.loc)?;
     let scheduled: Vec<_> = file
         .jobs
@@ -640,7 +646,7 @@ fn daemon(a: DaemonArgs) -> Result<u8, JobError> {
         .cloned()
         .collect();
     if scheduled.is_empty() {
-        return Err(JobError::NothingScheduled { file: file.path });
+        return Err(JobError::NothingScheduled { file: file.path }.into());
     }
     // Every scheduled job is checked before any backup starts.
     let resolved = file.resolve_all(&scheduled)?;
@@ -687,17 +693,17 @@ fn session_json(r: &SessionRow) -> serde_json::Value {
     })
 }
 
-fn history(a: HistoryArgs) -> Result<u8, JobError> {
+fn history(a: HistoryArgs) -> anyhow::Result<u8> {
     let st = open_state(a.loc.state_dir.as_deref())?;
     let limit = (a.limit > 0).then_some(a.limit);
     let rows = st.catalog.sessions(a.job.as_deref(), limit)?;
     if a.json {
         let docs: Vec<_> = rows.iter().map(session_json).collect();
-        print_json(&serde_json::json!({ "sessions": docs }));
+        print_json(&serde_json::json!({ "sessions": docs }))?;
         return Ok(EXIT_OK);
     }
     if rows.is_empty() {
-        println!("no sessions recorded");
+        outln!("no sessions recorded")?;
         return Ok(EXIT_OK);
     }
     let table: Vec<[String; 8]> = rows
@@ -705,18 +711,18 @@ fn history(a: HistoryArgs) -> Result<u8, JobError> {
         .map(|r| {
             let archive = match (&r.archive, &r.deleted_reason) {
                 (Some(p), Some(_)) => format!("{} (deleted)", file_name(p)),
-                (Some(p), None) => p.display().to_string(),
+                (Some(p), None) => p.to_string_lossy().into_owned(),
                 (None, _) => "-".into(),
             };
             [
                 r.id.to_string(),
-                r.job.clone(),
+                safe(&r.job).into_owned(),
                 local_time(r.started_at_ms),
                 r.duration_ms().map(seconds).unwrap_or_else(|| "-".into()),
                 r.state.to_string(),
                 r.files.map(|f| f.to_string()).unwrap_or_else(|| "-".into()),
                 r.bytes_read.map(human).unwrap_or_else(|| "-".into()),
-                archive,
+                safe(&archive).into_owned(),
             ]
         })
         .collect();
@@ -746,20 +752,20 @@ fn history(a: HistoryArgs) -> Result<u8, JobError> {
         }
         s.trim_end().to_string()
     };
-    println!("{}", fmt(&head));
+    outln!("{}", fmt(&head))?;
     for (row, cells) in rows.iter().zip(&table) {
-        println!(
+        outln!(
             "{}",
             fmt(&cells.iter().map(String::as_str).collect::<Vec<_>>())
-        );
+        )?;
         if let Some(e) = &row.error {
-            println!("      {}: {e}", row.state);
+            outln!("      {}: {}", row.state, safe(e))?;
         }
         for w in row.warnings.iter().take(3) {
-            println!("      warning: {w}");
+            outln!("      warning: {}", safe(w))?;
         }
         if row.warning_count > 3 {
-            println!("      ... and {} more warning(s)", row.warning_count - 3);
+            outln!("      ... and {} more warning(s)", row.warning_count - 3)?;
         }
     }
     Ok(EXIT_OK)
@@ -767,7 +773,7 @@ fn history(a: HistoryArgs) -> Result<u8, JobError> {
 
 // ---- prune ----------------------------------------------------------------------------
 
-fn prune_cmd(a: PruneArgs) -> Result<u8, JobError> {
+fn prune_cmd(a: PruneArgs) -> anyhow::Result<u8> {
     let file = load_config(&a.loc)?;
     let jobs: Vec<_> = match &a.job {
         Some(name) => vec![file.job(name)?.clone()],
@@ -785,61 +791,65 @@ fn prune_cmd(a: PruneArgs) -> Result<u8, JobError> {
     }
     if a.json {
         let docs: Vec<_> = reports.iter().map(prune_json).collect();
-        print_json(&serde_json::json!({ "dry_run": a.dry_run, "jobs": docs }));
+        print_json(&serde_json::json!({ "dry_run": a.dry_run, "jobs": docs }))?;
     } else {
         if reports.is_empty() {
-            println!("no job has a retention policy; nothing to prune");
+            outln!("no job has a retention policy; nothing to prune")?;
         }
         for r in &reports {
-            print_prune_text(r);
+            print_prune_text(r)?;
         }
     }
     let failed = reports.iter().any(|r| !r.failed.is_empty());
     for r in &reports {
         for (row, err) in &r.failed {
-            eprintln!("error: job {}: session {}: {err}", r.plan.job, row.id);
+            eprintln!(
+                "error: {}",
+                safe(&format!("job {}: session {}: {err}", r.plan.job, row.id))
+            );
         }
     }
     Ok(if failed { EXIT_FAILED } else { EXIT_OK })
 }
 
-fn print_prune_text(r: &PruneReport) {
+fn print_prune_text(r: &PruneReport) -> anyhow::Result<()> {
     let plan = &r.plan;
     let Some(policy) = plan.policy else {
-        println!(
+        outln!(
             "job {}: no retention policy; every archive is kept",
-            plan.job
-        );
-        return;
+            safe(&plan.job)
+        )?;
+        return Ok(());
     };
-    println!("job {}: {policy}", plan.job);
+    outln!("job {}: {policy}", safe(&plan.job))?;
     for (row, v) in &plan.verdicts {
         let action = match (v.keep, r.dry_run) {
             (true, _) => "keep",
             (false, true) => "would delete",
             (false, false) => "deleted",
         };
-        println!(
+        outln!(
             "  {action:<12}  {}  {}  ({})",
             local_time(row.started_at_ms),
-            row.archive.as_deref().map(file_name).unwrap_or_default(),
+            safe(&row.archive.as_deref().map(file_name).unwrap_or_default()),
             v.reason
-        );
+        )?;
     }
     for row in &plan.missing {
-        println!(
+        outln!(
             "  {:<12}  {}  {}  (file not found; no longer counted)",
             "missing",
             local_time(row.started_at_ms),
-            row.archive.as_deref().map(file_name).unwrap_or_default()
-        );
+            safe(&row.archive.as_deref().map(file_name).unwrap_or_default())
+        )?;
     }
     let n = plan.to_delete().count();
     if r.dry_run {
-        println!("  dry run: {n} archive(s) would be deleted; nothing was changed");
+        outln!("  dry run: {n} archive(s) would be deleted; nothing was changed")?;
     } else {
-        println!("  {} archive(s) deleted", r.deleted.len());
+        outln!("  {} archive(s) deleted", r.deleted.len())?;
     }
+    Ok(())
 }
 
 fn prune_json(r: &PruneReport) -> serde_json::Value {

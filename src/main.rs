@@ -12,7 +12,7 @@ use coffer::Compression;
 
 mod cli_job;
 mod cli_ui;
-use cli_ui::{Progress, hex, human};
+use cli_ui::{Progress, hex, human, outln, print_json, safe, safe_path};
 use coffer::archive::Archive;
 use coffer::backup::{self, BackupOptions, Warning};
 use coffer::recipient::{DEFAULT_RSA_BITS, Identity, Recipient, RsaIdentity, RsaRecipient};
@@ -67,7 +67,7 @@ fn read_passphrase(key: &Path) -> coffer::Result<zeroize::Zeroizing<String>> {
             detail: "the key is passphrase-protected; pass --passphrase-file or set COFFER_PASSPHRASE_FILE".into(),
         });
     }
-    rpassword::prompt_password(format!("passphrase for {}: ", key.display()))
+    rpassword::prompt_password(format!("passphrase for {}: ", safe_path(key)))
         .map(zeroize::Zeroizing::new)
         .map_err(|e| coffer::Error::io(key, e))
 }
@@ -82,7 +82,7 @@ fn load_identity(path: &Path) -> anyhow::Result<RsaIdentity> {
     {
         eprintln!(
             "warning: {}: private key is readable by other users (mode {:o}); chmod 600 it",
-            path.display(),
+            safe_path(path),
             m.permissions().mode() & 0o777
         );
     }
@@ -315,22 +315,75 @@ fn parse_size(s: &str) -> Result<u32, String> {
     let n: u64 = num
         .parse()
         .map_err(|_| format!("{s:?} is not a size like 1M or 256K"))?;
-    u32::try_from(n * mult).map_err(|_| format!("{s:?} is too large"))
+    // Checked: a wrapped product (2^64 + 64 KiB) would pass as a small size.
+    n.checked_mul(mult)
+        .and_then(|v| u32::try_from(v).ok())
+        .ok_or_else(|| format!("{s:?} is too large"))
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     cli_ui::init_logging(cli.verbose);
+    install_panic_hook(cli.verbose);
     let _ = PASSPHRASE_FILE.set(cli.passphrase_file.clone());
-    match run(cli) {
-        Ok(code) => ExitCode::from(code),
-        Err(err) => {
+    // Unwinding (rather than exiting in the hook) runs the destructors that remove a
+    // backup's partial file or a restore's temporary files.
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        run(cli).and_then(|code| cli_ui::flush_out().map(|()| code))
+    }));
+    match result {
+        Ok(Ok(code)) => ExitCode::from(code),
+        // `coffer list … | head`: the reader has all it wanted. Quiet, as other tools are.
+        Ok(Err(err)) if err.chain().any(|e| e.is::<cli_ui::StdoutClosed>()) => {
+            ExitCode::from(EXIT_OK)
+        }
+        Ok(Err(err)) => {
             report_error(&err);
             ExitCode::from(EXIT_FAILED)
         }
+        // The hook has printed the one line.
+        Err(_) => ExitCode::from(EXIT_FAILED),
     }
 }
 
+/// A panic is a bug in coffer. Users get one line and exit 2; the panic's location (and,
+/// with RUST_BACKTRACE, its backtrace) only with `-vv` or RUST_BACKTRACE set. Only the first
+/// panic is reported: one in a worker thread is raised again in the thread that joins it.
+fn install_panic_hook(verbose: u8) {
+    let details = verbose >= 2 || std::env::var_os("RUST_BACKTRACE").is_some_and(|v| v != "0");
+    let default = std::panic::take_hook();
+    let reported = std::sync::atomic::AtomicBool::new(false);
+    std::panic::set_hook(Box::new(move |info| {
+        if details {
+            default(info);
+        }
+        if !reported.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            use std::io::Write;
+            // Not eprintln!: that panics when stderr is closed, inside the hook.
+            let line = internal_error_line(panic_message(info.payload()));
+            let _ = writeln!(std::io::stderr(), "{line}");
+        }
+    }));
+}
+
+/// The message a panic was raised with (`panic!("...")` gives a &str or a String).
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
+    payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("unknown panic")
+}
+
+fn internal_error_line(message: &str) -> String {
+    format!(
+        "error: internal error: {} (please report this, with the command you ran)",
+        safe(message)
+    )
+}
+
+/// Print an error and its hint. Messages quote archive paths and file names, so the lines
+/// are escaped as a whole: one place that no message can get around.
 fn report_error(err: &anyhow::Error) {
     let lib = err.chain().find_map(|e| e.downcast_ref::<coffer::Error>());
     match lib {
@@ -341,15 +394,15 @@ fn report_error(err: &anyhow::Error) {
                 .map(|c| c.to_string())
                 .collect();
             if context.is_empty() {
-                eprintln!("error: {e}");
+                eprintln!("error: {}", safe(&e.to_string()));
             } else {
-                eprintln!("error: {}: {e}", context.join(": "));
+                eprintln!("error: {}", safe(&format!("{}: {e}", context.join(": "))));
             }
             if let Some(h) = e.hint() {
-                eprintln!("hint: {h}");
+                eprintln!("hint: {}", safe(&h));
             }
         }
-        None => eprintln!("error: {err:#}"),
+        None => eprintln!("error: {}", safe(&format!("{err:#}"))),
     }
 }
 
@@ -364,7 +417,10 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Rekey(a) => run_rekey(a),
         Command::Completions { shell } => {
             use clap::CommandFactory;
-            clap_complete::generate(shell, &mut Cli::command(), "coffer", &mut std::io::stdout());
+            // Into a buffer first: the generators panic on a write error (`| head`).
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "coffer", &mut script);
+            cli_ui::write_out_bytes(&script)?;
             Ok(EXIT_OK)
         }
         Command::Job(a) => cli_job::run_job(a),
@@ -373,9 +429,11 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Prune(a) => cli_job::run_prune(a),
         Command::Man => {
             use clap::CommandFactory;
+            let mut page = Vec::new();
             clap_mangen::Man::new(Cli::command())
-                .render(&mut std::io::stdout())
-                .context("cannot write the man page")?;
+                .render(&mut page)
+                .context("cannot render the man page")?;
+            cli_ui::write_out_bytes(&page)?;
             Ok(EXIT_OK)
         }
     }
@@ -403,12 +461,12 @@ fn keygen(a: KeygenArgs) -> anyhow::Result<u8> {
     };
     coffer::fsutil::write_atomic(&a.output, pem.as_bytes(), 0o600, a.force)?;
     coffer::fsutil::write_atomic(&public_path, recipient.to_pem()?.as_bytes(), 0o644, a.force)?;
-    println!("{}", identity.fingerprint());
+    outln!("{}", identity.fingerprint())?;
     eprintln!(
         "wrote {} (private, {} bits, keep it offline) and {} (public, give it to backup hosts)",
-        a.output.display(),
+        safe_path(&a.output),
         identity.bits(),
-        public_path.display()
+        safe_path(&public_path)
     );
     Ok(EXIT_OK)
 }
@@ -503,17 +561,20 @@ fn run_backup(a: BackupArgs) -> anyhow::Result<u8> {
             "duration_secs": secs,
             "recipients": report.recipients.iter().map(|f| f.to_string()).collect::<Vec<_>>(),
             "warnings": warnings_json(&report.warnings),
-        }));
+        }))?;
     } else if !a.quiet {
-        println!(
+        outln!(
             "backed up {} files, {} folders, {} links in {:.2}s",
-            t.files, t.dirs, t.symlinks, secs
-        );
-        println!(
+            t.files,
+            t.dirs,
+            t.symlinks,
+            secs
+        )?;
+        outln!(
             "read:       {} ({}/s)",
             human(report.bytes_read),
             human((report.bytes_read as f64 / secs) as u64)
-        );
+        )?;
         let ratio = if report.bytes_read > 0 {
             format!(
                 " ({:.1}% of the data read)",
@@ -522,13 +583,13 @@ fn run_backup(a: BackupArgs) -> anyhow::Result<u8> {
         } else {
             String::new()
         };
-        println!("written:    {}{ratio}", human(report.bytes_written));
-        println!("archive:    {}", report.archive.display());
-        println!("session:    {}", hex(&report.session_id));
+        outln!("written:    {}{ratio}", human(report.bytes_written))?;
+        outln!("archive:    {}", safe_path(&report.archive))?;
+        outln!("session:    {}", hex(&report.session_id))?;
         for fp in &report.recipients {
-            println!("recipient:  {fp}");
+            outln!("recipient:  {fp}")?;
         }
-        print_warning_summary(&report.warnings);
+        print_warning_summary(&report.warnings)?;
     }
     if report.warnings.is_empty() {
         Ok(EXIT_OK)
@@ -550,17 +611,18 @@ fn warnings_json(warnings: &[Warning]) -> Vec<serde_json::Value> {
         .collect()
 }
 
-fn print_warning_summary(warnings: &[Warning]) {
+fn print_warning_summary(warnings: &[Warning]) -> anyhow::Result<()> {
     if warnings.is_empty() {
-        return;
+        return Ok(());
     }
-    println!("warnings:   {}", warnings.len());
+    outln!("warnings:   {}", warnings.len())?;
     for w in warnings.iter().take(5) {
-        println!("            {}: {}", w.path.display(), w.message);
+        outln!("            {}: {}", safe_path(&w.path), safe(&w.message))?;
     }
     if warnings.len() > 5 {
-        println!("            ... and {} more", warnings.len() - 5);
+        outln!("            ... and {} more", warnings.len() - 5)?;
     }
+    Ok(())
 }
 
 fn run_restore(a: RestoreArgs) -> anyhow::Result<u8> {
@@ -594,9 +656,9 @@ fn run_restore(a: RestoreArgs) -> anyhow::Result<u8> {
             "duration_secs": secs,
             "special_bits_cleared": report.special_bits_cleared,
             "warnings": warnings_json(&report.warnings),
-        }));
+        }))?;
     } else if !a.quiet {
-        println!(
+        outln!(
             "restored {} files, {} folders, {} links: {} in {:.2}s ({}/s) into {}",
             report.files,
             report.dirs,
@@ -604,9 +666,9 @@ fn run_restore(a: RestoreArgs) -> anyhow::Result<u8> {
             human(report.bytes),
             secs,
             human((report.bytes as f64 / secs) as u64),
-            opts.target.display()
-        );
-        print_warning_summary(&report.warnings);
+            safe_path(&opts.target)
+        )?;
+        print_warning_summary(&report.warnings)?;
     }
     // A policy, not a failure: said even with -q, on stderr, and the exit code stays 0.
     if report.special_bits_cleared > 0 && !a.json {
@@ -631,13 +693,6 @@ fn one_line(err: &anyhow::Error) -> String {
         Some(e) => e.to_string(),
         None => format!("{err:#}"),
     }
-}
-
-fn print_json(doc: &serde_json::Value) {
-    println!(
-        "{}",
-        serde_json::to_string_pretty(doc).expect("JSON values always serialize")
-    );
 }
 
 fn compression_name(code: u8) -> &'static str {
@@ -681,35 +736,37 @@ fn run_info(a: InfoArgs) -> anyhow::Result<u8> {
                         "recipients": recipients,
                     }));
                 } else {
-                    println!("{}", path.display());
-                    println!(
+                    outln!("{}", safe_path(path))?;
+                    outln!(
                         "  format:      coffer v{} (AES-256-CBC + HMAC-SHA256, RSA-OAEP-SHA256)",
                         coffer::format::FORMAT_VERSION
-                    );
-                    println!("  session:     {}", hex(&h.session_id));
-                    println!(
+                    )?;
+                    outln!("  session:     {}", hex(&h.session_id))?;
+                    // The job name and labels are not authenticated without a key: anyone
+                    // who can write the file can change them and recompute the checksum.
+                    outln!(
                         "  job:         {}",
                         if h.job_name.is_empty() {
-                            "-"
+                            "-".into()
                         } else {
-                            &h.job_name
+                            safe(&h.job_name)
                         }
-                    );
-                    println!("  created:     {}", rfc3339(h.created_at));
-                    println!(
+                    )?;
+                    outln!("  created:     {}", rfc3339(h.created_at))?;
+                    outln!(
                         "  block size:  {} (CBC segments of {})",
                         human(h.block_size as u64),
                         human(h.segment_size as u64)
-                    );
-                    println!("  compression: {}", compression_name(h.compression));
-                    println!("  blocks:      {}", ar.trailer().block_count);
-                    println!(
+                    )?;
+                    outln!("  compression: {}", compression_name(h.compression))?;
+                    outln!("  blocks:      {}", ar.trailer().block_count)?;
+                    outln!(
                         "  size:        {} ({} bytes)",
                         human(ar.file_len()),
                         ar.file_len()
-                    );
+                    )?;
                     for (i, s) in h.recipients.iter().enumerate() {
-                        println!(
+                        outln!(
                             "  {} {}{}",
                             if i == 0 {
                                 "recipients: "
@@ -720,9 +777,9 @@ fn run_info(a: InfoArgs) -> anyhow::Result<u8> {
                             if s.label.is_empty() {
                                 String::new()
                             } else {
-                                format!(" ({})", s.label)
+                                format!(" ({})", safe(&s.label))
                             }
-                        );
+                        )?;
                     }
                 }
             }
@@ -740,7 +797,7 @@ fn run_info(a: InfoArgs) -> anyhow::Result<u8> {
         }
     }
     if a.json {
-        print_json(&serde_json::json!({ "archives": docs }));
+        print_json(&serde_json::json!({ "archives": docs }))?;
     }
     Ok(if failed { EXIT_FAILED } else { EXIT_OK })
 }
@@ -797,7 +854,7 @@ fn run_list(a: ListArgs) -> anyhow::Result<u8> {
             );
         } else {
             if a.archives.len() > 1 {
-                println!("{}:", path.display());
+                outln!("{}:", safe_path(path))?;
             }
             for e in entries {
                 if a.long {
@@ -809,23 +866,23 @@ fn run_list(a: ListArgs) -> anyhow::Result<u8> {
                     let link = e
                         .link_target
                         .as_ref()
-                        .map(|t| format!(" -> {t}"))
+                        .map(|t| format!(" -> {}", safe(t)))
                         .unwrap_or_default();
-                    println!(
+                    outln!(
                         "{t}{} {:>12} {} {}{link}",
                         mode_string(e.mode),
                         e.size,
                         rfc3339(e.mtime_sec),
-                        e.path
-                    );
+                        safe(&e.path)
+                    )?;
                 } else {
-                    println!("{}", e.path);
+                    outln!("{}", safe(&e.path))?;
                 }
             }
         }
     }
     if a.json {
-        print_json(&serde_json::json!({ "archives": docs }));
+        print_json(&serde_json::json!({ "archives": docs }))?;
     }
     Ok(if failed { EXIT_FAILED } else { EXIT_OK })
 }
@@ -840,6 +897,9 @@ fn mode_string(mode: u32) -> String {
     }
     s
 }
+
+/// What a keyless `verify` cannot tell, in its text and JSON output.
+const KEYLESS_NOTE: &str = "not authenticated: use -i KEY to detect deliberate changes";
 
 fn run_verify(a: VerifyArgs) -> anyhow::Result<u8> {
     let identity = a.identity.as_deref().map(load_identity).transpose()?;
@@ -859,6 +919,9 @@ fn run_verify(a: VerifyArgs) -> anyhow::Result<u8> {
             Ok(report) => {
                 failed |= !report.is_ok();
                 let mode = if report.keyed { "keyed" } else { "checksums" };
+                // Checksums catch bit rot, not an attacker: anyone who can write the file
+                // can change it and recompute them. Say so where the result is read.
+                let note = (!report.keyed).then_some(KEYLESS_NOTE);
                 if a.json {
                     let problems: Vec<serde_json::Value> = report
                         .problems
@@ -869,31 +932,37 @@ fn run_verify(a: VerifyArgs) -> anyhow::Result<u8> {
                         "path": path.to_string_lossy(),
                         "ok": report.is_ok(),
                         "keyed": report.keyed,
+                        "authenticated": report.keyed,
+                        "note": note,
                         "blocks_checked": report.blocks_checked,
                         "bytes_checked": report.bytes_checked,
                         "problems": problems,
                     }));
                 } else if report.is_ok() {
                     if !a.quiet {
-                        println!(
-                            "ok: {} ({} blocks, {}, {mode})",
-                            path.display(),
+                        let path = safe_path(path);
+                        let size = format!(
+                            "{} blocks, {}",
                             report.blocks_checked,
                             human(report.bytes_checked)
                         );
+                        match note {
+                            Some(note) => outln!("ok: {path} ({size}): checksums ok ({note})")?,
+                            None => outln!("ok: {path} ({size}, {mode})")?,
+                        }
                     }
                 } else {
                     for p in &report.problems {
                         eprintln!(
                             "error: {}: offset {}: {}",
-                            path.display(),
+                            safe_path(path),
                             p.offset,
-                            p.detail
+                            safe(&p.detail)
                         );
                     }
                     eprintln!(
                         "FAILED: {} ({} problem(s) in {} blocks, {mode})",
-                        path.display(),
+                        safe_path(path),
                         report.problems.len(),
                         report.blocks_checked
                     );
@@ -913,7 +982,7 @@ fn run_verify(a: VerifyArgs) -> anyhow::Result<u8> {
         }
     }
     if a.json {
-        print_json(&serde_json::json!({ "archives": docs }));
+        print_json(&serde_json::json!({ "archives": docs }))?;
     }
     if failed && !a.json {
         eprintln!(
@@ -958,13 +1027,13 @@ fn run_rekey(a: RekeyArgs) -> anyhow::Result<u8> {
     progress.finish();
     let report = result?;
     for fp in &report.added {
-        println!("added:     {fp}");
+        outln!("added:     {fp}")?;
     }
     for fp in &report.removed {
-        println!("removed:   {fp}");
+        outln!("removed:   {fp}")?;
     }
     for fp in &report.recipients {
-        println!("recipient: {fp}");
+        outln!("recipient: {fp}")?;
     }
     eprintln!(
         "note: copies of the old file (other disks, snapshots, object storage) still open with removed keys"
@@ -1026,4 +1095,34 @@ fn rfc3339(secs: i64) -> String {
         rem % 3600 / 60,
         rem % 60
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panic_is_one_escaped_line_asking_for_a_report() {
+        let from_str: Box<dyn std::any::Any + Send> = Box::new("index out of bounds");
+        let from_string: Box<dyn std::any::Any + Send> = Box::new(format!("bad {}\n\x1b[2J", 7));
+        let other: Box<dyn std::any::Any + Send> = Box::new(42u32);
+        assert_eq!(
+            internal_error_line(panic_message(from_str.as_ref())),
+            "error: internal error: index out of bounds (please report this, with the command you ran)"
+        );
+        assert_eq!(
+            internal_error_line(panic_message(from_string.as_ref())),
+            "error: internal error: bad 7\\n\\x1b[2J (please report this, with the command you ran)"
+        );
+        assert_eq!(panic_message(other.as_ref()), "unknown panic");
+    }
+
+    #[test]
+    fn regression_block_size_does_not_wrap_around() {
+        assert_eq!(parse_size("256K"), Ok(256 * 1024));
+        assert_eq!(parse_size("4M"), Ok(4 << 20));
+        // (2^54 + 64) KiB is 2^64 + 64 KiB: it wrapped to a valid 64 KiB.
+        assert!(parse_size("18014398509482048K").is_err());
+        assert!(parse_size("4096M").is_err());
+    }
 }

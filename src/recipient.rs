@@ -155,7 +155,7 @@ impl RsaRecipient {
     }
 
     pub fn new(key: RsaPublicKey, label: String, path: &Path) -> Result<Self> {
-        check_bits(key.size() * 8, path)?;
+        check_bits(modulus_bits(&key), path)?;
         Ok(RsaRecipient {
             fingerprint: Fingerprint::of(&key)?,
             key,
@@ -171,7 +171,7 @@ impl RsaRecipient {
     }
 
     pub fn bits(&self) -> usize {
-        self.key.size() * 8
+        modulus_bits(&self.key)
     }
 }
 
@@ -254,7 +254,7 @@ impl RsaIdentity {
     }
 
     fn new(key: RsaPrivateKey, path: PathBuf) -> Result<Self> {
-        check_bits(key.size() * 8, &path)?;
+        check_bits(modulus_bits(&key), &path)?;
         let fingerprint = Fingerprint::of(&key.to_public_key())?;
         Ok(RsaIdentity {
             key,
@@ -288,7 +288,7 @@ impl RsaIdentity {
     }
 
     pub fn bits(&self) -> usize {
-        self.key.size() * 8
+        modulus_bits(&self.key)
     }
 }
 
@@ -437,6 +437,12 @@ fn parse_key(text: &str, path: &Path, passphrase: Option<&PassphraseFn<'_>>) -> 
     } else {
         Err(bad("no PEM RSA key found in this file".into()))
     }
+}
+
+/// The key size as RSA counts it: the bit length of the modulus. `size()` is the length in
+/// whole bytes, so `size() * 8` would pass a 2041-bit key as 2048.
+fn modulus_bits(key: &impl PublicKeyParts) -> usize {
+    key.n().bit_width() as usize
 }
 
 fn check_bits(bits: usize, path: &Path) -> Result<()> {

@@ -223,6 +223,24 @@ fn read_row(r: &Row<'_>) -> rusqlite::Result<SessionRow> {
     })
 }
 
+/// Create the catalog file, mode 0600, if it is missing. SQLite would create it 0666 less
+/// the umask (so 0644), readable by everyone when the state folder is one that already
+/// existed with an open mode; the catalog names files and archives. An empty file is an
+/// empty database to SQLite, and SQLite gives its -wal and -shm files the database's mode.
+fn create_private(path: &Path) -> JobResult<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(JobError::io(path, e)),
+    }
+}
+
 fn path_text(p: &Path) -> String {
     p.to_string_lossy().into_owned()
 }
@@ -237,6 +255,7 @@ impl Catalog {
     /// Open (creating if needed) the catalog at `path` and migrate it to [`SCHEMA_VERSION`].
     pub fn open_path(path: &Path) -> JobResult<Self> {
         let err = |e| JobError::catalog(path, e);
+        create_private(path)?;
         let mut conn = Connection::open(path).map_err(err)?;
         conn.busy_timeout(Duration::from_secs(30)).map_err(err)?;
         let mode: String = conn
@@ -479,6 +498,28 @@ mod tests {
         // Reopening does not migrate again.
         let c = Catalog::open(&StateDir::new(dir.path())).unwrap();
         assert_eq!(c.schema_version().unwrap(), SCHEMA_VERSION);
+    }
+
+    #[test]
+    fn regression_catalog_created_0600() {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        let dir = tempfile::tempdir().unwrap();
+        // A state folder that already exists, made with an open mode.
+        let state = dir.path().join("state");
+        std::fs::DirBuilder::new()
+            .mode(0o755)
+            .create(&state)
+            .unwrap();
+        let c = Catalog::open(&StateDir::new(&state)).unwrap();
+        c.begin("home", Trigger::Manual, Path::new("/dest"), 1)
+            .unwrap();
+        let mode = |name: &str| {
+            std::fs::metadata(state.join(name)).map(|m| m.permissions().mode() & 0o777)
+        };
+        assert_eq!(mode("catalog.sqlite").unwrap(), 0o600);
+        // While the catalog is open in WAL mode, SQLite's side files exist: same mode.
+        assert_eq!(mode("catalog.sqlite-wal").unwrap(), 0o600);
+        assert_eq!(mode("catalog.sqlite-shm").unwrap(), 0o600);
     }
 
     #[test]

@@ -174,8 +174,8 @@ fn failures_are_recorded_with_the_error_and_exit_2() {
     );
 }
 
-#[test]
-fn history_shows_every_session_as_text_and_json() {
+/// A world whose job `home` (sources `src/`) has run once, successfully.
+fn world_after_one_session() -> (World, std::path::PathBuf) {
     let w = World::new();
     let src = w.small_tree("src");
     let dest = w.mkdir("dest");
@@ -184,6 +184,12 @@ fn history_shows_every_session_as_text_and_json() {
         .args(["job", "run", "home", "-q"])
         .assert()
         .success();
+    (w, src)
+}
+
+#[test]
+fn history_shows_every_session_as_text_and_json() {
+    let (w, src) = world_after_one_session();
     std::fs::rename(&src, w.join("moved")).unwrap();
     w.coffer()
         .args(["job", "run", "home", "-q"])
@@ -355,4 +361,60 @@ fn two_jobs_do_not_block_each_other_and_have_separate_locks() {
         .assert()
         .success();
     assert_eq!(w.files(&db).len(), 1);
+}
+
+/// SQLite makes a missing database 0666 less the umask, so 0644 under the usual 022: in a
+/// state folder the user made with an open mode, everyone could read the catalog.
+#[test]
+fn regression_catalog_created_0600_under_umask_022() {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let w = World::new();
+    std::fs::DirBuilder::new()
+        .mode(0o755)
+        .create(w.state_dir())
+        .unwrap();
+    let out = std::process::Command::new("/bin/sh")
+        .args(["-c", "umask 022 && exec \"$0\" history"])
+        .arg(assert_cmd::cargo::cargo_bin("coffer"))
+        .env_clear()
+        .env("HOME", w.join("home"))
+        .env("COFFER_STATE_DIR", w.state_dir())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(out.stdout, b"no sessions recorded\n");
+    let mode = std::fs::metadata(w.state_dir().join("catalog.sqlite"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+}
+
+/// `job`, `daemon` and `prune` took `--config` but `history` refused it ("unexpected
+/// argument"), so a script could not pass the same flags to every job command.
+#[test]
+fn regression_history_accepts_config() {
+    let (w, _) = world_after_one_session();
+    for json in [false, true] {
+        let mut cmd = w.coffer();
+        cmd.env_remove("COFFER_CONFIG")
+            .args(["history", "--config"])
+            .arg(w.config())
+            .arg("--state-dir")
+            .arg(w.state_dir());
+        if json {
+            cmd.arg("--json");
+        }
+        cmd.assert()
+            .success()
+            .stdout(predicate::str::contains("succeeded"));
+    }
+    // History reads only the catalog: it still works when the job file is broken.
+    std::fs::write(w.config(), "[job.home\n").unwrap();
+    w.coffer()
+        .args(["history", "--config"])
+        .arg(w.config())
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("succeeded"));
 }

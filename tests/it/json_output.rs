@@ -313,10 +313,18 @@ fn verify_json() {
             has(x, "path", T::Str);
             has(x, "ok", T::Bool);
             has(x, "keyed", T::Bool);
+            has(x, "authenticated", T::Bool);
+            has(x, "note", T::StrOrNull);
             has(x, "blocks_checked", T::U64);
             has(x, "bytes_checked", T::U64);
             has(x, "problems", T::Arr);
             assert_eq!(x["keyed"], keyed);
+            assert_eq!(x["authenticated"], keyed);
+            if keyed {
+                assert!(x["note"].is_null());
+            } else {
+                assert!(x["note"].as_str().unwrap().contains("not authenticated"));
+            }
             for p in x["problems"].as_array().unwrap() {
                 has(p, "block", T::U64OrNull);
                 has(p, "offset", T::U64);

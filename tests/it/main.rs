@@ -8,6 +8,7 @@ mod common;
 mod job_common;
 
 mod bitflip_sweep;
+mod broken_pipe;
 mod changing_files;
 mod cli;
 mod completions_and_man;
@@ -33,5 +34,6 @@ mod safe_writes;
 mod selective_restore;
 mod special_bits;
 mod tamper;
+mod terminal_escapes;
 mod verify;
 mod wrong_key;

@@ -172,30 +172,59 @@ fn passphrase_protected_key_is_bad_key_with_a_way_out() {
     assert!(err.to_string().contains("passphrase"), "{err}");
 }
 
-#[test]
-fn key_of_1024_bits_is_too_small_as_recipient_and_as_identity() {
-    let private = key("small1024.pem");
-    let public = key("small1024.pem.pub");
+/// `name` (private) and `name.pub` are refused as recipients and as an identity, as keys
+/// of `bits` bits.
+fn assert_too_small(name: &str, bits: usize) {
+    let private = key(name);
+    let public = key(&format!("{name}.pub"));
     for err in [
         RsaRecipient::load(&public).unwrap_err(),
         RsaRecipient::load(&private).unwrap_err(),
         RsaIdentity::load(&private).unwrap_err(),
     ] {
         match &err {
-            Error::KeyTooSmall { bits, min, path } => {
-                assert_eq!(*bits, 1024);
-                assert_eq!(*min, 2048);
-                assert!(path.to_string_lossy().contains("small1024"));
+            Error::KeyTooSmall { bits: b, min, path } => {
+                assert_eq!((*b, *min), (bits, 2048));
+                assert!(path.to_string_lossy().contains(name));
             }
             other => panic!("expected KeyTooSmall, got {other:?}"),
         }
-        assert!(err.to_string().contains("1024"), "{err}");
+        assert!(err.to_string().contains(&format!("{bits} bits")), "{err}");
     }
+}
+
+#[test]
+fn key_of_1024_bits_is_too_small_as_recipient_and_as_identity() {
+    assert_too_small("small1024.pem", 1024);
     // And no new key that small can be made.
     assert!(matches!(
         RsaIdentity::generate(1024),
         Err(Error::InvalidOption(_))
     ));
+}
+
+/// A 2041-bit modulus fills 256 bytes, so counting bytes × 8 let it pass as 2048 bits.
+#[test]
+fn regression_2041_bit_key_is_refused() {
+    assert_too_small("odd2041.pem", 2041);
+    let public = key("odd2041.pem.pub");
+    // Through the binary: a backup to it is refused before anything is written.
+    let t = TestDir::new();
+    write_file(&t.join("src/a.txt"), b"data\n", 0o644);
+    let out = coffer_cmd()
+        .arg("backup")
+        .arg(t.join("src"))
+        .arg("-o")
+        .arg(t.join("a.coffer"))
+        .arg("-r")
+        .arg(&public)
+        .assert()
+        .code(2)
+        .get_output()
+        .clone();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(stderr.contains("2041 bits"), "{stderr}");
+    assert!(!t.join("a.coffer").exists());
 }
 
 #[test]
