@@ -91,6 +91,15 @@ pub enum Error {
         detail: String,
     },
 
+    /// Object storage answered a ranged read with something other than the bytes asked for
+    /// (another range, another length, another object size): nothing of it is used.
+    #[error("{location}: object storage answered the read at offset {offset} wrongly: {detail}")]
+    RemoteAnswer {
+        location: String,
+        offset: u64,
+        detail: String,
+    },
+
     #[error("{0}")]
     Crypto(String),
 }
@@ -144,6 +153,9 @@ impl Error {
             }
             Error::InvalidOption(_) => "see `coffer help`".into(),
             Error::Remote { problem, .. } => problem.hint().into(),
+            Error::RemoteAnswer { .. } => {
+                "the endpoint does not answer like S3 (a broken proxy or gateway, or a hostile server); check AWS_ENDPOINT_URL".into()
+            }
             Error::Cancelled => "no partial archive was kept; run the backup again".into(),
             Error::Crypto(_) => return None,
         })

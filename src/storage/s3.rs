@@ -8,13 +8,19 @@
 //!   backup needs only PutObject (and the multipart calls): it never reads or lists.
 //! - Reading uses ranged GETs. Reads that continue where the last one ended get a growing
 //!   read-ahead window (verify and full restores stream); any other read fetches exactly the
-//!   bytes asked for (a selective restore fetches only the blocks it needs).
+//!   bytes asked for (a selective restore fetches only the blocks it needs). An answer with
+//!   another range, length or object size than asked for is refused, and no response body
+//!   is read past what was asked for (see [`bounded`]): memory is bounded by coffer's
+//!   requests, never by what a server claims.
 //! - Credentials and endpoint come from the usual `AWS_*` variables (`AWS_ACCESS_KEY_ID`,
 //!   `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, `AWS_REGION`, `AWS_ENDPOINT_URL`), and
 //!   [`S3Settings`] (job file fields) override endpoint and region. Transient errors are
 //!   retried with exponential backoff by `object_store`.
 
+mod bounded;
+
 use std::collections::VecDeque;
+use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -101,6 +107,7 @@ fn connect(bucket: &str) -> Result<Arc<dyn ObjectStore>> {
     // Client options first: `with_client_options` replaces the whole set, allow_http too.
     let mut builder = AmazonS3Builder::from_env()
         .with_client_options(ClientOptions::new().with_connect_timeout(Duration::from_secs(10)))
+        .with_http_connector(bounded::BoundedConnector)
         .with_bucket_name(bucket);
     let endpoint = overrides.endpoint.or_else(|| {
         ["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "AWS_ENDPOINT"]
@@ -243,6 +250,30 @@ fn first_line(s: &str) -> String {
 
 fn store_error(location: &str, e: object_store::Error) -> Error {
     remote_error(location, classify(&e), &e)
+}
+
+/// Why the HTTP layer refused an answer, if it did.
+fn bad_answer(e: &object_store::Error) -> Option<String> {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        if let Some(bad) = c.downcast_ref::<bounded::BadAnswer>() {
+            return Some(bad.0.clone());
+        }
+        cause = c.source();
+    }
+    None
+}
+
+/// The error of a ranged GET at `offset`.
+fn get_error(location: &str, offset: u64, e: object_store::Error) -> Error {
+    match bad_answer(&e) {
+        Some(detail) => Error::RemoteAnswer {
+            location: location.to_string(),
+            offset,
+            detail,
+        },
+        None => store_error(location, e),
+    }
 }
 
 /// Writes one archive object; see the module docs.
@@ -428,23 +459,14 @@ impl S3Source {
         let (store, path, url) = archive_object(location)?;
         // The first GET brings the size and the header in one request; unlike HEAD, its
         // error body says whether the bucket or the object is missing.
-        let first = GetOptions {
-            range: Some(GetRange::Bounded(0..OPEN_FETCH)),
-            ..Default::default()
-        };
-        let fetched = block_on(async {
-            let result = store.get_opts(&path, first).await?;
-            let size = result.meta.size;
-            Ok::<_, object_store::Error>((size, result.bytes().await?))
-        })?;
-        let (len, bytes) = match fetched {
-            Ok(got) => got,
+        let (len, bytes) = match block_on(ranged_get(&*store, &path, 0..OPEN_FETCH))? {
+            Ok(answer) => answer.check(&url, None)?,
             // An empty object has no first byte to ask for.
-            Err(e) if e.to_string().contains("416") => {
+            Err(e) if bad_answer(&e).is_none() && e.to_string().contains("416") => {
                 let meta = block_on(store.head(&path))?.map_err(|e| store_error(&url, e))?;
                 (meta.size, bytes::Bytes::new())
             }
-            Err(e) => return Err(store_error(&url, e)),
+            Err(e) => return Err(get_error(&url, 0, e)),
         };
         let requests = 1;
         Ok(S3Source {
@@ -463,28 +485,95 @@ impl S3Source {
     }
 
     fn get(&self, start: u64, end: u64) -> Result<bytes::Bytes> {
-        let opts = GetOptions {
-            range: Some(GetRange::Bounded(start..end)),
-            ..Default::default()
-        };
-        let bytes = block_on(async {
-            let result = self.store.get_opts(&self.path, opts).await?;
-            result.bytes().await
-        })?
-        .map_err(|e| store_error(&self.url, e))?;
+        let answer = block_on(ranged_get(&*self.store, &self.path, start..end))?
+            .map_err(|e| get_error(&self.url, start, e))?;
         self.requests.fetch_add(1, Ordering::Relaxed);
         self.fetched
-            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
-        if bytes.len() as u64 != end - start {
-            return Err(Error::Truncated {
-                path: self.url.clone().into(),
-                detail: format!(
-                    "object returned {} bytes for range {start}..{end}",
-                    bytes.len()
-                ),
-            });
-        }
+            .fetch_add(answer.bytes.len() as u64, Ordering::Relaxed);
+        // Every read lies inside the size learned at open, so a shorter answer can only come
+        // from another object of the same name (or a server that lies): refused in `check`.
+        let (_, bytes) = answer.check(&self.url, Some(self.len))?;
         Ok(bytes)
+    }
+}
+
+/// A ranged GET's answer, before it is checked against the request.
+struct Answer {
+    asked: Range<u64>,
+    /// The object's size, as the answer declares it.
+    size: u64,
+    range: Range<u64>,
+    bytes: bytes::Bytes,
+}
+
+/// GET `range`, or up to the object's end where that comes first. The HTTP layer
+/// ([`bounded`]) has refused an answer that names another range or declares another length
+/// before reading its body, and counts the body as it comes, so what is collected here is
+/// never more than was asked for.
+async fn ranged_get(
+    store: &dyn ObjectStore,
+    path: &ObjectPath,
+    range: Range<u64>,
+) -> object_store::Result<Answer> {
+    let opts = GetOptions {
+        range: Some(GetRange::Bounded(range.clone())),
+        ..Default::default()
+    };
+    let result = store.get_opts(path, opts).await?;
+    let (size, got) = (result.meta.size, result.range.clone());
+    Ok(Answer {
+        asked: range,
+        size,
+        range: got,
+        bytes: result.bytes().await?,
+    })
+}
+
+impl Answer {
+    /// The object's size and the bytes, if they are what was asked for: the range asked
+    /// (shortened only at the object's end), all its bytes, and the object size `known`
+    /// from earlier requests. These hold already when the HTTP layer let the answer
+    /// through; checked again here so that the reader's bytes never rest on a layer below.
+    fn check(self, url: &str, known: Option<u64>) -> Result<(u64, bytes::Bytes)> {
+        let Answer {
+            asked,
+            size,
+            range,
+            bytes,
+        } = self;
+        let wrong = |detail: String| Error::RemoteAnswer {
+            location: url.to_string(),
+            offset: asked.start,
+            detail,
+        };
+        if let Some(known) = known.filter(|&k| k != size) {
+            return Err(wrong(format!(
+                "the object is now {size} bytes long, not {known} (replaced while being read?)"
+            )));
+        }
+        let expected = asked.start..asked.end.min(size);
+        if expected.is_empty() {
+            return Err(wrong(format!(
+                "an object of {size} bytes, which has no byte {}",
+                asked.start
+            )));
+        }
+        if range != expected {
+            return Err(wrong(format!(
+                "bytes {}..{} for bytes {}..{} asked",
+                range.start, range.end, expected.start, expected.end
+            )));
+        }
+        if bytes.len() as u64 != expected.end - expected.start {
+            return Err(wrong(format!(
+                "{} bytes for the {}-byte range {}..{}",
+                bytes.len(),
+                expected.end - expected.start,
+                expected.start,
+                expected.end
+            )));
+        }
+        Ok((size, bytes))
     }
 }
 
@@ -571,5 +660,51 @@ pub fn delete(location: &Location) -> Result<()> {
         Ok(()) => Ok(()),
         Err(e) if classify(&e) == RemoteProblem::NotFound => Ok(()),
         Err(e) => Err(store_error(&url, e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(asked: Range<u64>, size: u64, range: Range<u64>, len: usize) -> Answer {
+        Answer {
+            asked,
+            size,
+            range,
+            bytes: bytes::Bytes::from(vec![0u8; len]),
+        }
+    }
+
+    fn refused(answer: Answer, known: Option<u64>) -> String {
+        match answer.check("s3://b/k", known) {
+            Err(e @ Error::RemoteAnswer { offset: 100, .. }) => e.to_string(),
+            other => panic!("expected a refusal at offset 100, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_answer_is_the_range_asked_for_shortened_only_at_the_object_end() {
+        let (size, bytes) = answer(100..136, 1000, 100..136, 36)
+            .check("u", None)
+            .unwrap();
+        assert_eq!((size, bytes.len()), (1000, 36));
+        let (_, bytes) = answer(100..8292, 120, 100..120, 20)
+            .check("u", Some(120))
+            .unwrap();
+        assert_eq!(bytes.len(), 20);
+        assert!(
+            refused(answer(100..136, 1000, 100..136, 36), Some(999))
+                .contains("now 1000 bytes long, not 999")
+        );
+        assert!(
+            refused(answer(100..136, 1000, 0..36, 36), None)
+                .contains("bytes 0..36 for bytes 100..136")
+        );
+        assert!(
+            refused(answer(100..136, 1000, 100..136, 10), None)
+                .contains("10 bytes for the 36-byte range")
+        );
+        assert!(refused(answer(100..136, 50, 100..136, 36), None).contains("no byte 100"));
     }
 }

@@ -29,6 +29,7 @@ mod list;
 mod progress_terminal;
 mod rekey;
 mod round_trip;
+mod s3_hostile_server;
 mod s3_storage;
 mod safe_writes;
 mod selective_restore;
