@@ -144,7 +144,10 @@ impl Error {
             }
             Error::InvalidOption(_) => "see `coffer help`".into(),
             Error::Remote { problem, .. } => problem.hint().into(),
-            Error::Cancelled => "no partial archive was kept; run the backup again".into(),
+            Error::Cancelled => {
+                "no partial archive was kept (a rekey leaves the original as it was); run it again"
+                    .into()
+            }
             Error::Crypto(_) => return None,
         })
     }

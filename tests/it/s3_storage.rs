@@ -505,6 +505,72 @@ fn rekey_on_s3_rewrites_the_header_and_keeps_every_other_byte() {
 }
 
 #[test]
+fn reencrypt_on_s3_replaces_the_object_under_a_new_session_key() {
+    let Some(s3) = server() else { return };
+    let t = TestDir::new();
+    let src = t.join("src");
+    build_sample_tree(&src);
+    // Larger than two upload parts, so the new object is a multipart upload that completes
+    // only after every block of the old one was read.
+    write_file(
+        &src.join("big.bin"),
+        &pseudo_random(2 * coffer::storage::s3::PART_SIZE + 12_345, 7),
+        0o644,
+    );
+    let key = "reencrypt/a.coffer";
+    let url = s3.url(key);
+    writer_backup(s3, &src, &url, &[&alice_pub(), &bob_pub()], &[]);
+    let local_before = t.join("before.coffer");
+    std::fs::write(&local_before, s3.download(key)).unwrap();
+
+    let out = s3
+        .coffer(&s3.admin)
+        .args(["rekey", &url, "--reencrypt", "-i"])
+        .arg(alice_key())
+        .arg("--remove")
+        .arg(bob_pub())
+        .assert()
+        .success()
+        .get_output()
+        .clone();
+    assert!(stderr_of(&out).starts_with("note: "), "{}", stderr_of(&out));
+    let local_after = t.join("after.coffer");
+    std::fs::write(&local_after, s3.download(key)).unwrap();
+    let (before, after) = (
+        coffer::archive::Archive::open(&local_before).unwrap(),
+        coffer::archive::Archive::open(&local_after).unwrap(),
+    );
+    assert_ne!(before.session_id_hex(), after.session_id_hex());
+    assert_eq!(after.recipients().len(), 1);
+    // One object under the prefix: the upload replaced it, nothing was left beside it.
+    assert_eq!(s3.list("reencrypt"), vec!["a.coffer"]);
+
+    let out = s3
+        .coffer(&s3.reader)
+        .args(["restore", &url, "-i"])
+        .arg(bob_key())
+        .arg("--to")
+        .arg(t.join("bob"))
+        .assert()
+        .code(2)
+        .get_output()
+        .clone();
+    assert!(
+        stderr_of(&out).contains("no recipient"),
+        "{}",
+        stderr_of(&out)
+    );
+    s3.coffer(&s3.reader)
+        .args(["restore", &url, "-q", "-i"])
+        .arg(alice_key())
+        .arg("--to")
+        .arg(t.join("alice"))
+        .assert()
+        .success();
+    assert_trees_equal(&src, &t.join("alice/src"));
+}
+
+#[test]
 fn job_with_an_s3_destination_runs_records_history_and_prunes() {
     let Some(s3) = server() else { return };
     let t = TestDir::new();
