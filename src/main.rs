@@ -195,7 +195,7 @@ struct VerifyArgs {
 
 #[derive(Args)]
 struct RekeyArgs {
-    /// Archive to change (replaced atomically)
+    /// Archive to change (replaced atomically; a link is followed and stays a link)
     archive: PathBuf,
     /// Private key of one of the current recipients
     #[arg(short, long, value_name = "KEY")]
@@ -212,7 +212,7 @@ struct RekeyArgs {
     /// Re-encrypt every block under a new session key, so removed keys open nothing of it
     #[arg(long)]
     reencrypt: bool,
-    /// With --reencrypt: public key of a recipient that stays (repeatable; -i's key counts)
+    /// With --reencrypt: public key of a recipient that stays, besides the -i key (repeatable)
     #[arg(long, value_name = "PUBKEY", requires = "reencrypt")]
     keep: Vec<PathBuf>,
 }

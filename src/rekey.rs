@@ -12,6 +12,7 @@
 //! Either way the new archive is written beside the real file and replaces it only when
 //! complete (an object: when its upload completes); a failure leaves the original as it was.
 
+use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -79,8 +80,9 @@ pub fn rekey(
     // Refuse to re-bless a damaged archive: the index must authenticate too.
     let unlocked = archive.unlock_with(&keys)?;
     let old = archive.header();
+    let present = archive.recipients();
     for fp in opts.remove {
-        if !archive.recipients().contains(fp) {
+        if !present.contains(fp) {
             return Err(Error::InvalidOption(format!(
                 "{fp} is not a recipient of {}",
                 path.display()
@@ -133,6 +135,9 @@ pub fn rekey(
     let location = Location::parse(path)?;
     let (body, blocks) = match keep {
         None => {
+            // The index was only checked; an archive of millions of entries need not hold
+            // it through the copy.
+            drop(unlocked);
             let mut body = old.clone();
             body.recipients = staying.into_iter().cloned().collect();
             for r in opts.add {
@@ -261,12 +266,16 @@ fn copy_with_header(
     out.commit()
 }
 
+thread_local! {
+    /// A compressed block's plaintext, inflated here before it moves into the frame: one
+    /// buffer per worker rather than per slot keeps memory at a backup's.
+    static INFLATED: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
 /// One pipeline slot: a frame of the old archive, opened and sealed again in place.
 #[derive(Default)]
 struct Slot {
     frame: Vec<u8>,
-    /// A compressed block's plaintext, inflated here before it moves into `frame`.
-    plain: Vec<u8>,
     block: u64,
     last: bool,
     /// Plaintext length the index gives for this block.
@@ -336,19 +345,22 @@ fn reencrypt(
         move |slot: &mut Slot, _| {
             // The tag is checked before anything is decrypted; only then does the
             // plaintext move to where `seal` takes it: `frame[FRAME_PREFIX..]`.
-            match old.open_in_place(&mut slot.frame, slot.block, slot.last, &mut slot.plain) {
-                Ok(Opened::InFrame(range)) => {
-                    debug_assert_eq!(range.start, FRAME_PREFIX);
-                    slot.frame.truncate(range.end);
+            let opened = INFLATED.with_borrow_mut(|inflated| {
+                match old.open_in_place(&mut slot.frame, slot.block, slot.last, inflated)? {
+                    Opened::InFrame(range) => {
+                        debug_assert_eq!(range.start, FRAME_PREFIX);
+                        slot.frame.truncate(range.end);
+                    }
+                    Opened::InScratch => {
+                        slot.frame.truncate(FRAME_PREFIX);
+                        slot.frame.extend_from_slice(inflated);
+                    }
                 }
-                Ok(Opened::InScratch) => {
-                    slot.frame.truncate(FRAME_PREFIX);
-                    slot.frame.extend_from_slice(&slot.plain);
-                }
-                Err(e) => {
-                    slot.failure = Some(e);
-                    return;
-                }
+                Ok::<(), OpenError>(())
+            });
+            if let Err(e) = opened {
+                slot.failure = Some(e);
+                return;
             }
             if slot.frame.len() - FRAME_PREFIX != slot.raw_len {
                 slot.failure = Some(OpenError::Malformed("length differs from the index".into()));

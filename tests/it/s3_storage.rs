@@ -450,6 +450,41 @@ fn verify_on_s3_passes_and_then_finds_a_damaged_block() {
     }
 }
 
+/// As the restore host: `removed` no longer opens the object at `url`, and `kept` restores
+/// it equal to `src`.
+fn restores_only_with(
+    s3: &Server,
+    t: &TestDir,
+    src: &Path,
+    url: &str,
+    removed: &Path,
+    kept: &Path,
+) {
+    let out = s3
+        .coffer(&s3.reader)
+        .args(["restore", url, "-i"])
+        .arg(removed)
+        .arg("--to")
+        .arg(t.join("removed"))
+        .assert()
+        .code(2)
+        .get_output()
+        .clone();
+    assert!(
+        stderr_of(&out).contains("no recipient"),
+        "{}",
+        stderr_of(&out)
+    );
+    s3.coffer(&s3.reader)
+        .args(["restore", url, "-q", "-i"])
+        .arg(kept)
+        .arg("--to")
+        .arg(t.join("kept"))
+        .assert()
+        .success();
+    assert_trees_equal(src, &t.join("kept").join(src.file_name().unwrap()));
+}
+
 #[test]
 fn rekey_on_s3_rewrites_the_header_and_keeps_every_other_byte() {
     let Some(s3) = server() else { return };
@@ -479,29 +514,7 @@ fn rekey_on_s3_rewrites_the_header_and_keeps_every_other_byte() {
     let new_start = after.len() - (before.len() - data_start);
     assert_eq!(&after[new_start..], &before[data_start..]);
 
-    let out = s3
-        .coffer(&s3.reader)
-        .args(["restore", &url, "-i"])
-        .arg(bob_key())
-        .arg("--to")
-        .arg(t.join("bob"))
-        .assert()
-        .code(2)
-        .get_output()
-        .clone();
-    assert!(
-        stderr_of(&out).contains("no recipient"),
-        "{}",
-        stderr_of(&out)
-    );
-    s3.coffer(&s3.reader)
-        .args(["restore", &url, "-q", "-i"])
-        .arg(carol_key())
-        .arg("--to")
-        .arg(t.join("carol"))
-        .assert()
-        .success();
-    assert_trees_equal(&src, &t.join("carol/src"));
+    restores_only_with(s3, &t, &src, &url, &bob_key(), &carol_key());
 }
 
 #[test]
@@ -545,29 +558,7 @@ fn reencrypt_on_s3_replaces_the_object_under_a_new_session_key() {
     // One object under the prefix: the upload replaced it, nothing was left beside it.
     assert_eq!(s3.list("reencrypt"), vec!["a.coffer"]);
 
-    let out = s3
-        .coffer(&s3.reader)
-        .args(["restore", &url, "-i"])
-        .arg(bob_key())
-        .arg("--to")
-        .arg(t.join("bob"))
-        .assert()
-        .code(2)
-        .get_output()
-        .clone();
-    assert!(
-        stderr_of(&out).contains("no recipient"),
-        "{}",
-        stderr_of(&out)
-    );
-    s3.coffer(&s3.reader)
-        .args(["restore", &url, "-q", "-i"])
-        .arg(alice_key())
-        .arg("--to")
-        .arg(t.join("alice"))
-        .assert()
-        .success();
-    assert_trees_equal(&src, &t.join("alice/src"));
+    restores_only_with(s3, &t, &src, &url, &bob_key(), &alice_key());
 }
 
 #[test]
