@@ -14,6 +14,8 @@ use crate::recipient::{Fingerprint, Identity, hex};
 use crate::seal::{BlockSealer, OpenError, open_index};
 use crate::storage::{self, ArchiveSource, Location};
 
+pub use crate::rekey::{RekeyOptions, RekeyReport, rekey};
+
 /// Largest encrypted index accepted (about ten million entries).
 pub const MAX_INDEX_LEN: u64 = 1 << 30;
 
@@ -143,7 +145,7 @@ impl Archive {
     }
 
     /// Unwrap the session key and check the header MAC with it.
-    fn session_keys(&self, identity: &dyn Identity) -> Result<(SessionKey, SubKeys)> {
+    pub(crate) fn session_keys(&self, identity: &dyn Identity) -> Result<(SessionKey, SubKeys)> {
         let body = &self.header.body;
         let mut session_key = None;
         for stanza in &body.recipients {
@@ -192,7 +194,7 @@ impl Archive {
         Ok((session_key, keys))
     }
 
-    fn unlock_with(&self, keys: &SubKeys) -> Result<Unlocked> {
+    pub(crate) fn unlock_with(&self, keys: &SubKeys) -> Result<Unlocked> {
         let body = &self.header.body;
         let index_at = self.data_start() + self.trailer.index_offset;
         let mut section = vec![0u8; self.trailer.index_len as usize];
@@ -562,104 +564,4 @@ impl Archive {
         self.count_envelope(&mut report);
         Ok(report)
     }
-}
-
-/// What a rekey changed.
-#[derive(Clone, Debug)]
-pub struct RekeyReport {
-    pub added: Vec<Fingerprint>,
-    pub removed: Vec<Fingerprint>,
-    pub recipients: Vec<Fingerprint>,
-}
-
-/// Change who can open an archive: rewrite the header envelope with a new recipient set
-/// and keep every other byte (blocks, index, trailer) as it is. The new file replaces the
-/// old one atomically; an interruption leaves the old archive intact.
-pub fn rekey(
-    path: &Path,
-    identity: &dyn Identity,
-    add: &[&dyn crate::recipient::Recipient],
-    remove: &[Fingerprint],
-    force: bool,
-    observer: &dyn Observer,
-) -> Result<RekeyReport> {
-    let archive = Archive::open(path)?;
-    let (session_key, keys) = archive.session_keys(identity)?;
-    // Refuse to re-bless a damaged archive: the index must authenticate too.
-    archive.unlock_with(&keys)?;
-    let mut body = archive.header.body.clone();
-    let present: Vec<Fingerprint> = archive.recipients();
-    for fp in remove {
-        if !present.contains(fp) {
-            return Err(Error::InvalidOption(format!(
-                "{fp} is not a recipient of {}",
-                path.display()
-            )));
-        }
-        if *fp == identity.fingerprint() && !force {
-            return Err(Error::InvalidOption(format!(
-                "refusing to remove {fp}, the key you are using ({}); pass --force if you mean it",
-                identity.source().display()
-            )));
-        }
-    }
-    body.recipients
-        .retain(|s| !remove.contains(&Fingerprint(s.fingerprint)));
-    for r in add {
-        let fp = r.fingerprint();
-        if body.recipients.iter().any(|s| s.fingerprint == fp.0) {
-            return Err(Error::InvalidOption(format!(
-                "{fp} ({}) is already a recipient of {}",
-                r.label(),
-                path.display()
-            )));
-        }
-        body.recipients.push(r.wrap(&session_key)?);
-    }
-    drop(session_key);
-    if body.recipients.is_empty() {
-        return Err(Error::InvalidOption(
-            "refusing to remove every recipient: nobody could open the archive again".into(),
-        ));
-    }
-    if body.recipients.len() > header::MAX_RECIPIENTS {
-        return Err(Error::InvalidOption(format!(
-            "at most {} recipients",
-            header::MAX_RECIPIENTS
-        )));
-    }
-    let new_header = header::encode(&body, &keys);
-
-    let location = Location::parse(path)?;
-    let mut out = storage::create_sink_keeping_mode(&location)?;
-    out.write_all(&new_header)?;
-    let to_copy = archive.file_len - archive.data_start();
-    observer.totals(1, to_copy);
-    let mut copied = 0u64;
-    let mut buf = vec![0u8; 1 << 20];
-    while copied < to_copy {
-        let n = (to_copy - copied).min(buf.len() as u64) as usize;
-        archive
-            .source
-            .read_exact_at(&mut buf[..n], archive.data_start() + copied)?;
-        out.write_all(&buf[..n])?;
-        copied += n as u64;
-        observer.bytes_done(n as u64);
-    }
-    if copied != to_copy {
-        return Err(Error::Truncated {
-            path: path.to_path_buf(),
-            detail: "the archive changed while it was being rekeyed".into(),
-        });
-    }
-    out.commit()?;
-    Ok(RekeyReport {
-        added: add.iter().map(|r| r.fingerprint()).collect(),
-        removed: remove.to_vec(),
-        recipients: body
-            .recipients
-            .iter()
-            .map(|s| Fingerprint(s.fingerprint))
-            .collect(),
-    })
 }

@@ -21,7 +21,7 @@ use crate::keys::{SessionId, SessionKey, SubKeys, new_session_id};
 use crate::pipeline::{self, sink_stopped};
 use crate::recipient::{Fingerprint, Recipient};
 use crate::seal::{BlockSealer, seal_index};
-use crate::storage::{self, Location};
+use crate::storage::{self, ArchiveSink, Location};
 
 /// What to back up and how. Shared by the command line and the job file.
 #[derive(Clone, Debug)]
@@ -112,8 +112,81 @@ pub struct BackupReport {
 
 /// Buffers in flight: enough for every worker to be busy while the reader fills one and
 /// the writer drains one.
-fn slot_count() -> usize {
+pub(crate) fn slot_count() -> usize {
     rayon::current_num_threads() * 2 + 2
+}
+
+/// Writes one archive front to back: the header, each sealed frame as the pipeline hands
+/// it over (recording the block table as it goes), then the sealed index and the trailer.
+/// Backup and `rekey --reencrypt` both write through it, so their archives cannot differ
+/// in layout. Dropped before [`ArchiveWriter::finish`], the sink removes the partial file
+/// (or aborts the upload).
+pub(crate) struct ArchiveWriter {
+    out: Box<dyn ArchiveSink>,
+    header_len: u64,
+    blocks: Vec<BlockRef>,
+    data_len: u64,
+}
+
+impl ArchiveWriter {
+    pub(crate) fn start(mut out: Box<dyn ArchiveSink>, header: &[u8]) -> Result<Self> {
+        out.write_all(header)?;
+        Ok(ArchiveWriter {
+            out,
+            header_len: header.len() as u64,
+            blocks: Vec::new(),
+            data_len: 0,
+        })
+    }
+
+    pub(crate) fn local_identity(&self) -> Option<(u64, u64)> {
+        self.out.local_identity()
+    }
+
+    /// Append the next sealed frame.
+    pub(crate) fn frame(&mut self, frame: &[u8]) -> Result<()> {
+        self.out.write_all(frame)?;
+        self.blocks.push(BlockRef {
+            offset: self.data_len,
+            frame_len: frame.len() as u32,
+            raw_len: u32::from_le_bytes(frame[4..8].try_into().unwrap()),
+        });
+        self.data_len += frame.len() as u64;
+        Ok(())
+    }
+
+    /// Seal the index (the entries with the block table written here), write it and the
+    /// trailer, and commit. Returns the archive's length and its number of blocks.
+    pub(crate) fn finish(
+        mut self,
+        keys: &SubKeys,
+        session_id: &SessionId,
+        entries: Vec<Entry>,
+        stream_len: u64,
+        totals: Totals,
+    ) -> Result<(u64, u64)> {
+        let block_count = self.blocks.len() as u64;
+        let index = Index {
+            entries,
+            blocks: std::mem::take(&mut self.blocks),
+            stream_len,
+            totals,
+        };
+        let plain = postcard::to_stdvec(&index)
+            .map_err(|e| Error::Crypto(format!("cannot encode index: {e}")))?;
+        let sealed = seal_index(keys, session_id, &plain);
+        let trailer = Trailer {
+            index_offset: self.data_len,
+            index_len: sealed.len() as u64,
+            block_count,
+        }
+        .encode();
+        self.out.write_all(&sealed)?;
+        self.out.write_all(&trailer)?;
+        self.out.commit()?;
+        let len = self.header_len + self.data_len + sealed.len() as u64 + trailer.len() as u64;
+        Ok((len, block_count))
+    }
 }
 
 /// Run one backup session.
@@ -176,8 +249,10 @@ fn run_session(
     let header_bytes = header::encode(&body, &keys);
 
     let location = Location::parse(&opts.output)?;
-    let mut out = storage::create_sink(&location, opts.overwrite)?;
-    out.write_all(&header_bytes)?;
+    let mut out = ArchiveWriter::start(
+        storage::create_sink(&location, opts.overwrite)?,
+        &header_bytes,
+    )?;
     let own_file = out.local_identity();
 
     let sealer = Arc::new(BlockSealer::new(
@@ -190,8 +265,6 @@ fn run_session(
     let frame_capacity = sealer.frame_capacity();
     let block_size = opts.block_size as usize;
 
-    let mut blocks: Vec<BlockRef> = Vec::new();
-    let mut data_len = 0u64;
     let work_sealer = Arc::clone(&sealer);
     let walked = pipeline::run(
         slot_count(),
@@ -226,15 +299,8 @@ fn run_session(
             work_sealer.seal(&mut slot.buf, seq, slot.last);
         },
         |slot, _seq| {
-            let frame = &slot.buf;
-            out.write_all(frame)?;
-            blocks.push(BlockRef {
-                offset: data_len,
-                frame_len: frame.len() as u32,
-                raw_len: u32::from_le_bytes(frame[4..8].try_into().unwrap()),
-            });
-            data_len += frame.len() as u64;
-            observer.bytes_written(frame.len() as u64);
+            out.frame(&slot.buf)?;
+            observer.bytes_written(slot.buf.len() as u64);
             Ok(())
         },
     )?;
@@ -242,27 +308,8 @@ fn run_session(
     totals.warnings = warnings.len() as u64;
     totals.bytes = stream_len;
 
-    let block_count = blocks.len() as u64;
-    let index = Index {
-        entries,
-        blocks,
-        stream_len,
-        totals,
-    };
-    let plain = postcard::to_stdvec(&index)
-        .map_err(|e| Error::Crypto(format!("cannot encode index: {e}")))?;
-    let sealed = seal_index(&keys, &session_id, &plain);
-    let trailer = Trailer {
-        index_offset: data_len,
-        index_len: sealed.len() as u64,
-        block_count,
-    };
-    out.write_all(&sealed)?;
-    out.write_all(&trailer.encode())?;
-    out.commit()?;
-
-    let bytes_written =
-        header_bytes.len() as u64 + data_len + sealed.len() as u64 + trailer.encode().len() as u64;
+    let (bytes_written, block_count) =
+        out.finish(&keys, &session_id, entries, stream_len, totals)?;
     Ok(BackupReport {
         archive: opts.output.clone(),
         session_id,

@@ -156,7 +156,10 @@ impl Error {
             Error::RemoteAnswer { .. } => {
                 "the endpoint does not answer like S3 (a broken proxy or gateway, or a hostile server); check AWS_ENDPOINT_URL".into()
             }
-            Error::Cancelled => "no partial archive was kept; run the backup again".into(),
+            Error::Cancelled => {
+                "no partial archive was kept (a rekey leaves the original as it was); run it again"
+                    .into()
+            }
             Error::Crypto(_) => return None,
         })
     }

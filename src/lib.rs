@@ -6,7 +6,7 @@
 //! The backup host needs public keys only; any one recipient's private key restores.
 //!
 //! The library never prints, prompts or exits; the `coffer` binary is a thin shell over
-//! [`backup`], [`restore`] and [`archive`].
+//! [`backup`], [`restore`] and [`archive`] (which includes [`archive::rekey`]).
 #![forbid(unsafe_code)]
 
 pub mod archive;
@@ -19,6 +19,7 @@ pub mod job;
 pub mod keys;
 mod pipeline;
 pub mod recipient;
+mod rekey;
 pub mod restore;
 pub mod seal;
 pub mod storage;

@@ -119,9 +119,9 @@ enum Command {
         after_help = "Example:\n  coffer verify /srv/backups/*.coffer          # bit rot, truncation\n  coffer verify nightly.coffer -i ops.key      # full authenticated check"
     )]
     Verify(VerifyArgs),
-    /// Add or remove recipients without re-encrypting any data
+    /// Add or remove recipients (header only, or --reencrypt to lock removed keys out)
     #[command(
-        after_help = "Example:\n  coffer rekey nightly.coffer -i ops.key --add new.key.pub --remove SHA256:3f2a9c01"
+        after_help = "Example:\n  coffer rekey nightly.coffer -i ops.key --add new.key.pub --remove SHA256:3f2a9c01\n  coffer rekey nightly.coffer -i ops.key --remove old.key.pub --reencrypt --keep escrow.key.pub"
     )]
     Rekey(RekeyArgs),
     /// Print a shell completion script (bash, zsh, fish, powershell, elvish)
@@ -195,7 +195,7 @@ struct VerifyArgs {
 
 #[derive(Args)]
 struct RekeyArgs {
-    /// Archive to change (replaced atomically)
+    /// Archive to change (replaced atomically; a link is followed and stays a link)
     archive: PathBuf,
     /// Private key of one of the current recipients
     #[arg(short, long, value_name = "KEY")]
@@ -209,6 +209,12 @@ struct RekeyArgs {
     /// Allow removing the recipient whose key is used for this rekey
     #[arg(long)]
     force: bool,
+    /// Re-encrypt every block under a new session key, so removed keys open nothing of it
+    #[arg(long)]
+    reencrypt: bool,
+    /// With --reencrypt: public key of a recipient that stays, besides the -i key (repeatable)
+    #[arg(long, value_name = "PUBKEY", requires = "reencrypt")]
+    keep: Vec<PathBuf>,
 }
 
 #[derive(Args)]
@@ -993,9 +999,9 @@ fn run_verify(a: VerifyArgs) -> anyhow::Result<u8> {
 }
 
 fn run_rekey(a: RekeyArgs) -> anyhow::Result<u8> {
-    if a.add.is_empty() && a.remove.is_empty() {
+    if a.add.is_empty() && a.remove.is_empty() && !a.reencrypt {
         anyhow::bail!(coffer::Error::InvalidOption(
-            "nothing to do: pass --add PUBKEY and/or --remove FINGERPRINT".into()
+            "nothing to do: pass --add PUBKEY, --remove FINGERPRINT and/or --reencrypt".into()
         ));
     }
     let identity = load_identity(&a.identity)?;
@@ -1022,8 +1028,28 @@ fn run_rekey(a: RekeyArgs) -> anyhow::Result<u8> {
         }
     }
     let refs: Vec<&dyn Recipient> = added.iter().map(|r| r as &dyn Recipient).collect();
+    let mut kept = load_recipients(&a.keep)?;
+    if a.reencrypt
+        && !remove.contains(&identity.fingerprint())
+        && !kept
+            .iter()
+            .any(|r| r.fingerprint() == identity.fingerprint())
+    {
+        // The key doing the rekey stays a recipient, and its public half is at hand.
+        kept.push(identity.to_recipient(String::new())?);
+    }
+    let keep: Vec<&dyn Recipient> = kept.iter().map(|r| r as &dyn Recipient).collect();
+    let opts = coffer::archive::RekeyOptions {
+        add: &refs,
+        remove: &remove,
+        force: a.force,
+        reencrypt: a.reencrypt,
+        keep: &keep,
+        // Stopping a re-encryption part way leaves the original; a header rewrite is short.
+        cancel: a.reencrypt.then(cli_job::stop_flag).transpose()?,
+    };
     let progress = Progress::new("rekey", false);
-    let result = coffer::archive::rekey(&a.archive, &identity, &refs, &remove, a.force, &progress);
+    let result = coffer::archive::rekey(&a.archive, &identity, &opts, &progress);
     progress.finish();
     let report = result?;
     for fp in &report.added {
@@ -1035,9 +1061,24 @@ fn run_rekey(a: RekeyArgs) -> anyhow::Result<u8> {
     for fp in &report.recipients {
         outln!("recipient: {fp}")?;
     }
-    eprintln!(
-        "note: copies of the old file (other disks, snapshots, object storage) still open with removed keys"
-    );
+    if report.reencrypted {
+        println!(
+            "session:   {} (new; {} blocks re-encrypted)",
+            hex(&report.session_id),
+            report.blocks
+        );
+    }
+    // Exit 0 all the same: the rekey did all it was asked; exit 1 means a run skipped
+    // something, and this is a property of the mode, which the line names.
+    if !report.removed.is_empty() && !report.reencrypted {
+        eprintln!(
+            "warning: removed keys still open this archive's data wherever they once unwrapped it (any copy, any backup of this file); pass --reencrypt to lock them out"
+        );
+    } else if !report.removed.is_empty() {
+        eprintln!(
+            "note: copies of the old file (other disks, snapshots, object versions) still open with removed keys"
+        );
+    }
     Ok(EXIT_OK)
 }
 

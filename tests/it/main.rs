@@ -27,6 +27,7 @@ mod job_run;
 mod json_output;
 mod list;
 mod progress_terminal;
+mod reencrypt;
 mod rekey;
 mod round_trip;
 mod s3_hostile_server;

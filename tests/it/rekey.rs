@@ -1,24 +1,25 @@
 //! `coffer rekey`: add and remove recipients by rewriting the header envelope only. Every
 //! byte after the header stays as it was; the file is replaced atomically and a failed rekey
-//! leaves the original byte for byte. Removing a recipient changes this file only: a copy of
-//! the old file still opens with the removed key (the documented limit).
+//! leaves the original byte for byte. Removing a recipient this way keeps the session key,
+//! so the removed key still opens what it once unwrapped (the documented limit, and the
+//! warning); `rekey --reencrypt` (tests/it/reencrypt.rs) locks it out.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::common::*;
-use coffer::archive::Archive;
+use coffer::archive::{Archive, RekeyOptions};
 use coffer::recipient::{Fingerprint, Recipient};
 use coffer::{Compression, Error};
 
-struct Fixture {
-    t: TestDir,
-    root: PathBuf,
-    archive: PathBuf,
+pub(crate) struct Fixture {
+    pub(crate) t: TestDir,
+    pub(crate) root: PathBuf,
+    pub(crate) archive: PathBuf,
 }
 
-fn fixture(recipients: &[&Path]) -> Fixture {
+pub(crate) fn fixture(recipients: &[&Path]) -> Fixture {
     let t = TestDir::new();
     let root = t.join("src").join("t");
     build_sample_tree(&root);
@@ -35,21 +36,21 @@ fn fixture(recipients: &[&Path]) -> Fixture {
 
 impl Fixture {
     /// Restore with `key` into a fresh folder and compare with the source.
-    fn restores_with(&self, archive: &Path, key: &Path, name: &str) {
+    pub(crate) fn restores_with(&self, archive: &Path, key: &Path, name: &str) {
         let target = self.t.join(name);
         try_restore(archive, key, &target, &[], false)
             .unwrap_or_else(|e| panic!("{name}: restore failed: {e}"));
         assert_trees_equal(&self.root, &target.join("t"));
     }
 
-    fn copy(&self, name: &str) -> PathBuf {
+    pub(crate) fn copy(&self, name: &str) -> PathBuf {
         let p = self.t.join(name);
         fs::copy(&self.archive, &p).unwrap();
         p
     }
 
     /// Names of the files in the archive's folder.
-    fn dir_names(&self) -> Vec<String> {
+    pub(crate) fn dir_names(&self) -> Vec<String> {
         let mut v: Vec<String> = fs::read_dir(self.t.path())
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -59,21 +60,21 @@ impl Fixture {
     }
 }
 
-fn fp(pub_key: &Path) -> Fingerprint {
+pub(crate) fn fp(pub_key: &Path) -> Fingerprint {
     recipient(pub_key).fingerprint()
 }
 
-fn recipients_of(archive: &Path) -> Vec<Fingerprint> {
+pub(crate) fn recipients_of(archive: &Path) -> Vec<Fingerprint> {
     Archive::open(archive).unwrap().recipients()
 }
 
 /// The archive's bytes after the header (blocks, index, trailer).
-fn data_section(archive: &Path) -> Vec<u8> {
+pub(crate) fn data_section(archive: &Path) -> Vec<u8> {
     let start = Archive::open(archive).unwrap().data_start() as usize;
     fs::read(archive).unwrap()[start..].to_vec()
 }
 
-fn rekey(archive: &Path, identity: &Path) -> assert_cmd::Command {
+pub(crate) fn rekey(archive: &Path, identity: &Path) -> assert_cmd::Command {
     let mut c = coffer_cmd();
     c.arg("rekey").arg(archive).arg("-i").arg(identity);
     c
@@ -81,7 +82,7 @@ fn rekey(archive: &Path, identity: &Path) -> assert_cmd::Command {
 
 /// Run a rekey that must be refused: exit 2, an `error:` line and a `hint:` line, and the
 /// archive (and its folder) exactly as before. Returns the error line.
-fn refused(f: &Fixture, cmd: &mut assert_cmd::Command) -> String {
+pub(crate) fn refused(f: &Fixture, cmd: &mut assert_cmd::Command) -> String {
     let before = fs::read(&f.archive).unwrap();
     let names = f.dir_names();
     let out = cmd.assert().code(2).get_output().clone();
@@ -180,7 +181,7 @@ fn add_several_and_a_private_key_file_as_recipient() {
 }
 
 #[test]
-fn remove_a_recipient_locks_it_out_of_the_new_file_but_not_of_old_copies() {
+fn remove_without_reencrypt_unlists_the_key_and_warns_that_it_still_opens_the_data() {
     let f = fixture(&[&alice_pub(), &bob_pub()]);
     let old_copy = f.copy("old-copy.coffer");
     let old_data = data_section(&f.archive);
@@ -194,8 +195,14 @@ fn remove_a_recipient_locks_it_out_of_the_new_file_but_not_of_old_copies() {
         .clone();
     let stdout = String::from_utf8(out.stdout).unwrap();
     assert!(stdout.contains(&format!("removed:   {}", fp(&bob_pub()))));
+    // One line, and the exit code of a successful rekey.
     let stderr = String::from_utf8(out.stderr).unwrap();
-    assert!(stderr.contains("copies of the old file"), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with("warning: removed keys still open this archive's data")
+            && stderr.contains("--reencrypt"),
+        "{stderr}"
+    );
 
     assert_eq!(recipients_of(&f.archive), vec![fp(&alice_pub())]);
     assert!(data_section(&f.archive) == old_data);
@@ -472,12 +479,15 @@ fn a_failed_rekey_leaves_the_original_intact() {
     // And through the library, with the original back in place.
     fs::write(&f.archive, &original).unwrap();
     let bob = recipient(&bob_pub());
+    let opts = RekeyOptions {
+        add: &[&bob as &dyn Recipient],
+        remove: &[fp(&carol_pub())],
+        ..Default::default()
+    };
     let err = coffer::archive::rekey(
         &f.archive,
         &identity(&alice_key()),
-        &[&bob as &dyn Recipient],
-        &[fp(&carol_pub())],
-        false,
+        &opts,
         &coffer::backup::Quiet,
     )
     .unwrap_err();
@@ -497,4 +507,51 @@ fn a_failed_rekey_leaves_the_original_intact() {
         vec!["a.coffer", "bad.pub", "src"],
         "no temporary file left"
     );
+}
+
+#[test]
+fn regression_rekey_through_a_symlink_replaced_the_link() {
+    for reencrypt in [false, true] {
+        let f = fixture(&[&alice_pub()]);
+        // The archive lives in another folder, reached through a relative link.
+        let real_dir = f.t.join("real");
+        fs::create_dir(&real_dir).unwrap();
+        let real = real_dir.join("a.coffer");
+        fs::rename(&f.archive, &real).unwrap();
+        fs::set_permissions(&real, fs::Permissions::from_mode(0o640)).unwrap();
+        std::os::unix::fs::symlink("real/a.coffer", &f.archive).unwrap();
+
+        let mut cmd = rekey(&f.archive, &alice_key());
+        cmd.arg("--add").arg(bob_pub());
+        if reencrypt {
+            cmd.arg("--reencrypt");
+        }
+        cmd.assert().code(0);
+
+        let link = fs::symlink_metadata(&f.archive).unwrap();
+        assert!(link.file_type().is_symlink(), "the link was replaced");
+        assert_eq!(
+            fs::read_link(&f.archive).unwrap(),
+            Path::new("real/a.coffer")
+        );
+        assert_eq!(
+            recipients_of(&real),
+            vec![fp(&alice_pub()), fp(&bob_pub())],
+            "the target kept its old recipients (reencrypt: {reencrypt})"
+        );
+        let mode = fs::metadata(&real).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode, 0o640);
+        // The temporary file went beside the target and is gone; nothing beside the link.
+        let names = |dir: &Path| -> Vec<String> {
+            let mut v: Vec<String> = fs::read_dir(dir)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            v.sort();
+            v
+        };
+        assert_eq!(names(&real_dir), vec!["a.coffer"]);
+        assert_eq!(f.dir_names(), vec!["a.coffer", "real", "src"]);
+        f.restores_with(&f.archive, &bob_key(), "bob-out");
+    }
 }

@@ -450,6 +450,41 @@ fn verify_on_s3_passes_and_then_finds_a_damaged_block() {
     }
 }
 
+/// As the restore host: `removed` no longer opens the object at `url`, and `kept` restores
+/// it equal to `src`.
+fn restores_only_with(
+    s3: &Server,
+    t: &TestDir,
+    src: &Path,
+    url: &str,
+    removed: &Path,
+    kept: &Path,
+) {
+    let out = s3
+        .coffer(&s3.reader)
+        .args(["restore", url, "-i"])
+        .arg(removed)
+        .arg("--to")
+        .arg(t.join("removed"))
+        .assert()
+        .code(2)
+        .get_output()
+        .clone();
+    assert!(
+        stderr_of(&out).contains("no recipient"),
+        "{}",
+        stderr_of(&out)
+    );
+    s3.coffer(&s3.reader)
+        .args(["restore", url, "-q", "-i"])
+        .arg(kept)
+        .arg("--to")
+        .arg(t.join("kept"))
+        .assert()
+        .success();
+    assert_trees_equal(src, &t.join("kept").join(src.file_name().unwrap()));
+}
+
 #[test]
 fn rekey_on_s3_rewrites_the_header_and_keeps_every_other_byte() {
     let Some(s3) = server() else { return };
@@ -479,29 +514,51 @@ fn rekey_on_s3_rewrites_the_header_and_keeps_every_other_byte() {
     let new_start = after.len() - (before.len() - data_start);
     assert_eq!(&after[new_start..], &before[data_start..]);
 
+    restores_only_with(s3, &t, &src, &url, &bob_key(), &carol_key());
+}
+
+#[test]
+fn reencrypt_on_s3_replaces_the_object_under_a_new_session_key() {
+    let Some(s3) = server() else { return };
+    let t = TestDir::new();
+    let src = t.join("src");
+    build_sample_tree(&src);
+    // Larger than two upload parts, so the new object is a multipart upload that completes
+    // only after every block of the old one was read.
+    write_file(
+        &src.join("big.bin"),
+        &pseudo_random(2 * coffer::storage::s3::PART_SIZE + 12_345, 7),
+        0o644,
+    );
+    let key = "reencrypt/a.coffer";
+    let url = s3.url(key);
+    writer_backup(s3, &src, &url, &[&alice_pub(), &bob_pub()], &[]);
+    let local_before = t.join("before.coffer");
+    std::fs::write(&local_before, s3.download(key)).unwrap();
+
     let out = s3
-        .coffer(&s3.reader)
-        .args(["restore", &url, "-i"])
-        .arg(bob_key())
-        .arg("--to")
-        .arg(t.join("bob"))
+        .coffer(&s3.admin)
+        .args(["rekey", &url, "--reencrypt", "-i"])
+        .arg(alice_key())
+        .arg("--remove")
+        .arg(bob_pub())
         .assert()
-        .code(2)
+        .success()
         .get_output()
         .clone();
-    assert!(
-        stderr_of(&out).contains("no recipient"),
-        "{}",
-        stderr_of(&out)
+    assert!(stderr_of(&out).starts_with("note: "), "{}", stderr_of(&out));
+    let local_after = t.join("after.coffer");
+    std::fs::write(&local_after, s3.download(key)).unwrap();
+    let (before, after) = (
+        coffer::archive::Archive::open(&local_before).unwrap(),
+        coffer::archive::Archive::open(&local_after).unwrap(),
     );
-    s3.coffer(&s3.reader)
-        .args(["restore", &url, "-q", "-i"])
-        .arg(carol_key())
-        .arg("--to")
-        .arg(t.join("carol"))
-        .assert()
-        .success();
-    assert_trees_equal(&src, &t.join("carol/src"));
+    assert_ne!(before.session_id_hex(), after.session_id_hex());
+    assert_eq!(after.recipients().len(), 1);
+    // One object under the prefix: the upload replaced it, nothing was left beside it.
+    assert_eq!(s3.list("reencrypt"), vec!["a.coffer"]);
+
+    restores_only_with(s3, &t, &src, &url, &bob_key(), &alice_key());
 }
 
 #[test]

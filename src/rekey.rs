@@ -1,0 +1,383 @@
+//! Changing who can open an archive.
+//!
+//! Plain `rekey` rewrites the header envelope only: the session key stays, so every block,
+//! the index and the trailer are copied byte for byte. That cannot lock a removed
+//! recipient out: whoever once unwrapped the session key keeps it, reads the data without
+//! the header, and can even write itself a new stanza (the header MAC key derives from the
+//! session key too). `reencrypt` therefore streams the archive into a new one under a new
+//! session key and session id: every block is opened (tag checked before decryption) and
+//! sealed again through the same pipeline and writer as a backup, so nothing of the old
+//! key opens the result.
+//!
+//! Either way the new archive is written beside the real file and replaces it only when
+//! complete (an object: when its upload completes); a failure leaves the original as it was.
+
+use std::cell::RefCell;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::archive::{Archive, Unlocked};
+use crate::backup::{ArchiveWriter, Observer, slot_count};
+use crate::error::{Error, Result};
+use crate::format::Compression;
+use crate::format::frame::FRAME_PREFIX;
+use crate::format::header::{self, HeaderBody, Stanza};
+use crate::format::index::Index;
+use crate::keys::{SessionId, SessionKey, SubKeys, new_session_id};
+use crate::pipeline::{self, sink_stopped};
+use crate::recipient::{Fingerprint, Identity, Recipient};
+use crate::seal::{BlockSealer, OpenError, Opened};
+use crate::storage::{self, Location};
+
+/// What to change.
+#[derive(Default)]
+pub struct RekeyOptions<'a> {
+    /// Recipients to add.
+    pub add: &'a [&'a dyn Recipient],
+    /// Recipients to remove.
+    pub remove: &'a [Fingerprint],
+    /// Allow removing the recipient whose identity does the rekey.
+    pub force: bool,
+    /// Re-encrypt every block under a new session key and session id, so that a removed
+    /// recipient's old session key opens nothing of the result.
+    pub reencrypt: bool,
+    /// With `reencrypt`: the public keys of the recipients that stay. The new session key
+    /// must be wrapped for each of them anew, and the header holds only fingerprints.
+    pub keep: &'a [&'a dyn Recipient],
+    /// Set from another thread (a signal handler) to stop a re-encryption: it returns
+    /// [`Error::Cancelled`] soon after and the original archive stays as it was.
+    pub cancel: Option<Arc<AtomicBool>>,
+}
+
+/// What a rekey changed.
+#[derive(Clone, Debug)]
+pub struct RekeyReport {
+    /// The file that was replaced: a link given as the archive is resolved to its target.
+    pub archive: PathBuf,
+    pub added: Vec<Fingerprint>,
+    pub removed: Vec<Fingerprint>,
+    pub recipients: Vec<Fingerprint>,
+    /// True when every block was sealed again under a new session key.
+    pub reencrypted: bool,
+    /// The archive's session id: new after a re-encryption, the old one otherwise.
+    pub session_id: SessionId,
+    pub blocks: u64,
+}
+
+/// Change who can open an archive; see the module docs for the two modes. `identity` must
+/// open the archive; its header MAC and index must authenticate (and with `reencrypt`,
+/// every block), so a damaged or forged archive is never re-blessed.
+pub fn rekey(
+    path: &Path,
+    identity: &dyn Identity,
+    opts: &RekeyOptions<'_>,
+    observer: &dyn Observer,
+) -> Result<RekeyReport> {
+    let path = &real_path(path)?;
+    let archive = Archive::open(path)?;
+    let (session_key, keys) = archive.session_keys(identity)?;
+    // Refuse to re-bless a damaged archive: the index must authenticate too.
+    let unlocked = archive.unlock_with(&keys)?;
+    let old = archive.header();
+    let present = archive.recipients();
+    for fp in opts.remove {
+        if !present.contains(fp) {
+            return Err(Error::InvalidOption(format!(
+                "{fp} is not a recipient of {}",
+                path.display()
+            )));
+        }
+        if *fp == identity.fingerprint() && !opts.force {
+            return Err(Error::InvalidOption(format!(
+                "refusing to remove {fp}, the key you are using ({}); pass --force if you mean it",
+                identity.source().display()
+            )));
+        }
+    }
+    let staying: Vec<&Stanza> = old
+        .recipients
+        .iter()
+        .filter(|s| !opts.remove.contains(&Fingerprint(s.fingerprint)))
+        .collect();
+    for r in opts.add {
+        let fp = r.fingerprint();
+        if old.recipients.iter().any(|s| s.fingerprint == fp.0) {
+            return Err(Error::InvalidOption(format!(
+                "{fp} ({}) is already a recipient of {}",
+                r.label(),
+                path.display()
+            )));
+        }
+    }
+    let count = staying.len() + opts.add.len();
+    if count == 0 {
+        return Err(Error::InvalidOption(
+            "refusing to remove every recipient: nobody could open the archive again".into(),
+        ));
+    }
+    if count > header::MAX_RECIPIENTS {
+        return Err(Error::InvalidOption(format!(
+            "at most {} recipients",
+            header::MAX_RECIPIENTS
+        )));
+    }
+    let keep = if opts.reencrypt {
+        Some(match_keep(opts.keep, &staying, path)?)
+    } else if !opts.keep.is_empty() {
+        return Err(Error::InvalidOption(
+            "--keep is only needed with --reencrypt (without it the session key stays, and so do the stanzas of the remaining recipients)".into(),
+        ));
+    } else {
+        None
+    };
+
+    let location = Location::parse(path)?;
+    let (body, blocks) = match keep {
+        None => {
+            // The index was only checked; an archive of millions of entries need not hold
+            // it through the copy.
+            drop(unlocked);
+            let mut body = old.clone();
+            body.recipients = staying.into_iter().cloned().collect();
+            for r in opts.add {
+                body.recipients.push(r.wrap(&session_key)?);
+            }
+            drop(session_key);
+            copy_with_header(&archive, &header::encode(&body, &keys), &location, observer)?;
+            (body, archive.trailer().block_count)
+        }
+        Some(keep) => {
+            drop(session_key);
+            let new_key = SessionKey::generate()?;
+            let mut recipients = Vec::with_capacity(count);
+            for (stanza, r) in staying.iter().zip(&keep) {
+                // The same recipient keeps the name `info` shows for it.
+                let mut s = r.wrap(&new_key)?;
+                s.label.clone_from(&stanza.label);
+                recipients.push(s);
+            }
+            for r in opts.add {
+                recipients.push(r.wrap(&new_key)?);
+            }
+            // Same content, so the same job name and creation time; everything secret and
+            // the session id are new.
+            let body = HeaderBody {
+                session_id: new_session_id()?,
+                recipients,
+                ..old.clone()
+            };
+            let new_keys = SubKeys::derive(&new_key, &body.session_id);
+            drop(new_key);
+            let blocks = reencrypt(
+                &archive,
+                unlocked,
+                &body,
+                &new_keys,
+                &location,
+                opts.cancel.as_deref(),
+                observer,
+            )?;
+            (body, blocks)
+        }
+    };
+    Ok(RekeyReport {
+        archive: path.clone(),
+        added: opts.add.iter().map(|r| r.fingerprint()).collect(),
+        removed: opts.remove.to_vec(),
+        recipients: body
+            .recipients
+            .iter()
+            .map(|s| Fingerprint(s.fingerprint))
+            .collect(),
+        reencrypted: opts.reencrypt,
+        session_id: body.session_id,
+        blocks,
+    })
+}
+
+/// A local archive path with every link resolved, once: the replacement is then written
+/// beside the real file and renamed over it. Renaming over a link would replace the link
+/// with a new file and leave the real archive with its old recipients.
+fn real_path(path: &Path) -> Result<PathBuf> {
+    match Location::parse(path)? {
+        Location::Local(p) => std::fs::canonicalize(&p).map_err(|e| Error::io(&p, e)),
+        Location::S3 { .. } => Ok(path.to_path_buf()),
+    }
+}
+
+/// The `keep` public key of each staying recipient, in the order of `staying`.
+fn match_keep<'k>(
+    keep: &[&'k dyn Recipient],
+    staying: &[&Stanza],
+    path: &Path,
+) -> Result<Vec<&'k dyn Recipient>> {
+    if let Some(r) = keep
+        .iter()
+        .find(|r| !staying.iter().any(|s| s.fingerprint == r.fingerprint().0))
+    {
+        return Err(Error::InvalidOption(format!(
+            "--keep {} ({}) is not a recipient that stays in {}",
+            r.fingerprint(),
+            r.label(),
+            path.display()
+        )));
+    }
+    let mut found = Vec::with_capacity(staying.len());
+    let mut missing = Vec::new();
+    for s in staying {
+        match keep.iter().find(|r| r.fingerprint().0 == s.fingerprint) {
+            Some(r) => found.push(*r),
+            None if s.label.is_empty() => missing.push(Fingerprint(s.fingerprint).to_string()),
+            None => missing.push(format!("{} ({})", Fingerprint(s.fingerprint), s.label)),
+        }
+    }
+    if !missing.is_empty() {
+        return Err(Error::InvalidOption(format!(
+            "--reencrypt wraps a new session key for every recipient that stays, so it needs their public keys: pass --keep PUBKEY for {}",
+            missing.join(", ")
+        )));
+    }
+    Ok(found)
+}
+
+/// Write `header` followed by every byte after the archive's old header.
+fn copy_with_header(
+    archive: &Archive,
+    header: &[u8],
+    location: &Location,
+    observer: &dyn Observer,
+) -> Result<()> {
+    let mut out = storage::create_sink_keeping_mode(location)?;
+    out.write_all(header)?;
+    let start = archive.data_start();
+    let to_copy = archive.file_len() - start;
+    observer.totals(1, to_copy);
+    let source = archive.source();
+    let mut copied = 0u64;
+    let mut buf = vec![0u8; 1 << 20];
+    while copied < to_copy {
+        let n = (to_copy - copied).min(buf.len() as u64) as usize;
+        source.read_exact_at(&mut buf[..n], start + copied)?;
+        out.write_all(&buf[..n])?;
+        copied += n as u64;
+        observer.bytes_done(n as u64);
+    }
+    out.commit()
+}
+
+thread_local! {
+    /// A compressed block's plaintext, inflated here before it moves into the frame: one
+    /// buffer per worker rather than per slot keeps memory at a backup's.
+    static INFLATED: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// One pipeline slot: a frame of the old archive, opened and sealed again in place.
+#[derive(Default)]
+struct Slot {
+    frame: Vec<u8>,
+    block: u64,
+    last: bool,
+    /// Plaintext length the index gives for this block.
+    raw_len: usize,
+    failure: Option<OpenError>,
+}
+
+/// Stream every block of `archive` into a new archive with header `body` under `keys`:
+/// same block boundaries and plaintext, so the index entries stay valid as they are and
+/// only the block table is new. Returns the number of blocks.
+fn reencrypt(
+    archive: &Archive,
+    unlocked: Unlocked,
+    body: &HeaderBody,
+    keys: &SubKeys,
+    location: &Location,
+    cancel: Option<&AtomicBool>,
+    observer: &dyn Observer,
+) -> Result<u64> {
+    let Unlocked { index, sealer: old } = unlocked;
+    let Index {
+        entries,
+        blocks,
+        stream_len,
+        totals,
+    } = index;
+    // The header records only whether blocks are compressed, not the level; the backup
+    // default keeps a re-encryption as fast as a backup.
+    let compression = match body.compression() {
+        Compression::None => Compression::None,
+        Compression::Zstd(_) => Compression::Zstd(crate::DEFAULT_ZSTD_LEVEL),
+    };
+    let new = Arc::new(BlockSealer::new(
+        keys,
+        body.session_id,
+        body.block_size,
+        body.segment_size,
+        compression,
+    ));
+    let frame_capacity = new.frame_capacity();
+    let mut out = ArchiveWriter::start(
+        storage::create_sink_keeping_mode(location)?,
+        &header::encode(body, keys),
+    )?;
+    let last = blocks.len().saturating_sub(1) as u64;
+    observer.totals(blocks.len() as u64, stream_len);
+    let blocks = &blocks;
+    pipeline::run(
+        slot_count(),
+        |feed| {
+            for (i, r) in blocks.iter().enumerate() {
+                if cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
+                    return Err(Error::Cancelled);
+                }
+                let mut slot: Slot = feed.take().ok_or_else(sink_stopped)?;
+                if slot.frame.capacity() < frame_capacity {
+                    slot.frame.reserve_exact(frame_capacity - slot.frame.len());
+                }
+                archive.read_frame(r, &mut slot.frame)?;
+                slot.block = i as u64;
+                slot.last = slot.block == last;
+                slot.raw_len = r.raw_len as usize;
+                feed.submit(slot);
+            }
+            Ok(())
+        },
+        move |slot: &mut Slot, _| {
+            // The tag is checked before anything is decrypted; only then does the
+            // plaintext move to where `seal` takes it: `frame[FRAME_PREFIX..]`.
+            let opened = INFLATED.with_borrow_mut(|inflated| {
+                match old.open_in_place(&mut slot.frame, slot.block, slot.last, inflated)? {
+                    Opened::InFrame(range) => {
+                        debug_assert_eq!(range.start, FRAME_PREFIX);
+                        slot.frame.truncate(range.end);
+                    }
+                    Opened::InScratch => {
+                        slot.frame.truncate(FRAME_PREFIX);
+                        slot.frame.extend_from_slice(inflated);
+                    }
+                }
+                Ok::<(), OpenError>(())
+            });
+            if let Err(e) = opened {
+                slot.failure = Some(e);
+                return;
+            }
+            if slot.frame.len() - FRAME_PREFIX != slot.raw_len {
+                slot.failure = Some(OpenError::Malformed("length differs from the index".into()));
+                return;
+            }
+            new.seal(&mut slot.frame, slot.block, slot.last);
+        },
+        |slot, _| {
+            if let Some(e) = slot.failure.take() {
+                return Err(archive.block_error(slot.block, &blocks[slot.block as usize], e));
+            }
+            out.frame(&slot.frame)?;
+            observer.bytes_done(slot.raw_len as u64);
+            observer.bytes_written(slot.frame.len() as u64);
+            Ok(())
+        },
+    )?;
+    let (_, count) = out.finish(keys, &body.session_id, entries, stream_len, totals)?;
+    Ok(count)
+}
