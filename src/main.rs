@@ -1062,11 +1062,11 @@ fn run_rekey(a: RekeyArgs) -> anyhow::Result<u8> {
         outln!("recipient: {fp}")?;
     }
     if report.reencrypted {
-        println!(
+        outln!(
             "session:   {} (new; {} blocks re-encrypted)",
             hex(&report.session_id),
             report.blocks
-        );
+        )?;
     }
     // Exit 0 all the same: the rekey did all it was asked; exit 1 means a run skipped
     // something, and this is a property of the mode, which the line names.
