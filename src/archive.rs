@@ -4,13 +4,14 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::backup::Observer;
 use crate::error::{Error, Result};
 use crate::format::header::{self, HeaderBody, HeaderError, PREFIX_LEN, RawHeader, SUFFIX_LEN};
+use crate::format::hex;
 use crate::format::index::{BlockRef, Index, IndexError};
 use crate::format::trailer::{TRAILER_LEN, Trailer};
 use crate::keys::{SessionKey, SubKeys};
-use crate::recipient::{Fingerprint, Identity, hex};
+use crate::progress::Observer;
+use crate::recipient::{Fingerprint, Identity};
 use crate::seal::{BlockSealer, OpenError, open_index};
 use crate::storage::{self, ArchiveSource, Location};
 

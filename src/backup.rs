@@ -18,7 +18,10 @@ use crate::format::index::{BlockRef, Entry, Index, KIND_DIR, KIND_FILE, KIND_SYM
 use crate::format::trailer::Trailer;
 use crate::format::{Compression, SUITE_V1};
 use crate::keys::{SessionId, SessionKey, SubKeys, new_session_id};
-use crate::pipeline::{self, sink_stopped};
+use crate::pipeline::{self, sink_stopped, slot_count};
+/// Re-exported where they were defined before `progress` owned them (callers of the
+/// library API keep working).
+pub use crate::progress::{Observer, Quiet, Warning};
 use crate::recipient::{Fingerprint, Recipient};
 use crate::seal::{BlockSealer, seal_index};
 use crate::storage::{self, ArchiveSink, Location};
@@ -66,34 +69,6 @@ impl BackupOptions {
     }
 }
 
-/// Something skipped or damaged during a run that did not stop it.
-#[derive(Clone, Debug)]
-pub struct Warning {
-    pub path: PathBuf,
-    pub message: String,
-}
-
-/// Told about progress as the run goes (the binary draws bars and prints warnings).
-/// Every method has an empty default; implement what you show.
-pub trait Observer: Sync {
-    fn warning(&self, _warning: &Warning) {}
-    /// A file was completely read (backup) or written (restore).
-    fn file_done(&self, _path: &Path, _bytes: u64) {}
-    /// Data bytes processed: read from files (backup), restored or checked.
-    fn bytes_done(&self, _bytes: u64) {}
-    fn bytes_written(&self, _bytes: u64) {}
-    /// Whether the run should spend a little work on finding totals for `totals`.
-    fn wants_totals(&self) -> bool {
-        false
-    }
-    /// Total files and bytes expected (an estimate for backup: files may change).
-    fn totals(&self, _files: u64, _bytes: u64) {}
-}
-
-/// An observer that ignores everything.
-pub struct Quiet;
-impl Observer for Quiet {}
-
 /// What a finished backup did.
 #[derive(Clone, Debug)]
 pub struct BackupReport {
@@ -108,12 +83,6 @@ pub struct BackupReport {
     pub warnings: Vec<Warning>,
     pub recipients: Vec<Fingerprint>,
     pub duration: Duration,
-}
-
-/// Buffers in flight: enough for every worker to be busy while the reader fills one and
-/// the writer drains one.
-pub(crate) fn slot_count() -> usize {
-    rayon::current_num_threads() * 2 + 2
 }
 
 /// Writes one archive front to back: the header, each sealed frame as the pipeline hands

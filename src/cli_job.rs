@@ -11,7 +11,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
-use coffer::backup::Warning;
 use coffer::job::catalog::{SessionRow, SessionState, Trigger};
 use coffer::job::lock::LockDir;
 use coffer::job::paths::{self, StateDir};
@@ -19,6 +18,7 @@ use coffer::job::prune::{self, PruneReport};
 use coffer::job::scheduler::{self, DaemonEvent, DaemonEvents, DaemonOptions};
 use coffer::job::session::{self, Context, LockMode, SessionEvents, SessionOutcome};
 use coffer::job::{Catalog, JobError, JobFile};
+use coffer::progress::Warning;
 
 const EXIT_OK: u8 = 0;
 const EXIT_FAILED: u8 = 2;

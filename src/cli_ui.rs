@@ -1,7 +1,7 @@
 //! Terminal presentation for the binary: progress bars, warnings, logging setup, the
 //! escaping of untrusted text before it reaches a terminal, and the one way to stdout.
 
-use coffer::backup::{Observer, Warning};
+use coffer::progress::{Observer, Warning};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::borrow::Cow;
 use std::fmt;
@@ -114,10 +114,6 @@ pub fn init_logging(verbose: u8) {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .try_init();
-}
-
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 pub fn human(n: u64) -> String {

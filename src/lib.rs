@@ -18,6 +18,7 @@ pub mod fsutil;
 pub mod job;
 pub mod keys;
 mod pipeline;
+pub mod progress;
 pub mod recipient;
 mod rekey;
 pub mod restore;

@@ -12,9 +12,11 @@ use coffer::Compression;
 
 mod cli_job;
 mod cli_ui;
-use cli_ui::{Progress, hex, human, outln, print_json, safe, safe_path};
+use cli_ui::{Progress, human, outln, print_json, safe, safe_path};
 use coffer::archive::Archive;
-use coffer::backup::{self, BackupOptions, Warning};
+use coffer::backup::{self, BackupOptions};
+use coffer::format::hex;
+use coffer::progress::Warning;
 use coffer::recipient::{DEFAULT_RSA_BITS, Identity, Recipient, RsaIdentity, RsaRecipient};
 use coffer::restore::{self, RestoreOptions};
 

@@ -107,6 +107,12 @@ where
     })
 }
 
+/// Buffers in flight: enough for every worker to be busy while the reader fills one and
+/// the writer drains one.
+pub(crate) fn slot_count() -> usize {
+    rayon::current_num_threads() * 2 + 2
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

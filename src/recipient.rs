@@ -3,6 +3,7 @@
 //! RSA-OAEP-SHA256 is the one scheme of format v1; another scheme is a new implementation
 //! of these traits, not a change to the pipeline.
 
+use crate::format::hex;
 use pkcs1::{DecodeRsaPrivateKey, DecodeRsaPublicKey};
 use pkcs8::{DecodePrivateKey, EncodePrivateKey, LineEnding};
 use rsa::traits::PublicKeyParts;
@@ -56,10 +57,6 @@ impl fmt::Debug for Fingerprint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Display::fmt(self, f)
     }
-}
-
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Something that can wrap a session key so that only its owner can unwrap it.

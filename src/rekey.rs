@@ -18,14 +18,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::archive::{Archive, Unlocked};
-use crate::backup::{ArchiveWriter, Observer, slot_count};
+use crate::backup::ArchiveWriter;
 use crate::error::{Error, Result};
 use crate::format::Compression;
 use crate::format::frame::FRAME_PREFIX;
 use crate::format::header::{self, HeaderBody, Stanza};
 use crate::format::index::Index;
 use crate::keys::{SessionId, SessionKey, SubKeys, new_session_id};
-use crate::pipeline::{self, sink_stopped};
+use crate::pipeline::{self, sink_stopped, slot_count};
+use crate::progress::Observer;
 use crate::recipient::{Fingerprint, Identity, Recipient};
 use crate::seal::{BlockSealer, OpenError, Opened};
 use crate::storage::{self, Location};

@@ -60,3 +60,9 @@ impl std::str::FromStr for Compression {
 pub fn crc32c(bytes: &[u8]) -> u32 {
     ::crc32c::crc32c(bytes)
 }
+
+/// Lower-case hex of bytes: how session ids and fingerprints are written everywhere (file
+/// names, `info`, JSON, the catalog).
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -28,9 +28,11 @@ use std::time::Duration;
 use super::catalog::{Catalog, Finish, SessionRow, SessionState, Trigger};
 use super::config::ResolvedJob;
 use super::lock::{LockDir, pid_alive};
-use super::{JobError, JobResult, hex};
-use crate::backup::{self, BackupReport, Observer, Warning};
+use super::{JobError, JobResult};
+use crate::backup::{self, BackupReport};
+use crate::format::hex;
 use crate::keys::new_session_id;
+use crate::progress::{Observer, Warning};
 use crate::recipient::Recipient;
 use crate::storage::{self, Location};
 

@@ -18,11 +18,11 @@ use std::time::{Duration, Instant};
 use target::{Meta, NewFile, Target, set_meta};
 
 use crate::archive::{Archive, Unlocked};
-use crate::backup::{Observer, Warning};
 use crate::error::{Error, Result};
 use crate::format::index::{Entry, KIND_DIR, KIND_FILE, KIND_SYMLINK, parent};
 use crate::fsutil::{CHUNK, ChunkWriter, reopen_direct};
-use crate::pipeline::{self, sink_stopped};
+use crate::pipeline::{self, sink_stopped, slot_count};
+use crate::progress::{Observer, Warning};
 use crate::seal::{OpenError, Opened};
 
 /// Where and what to restore. Shared by the command line and jobs.
@@ -311,10 +311,6 @@ pub fn restore(
     report.duration = started.elapsed();
     report.remote_fetched = archive.source().fetched();
     Ok(report)
-}
-
-fn slot_count() -> usize {
-    rayon::current_num_threads() * 2 + 2
 }
 
 #[derive(Default)]
