@@ -1,29 +1,27 @@
-//! Restore: plan (select entries, check every path and every conflict before writing a
-//! byte), then execute (folders, file data from verified blocks in parallel, links, then
-//! folder metadata). Files are written under a temporary name and renamed only when all
-//! their bytes came from blocks whose tags verified. Every write goes through [`target`]:
-//! relative to open folder descriptors, never by path, so a target shared with other users
-//! cannot redirect it.
+//! Restore, in named phases: select the entries ([`select`]), [`plan`] (refuse conflicts
+//! before writing a byte), make the folders, write the file contents from verified blocks
+//! in parallel ([`files`]), make the links, then set the folders' metadata. Files are
+//! written under a temporary name and renamed only when all their bytes came from blocks
+//! whose tags verified. Every write goes through [`target`]: relative to open folder
+//! descriptors, never by path, so a target shared with other users cannot redirect it.
 
+mod files;
+mod select;
 mod target;
 
-use globset::{Glob, GlobSet, GlobSetBuilder};
-use std::collections::HashSet;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use target::{Meta, NewFile, Target, set_meta};
+pub use select::select;
+
+use files::Policy;
+use target::set_meta;
 
 use crate::archive::{Archive, Unlocked};
 use crate::error::{Error, Result};
-use crate::format::index::{Entry, KIND_DIR, KIND_FILE, KIND_SYMLINK, parent};
-use crate::fsutil::{CHUNK, ChunkWriter, reopen_direct};
-use crate::pipeline::{self, sink_stopped, slot_count};
+use crate::format::index::{Entry, KIND_DIR, KIND_FILE, KIND_SYMLINK};
 use crate::progress::{Observer, Warning};
-use crate::seal::{OpenError, Opened};
 
 /// Where and what to restore. Shared by the command line and jobs.
 #[derive(Clone, Debug, Default)]
@@ -63,62 +61,8 @@ pub struct RestoreReport {
     pub duration: Duration,
 }
 
-/// Entries chosen by the patterns, plus the folders above them.
-pub fn select<'a>(entries: &'a [Entry], patterns: &[String]) -> Result<Vec<&'a Entry>> {
-    if patterns.is_empty() {
-        return Ok(entries.iter().collect());
-    }
-    let mut globs = Vec::with_capacity(patterns.len());
-    let mut set = GlobSetBuilder::new();
-    for p in patterns {
-        let p = p.trim_end_matches('/');
-        let g = Glob::new(p).map_err(|e| Error::InvalidOption(format!("pattern {p:?}: {e}")))?;
-        set.add(g.clone());
-        globs.push(g.compile_matcher());
-    }
-    let set: GlobSet = set
-        .build()
-        .map_err(|e| Error::InvalidOption(format!("patterns: {e}")))?;
-    let mut chosen: HashSet<&str> = HashSet::new();
-    let mut matched = vec![false; globs.len()];
-    for e in entries {
-        // An entry is chosen when it or one of its folders matches.
-        let mut p: Option<&str> = Some(&e.path);
-        while let Some(cur) = p {
-            let hits = set.matches(cur);
-            if !hits.is_empty() {
-                for h in hits {
-                    matched[h] = true;
-                }
-                chosen.insert(&e.path);
-                break;
-            }
-            p = parent(cur);
-        }
-    }
-    if let Some(i) = matched.iter().position(|m| !m) {
-        return Err(Error::InvalidOption(format!(
-            "pattern {:?} matches nothing in the archive (paths start with the source's name, e.g. `projects/...`; see `coffer list`)",
-            patterns[i]
-        )));
-    }
-    let mut wanted: HashSet<&str> = HashSet::new();
-    for path in &chosen {
-        let mut p = Some(*path);
-        while let Some(cur) = p {
-            if !wanted.insert(cur) {
-                break;
-            }
-            p = parent(cur);
-        }
-    }
-    Ok(entries
-        .iter()
-        .filter(|e| wanted.contains(e.path.as_str()))
-        .collect())
-}
-
-/// Restore `archive` (already unlocked) into `opts.target`.
+/// Restore `archive` (already unlocked) into `opts.target`: plan, then folders, file
+/// contents, links and folder metadata, in that order.
 pub fn restore(
     archive: &Archive,
     unlocked: &Unlocked,
@@ -126,18 +70,36 @@ pub fn restore(
     observer: &dyn Observer,
 ) -> Result<RestoreReport> {
     let started = Instant::now();
-    let index = &unlocked.index;
-    let selected = select(&index.entries, &opts.patterns)?;
-    let target = &opts.target;
+    let selected = select(&unlocked.index.entries, &opts.patterns)?;
+    plan(&selected, opts)?;
+    if observer.wants_totals() {
+        let files = selected.iter().filter(|e| e.kind == KIND_FILE);
+        observer.totals(files.clone().count() as u64, files.map(|e| e.size).sum());
+    }
+    let policy = Arc::new(Policy::new(opts)?);
+    let mut report = RestoreReport::default();
+    make_folders(&policy, &selected, &mut report)?;
+    files::write_contents(archive, unlocked, &policy, &selected, observer, &mut report)?;
+    make_links(&policy, &selected, observer, &mut report)?;
+    set_folder_metadata(&policy, &selected, observer, &mut report)?;
+    report.special_bits_cleared = policy.special_cleared();
+    report.duration = started.elapsed();
+    report.remote_fetched = archive.source().fetched();
+    Ok(report)
+}
 
-    // Plan: refuse conflicts before anything is written.
+/// Refuse conflicts before anything is written: a target that is not a folder, a folder
+/// where a file goes (or the reverse), an existing file without `overwrite`. (Advisory: the
+/// writes themselves never replace what appears meanwhile unless `overwrite` is given.)
+fn plan(selected: &[&Entry], opts: &RestoreOptions) -> Result<()> {
+    let target = &opts.target;
     if target.symlink_metadata().is_ok() && !target.is_dir() {
         return Err(Error::InvalidOption(format!(
             "{}: restore target exists and is not a folder",
             target.display()
         )));
     }
-    for e in &selected {
+    for e in selected {
         let dest = target.join(&e.path);
         if let Ok(m) = dest.symlink_metadata() {
             let ok = if e.kind == KIND_DIR {
@@ -150,244 +112,59 @@ pub fn restore(
             }
         }
     }
+    Ok(())
+}
 
-    let mut report = RestoreReport::default();
-    if observer.wants_totals() {
-        let files = selected.iter().filter(|e| e.kind == KIND_FILE);
-        observer.totals(files.clone().count() as u64, files.map(|e| e.size).sum());
-    }
-    let policy = Arc::new(Policy {
-        target: Target::open(target)?,
-        overwrite: opts.overwrite,
-        preserve_owner: opts.preserve_owner,
-        preserve_special_bits: opts.preserve_special_bits,
-        special_cleared: AtomicU64::new(0),
-    });
-
-    // Folders, parents first (the index lists them so). One planted in the target as a
-    // link is refused, never descended through.
+/// Folders, parents first (the index lists them so). One planted in the target as a link
+/// is refused, never descended through.
+fn make_folders(policy: &Policy, selected: &[&Entry], report: &mut RestoreReport) -> Result<()> {
     for e in selected.iter().filter(|e| e.kind == KIND_DIR) {
         policy.target.make_dir(&e.path)?;
         report.dirs += 1;
     }
+    Ok(())
+}
 
-    // File data, in stream order, from the blocks the selected files need.
-    let (files, empty): (Vec<&Entry>, Vec<&Entry>) = selected
-        .iter()
-        .copied()
-        .filter(|e| e.kind == KIND_FILE)
-        .partition(|e| e.size > 0);
-    let block_size = archive.header().block_size as u64;
-    let mut needed: Vec<u64> = Vec::new();
-    for f in &files {
-        let (first, last) = block_span(f, block_size);
-        let from = match needed.last() {
-            Some(&l) if l >= first => l + 1,
-            _ => first,
-        };
-        needed.extend(from..=last);
-    }
-    let last_block = index.blocks.len() as u64 - u64::from(!index.blocks.is_empty());
-
-    // A file that lies wholly inside one block is written by the worker that opened and
-    // verified that block, so small files are created on every core at once (creating
-    // files, not copying bytes, is what a tree of small files costs). Files that span
-    // blocks are written here, in stream order, as their blocks arrive.
-    let (in_block, spanning): (Vec<&Entry>, Vec<&Entry>) = files.iter().copied().partition(|e| {
-        let (first, last) = block_span(e, block_size);
-        first == last
-    });
-    let in_block = Arc::new(InBlockFiles {
-        policy: Arc::clone(&policy),
-        block_size,
-        entries: in_block.into_iter().cloned().collect(),
-    });
-
-    let mut writer = FileWriter {
-        policy: &policy,
-        files: &spanning,
-        next: 0,
-        current: None,
-        observer,
-        report: &mut report,
-    };
-    for e in &empty {
-        let pf = writer.open(e)?;
-        writer.finish(pf, e)?;
-    }
-    let blocks = &index.blocks;
-    let needed_ref = &needed;
-    let reader = archive.source();
-    let data_start = archive.data_start();
-    let mut archive_bytes = 0u64;
-    // The sealer is shared with rayon workers for the duration of the run.
-    let work_sealer = std::sync::Arc::clone(&unlocked.sealer);
-    pipeline::run(
-        slot_count(),
-        move |feed| {
-            for &b in needed_ref {
-                let mut slot: Slot = feed.take().ok_or_else(sink_stopped)?;
-                let r = &blocks[b as usize];
-                slot.frame.resize(r.frame_len as usize, 0);
-                reader.read_exact_at(&mut slot.frame, data_start + r.offset)?;
-                slot.block = b;
-                slot.last = b == last_block;
-                slot.raw_len = r.raw_len as usize;
-                feed.submit(slot);
-            }
-            Ok(())
-        },
-        move |slot: &mut Slot, _seq| {
-            match work_sealer.open_in_place(&mut slot.frame, slot.block, slot.last, &mut slot.plain)
-            {
-                Ok(Opened::InFrame(range)) => slot.plain_range = Some(range),
-                Ok(Opened::InScratch) => slot.plain_range = None,
-                Err(e) => {
-                    slot.failure = Some(e);
-                    return;
-                }
-            }
-            if slot.plain().len() != slot.raw_len {
-                slot.failure = Some(OpenError::Malformed("length differs from the index".into()));
-                return;
-            }
-            // The block's tag verified above: its plaintext may now reach files.
-            in_block.write_files_of(slot);
-        },
-        |slot, _seq| {
-            if let Some(e) = slot.failure.take() {
-                return Err(archive.block_error(slot.block, &blocks[slot.block as usize], e));
-            }
-            for w in slot.warnings.drain(..) {
-                writer.warned(w);
-            }
-            for (path, size) in slot.files_done.drain(..) {
-                observer.bytes_done(size);
-                writer.restored(&path, size);
-            }
-            if let Some(e) = slot.write_failure.take() {
-                return Err(e);
-            }
-            archive_bytes += slot.frame.len() as u64;
-            writer.report.blocks += 1;
-            writer.write_block(slot.block * block_size, slot.plain())
-        },
-    )?;
-    if writer.current.is_some() || writer.next < spanning.len() {
-        return Err(Error::Corrupt {
-            path: archive.path().to_path_buf(),
-            offset: archive.data_start(),
-            detail: "data stream ended before every file was complete".into(),
-        });
-    }
-    report.archive_bytes_read = archive_bytes;
-
-    // Links last: nothing of the restore is ever written through them.
+/// Links last of the entries: nothing of the restore is ever written through them.
+fn make_links(
+    policy: &Policy,
+    selected: &[&Entry],
+    observer: &dyn Observer,
+    report: &mut RestoreReport,
+) -> Result<()> {
     for e in selected.iter().filter(|e| e.kind == KIND_SYMLINK) {
         let link_target = e.link_target.as_deref().unwrap_or_default();
         let meta = policy.meta(e);
         let problems = policy
             .target
-            .symlink(&e.path, link_target, &meta, opts.overwrite)?;
+            .symlink(&e.path, link_target, &meta, policy.overwrite())?;
         let dest = policy.target.display(&e.path);
         for message in problems {
-            warn(&mut report, observer, &dest, message);
+            warn(report, observer, &dest, message);
         }
         report.symlinks += 1;
     }
+    Ok(())
+}
 
-    // Folder owners, permissions and times last, deepest first, so that writing into them
-    // neither fails (read-only folders) nor bumps their times. Each folder is reached again
-    // from the target without following links: one swapped for a link meanwhile is refused.
+/// Folder owners, permissions and times last, deepest first, so that writing into them
+/// neither fails (read-only folders) nor bumps their times. Each folder is reached again
+/// from the target without following links: one swapped for a link meanwhile is refused.
+fn set_folder_metadata(
+    policy: &Policy,
+    selected: &[&Entry],
+    observer: &dyn Observer,
+    report: &mut RestoreReport,
+) -> Result<()> {
     policy.target.forget_dirs();
     for e in selected.iter().rev().filter(|e| e.kind == KIND_DIR) {
         let dest = policy.target.display(&e.path);
         let dir = policy.target.dir(&e.path)?;
         for message in set_meta(&*dir, &policy.meta(e)) {
-            warn(&mut report, observer, &dest, message);
+            warn(report, observer, &dest, message);
         }
     }
-    report.special_bits_cleared = policy.special_cleared.load(Ordering::Relaxed);
-    report.duration = started.elapsed();
-    report.remote_fetched = archive.source().fetched();
-    Ok(report)
-}
-
-#[derive(Default)]
-struct Slot {
-    frame: Vec<u8>,
-    plain: Vec<u8>,
-    block: u64,
-    last: bool,
-    /// Plaintext length the index gives for this block.
-    raw_len: usize,
-    /// Where the plaintext is: a range of `frame`, or all of `plain`.
-    plain_range: Option<std::ops::Range<usize>>,
-    failure: Option<OpenError>,
-    /// Files the worker restored from this block (final path, size), warnings it met, and
-    /// the error that stopped it; the sink reports them in stream order.
-    files_done: Vec<(PathBuf, u64)>,
-    warnings: Vec<Warning>,
-    write_failure: Option<Error>,
-}
-
-impl Slot {
-    fn plain(&self) -> &[u8] {
-        match &self.plain_range {
-            Some(range) => &self.frame[range.clone()],
-            None => &self.plain[..],
-        }
-    }
-}
-
-/// The first and last block a (non-empty) file's bytes lie in.
-fn block_span(e: &Entry, block_size: u64) -> (u64, u64) {
-    (e.offset / block_size, (e.offset + e.size - 1) / block_size)
-}
-
-/// The selected files that lie wholly inside one block, in stream order, with what a
-/// worker needs to write them (the workers outlive any borrow of the restore's state).
-struct InBlockFiles {
-    policy: Arc<Policy>,
-    block_size: u64,
-    entries: Vec<Entry>,
-}
-
-impl InBlockFiles {
-    /// Write every file that lies inside the slot's (verified) block; stops at the first
-    /// error, which the sink reports.
-    fn write_files_of(&self, slot: &mut Slot) {
-        let start = slot.block * self.block_size;
-        let end = start + self.block_size;
-        let first = self.entries.partition_point(|e| e.offset < start);
-        let count = self.entries[first..].partition_point(|e| e.offset < end);
-        for e in &self.entries[first..first + count] {
-            let from = (e.offset - start) as usize;
-            let Some(data) = slot.plain().get(from..from + e.size as usize) else {
-                slot.failure = Some(OpenError::Malformed(format!(
-                    "the index places {} beyond the block's data",
-                    e.path
-                )));
-                return;
-            };
-            let mut warnings = Vec::new();
-            let written = self.policy.create(e).and_then(|mut pf| {
-                pf.new
-                    .file
-                    .write_all(data)
-                    .map_err(|err| Error::io(pf.new.dest(), err))?;
-                self.policy.finish(pf, e, &mut warnings)
-            });
-            slot.warnings.append(&mut warnings);
-            match written {
-                Ok(dest) => slot.files_done.push((dest, e.size)),
-                Err(err) => {
-                    slot.write_failure = Some(err);
-                    return;
-                }
-            }
-        }
-    }
+    Ok(())
 }
 
 fn warn(report: &mut RestoreReport, observer: &dyn Observer, path: &Path, message: String) {
@@ -397,174 +174,4 @@ fn warn(report: &mut RestoreReport, observer: &dyn Observer, path: &Path, messag
     };
     observer.warning(&w);
     report.warnings.push(w);
-}
-
-fn note(warnings: &mut Vec<Warning>, path: &Path, message: String) {
-    warnings.push(Warning {
-        path: path.to_path_buf(),
-        message,
-    });
-}
-
-/// How this restore writes: the target, and what it keeps of an entry's metadata. Shared
-/// by the ordered writer and the workers that write files lying inside one block.
-struct Policy {
-    target: Target,
-    overwrite: bool,
-    preserve_owner: bool,
-    preserve_special_bits: bool,
-    /// Entries whose set-uid/set-gid bits were cleared.
-    special_cleared: AtomicU64,
-}
-
-impl Policy {
-    /// What of `e`'s metadata to apply. Set-uid and set-gid are cleared unless asked for
-    /// (counted); the sticky bit stays, since it only ever restricts.
-    fn meta(&self, e: &Entry) -> Meta {
-        let mut mode = e.mode & 0o7777;
-        if !self.preserve_special_bits && mode & 0o6000 != 0 && e.kind != KIND_SYMLINK {
-            mode &= !0o6000;
-            self.special_cleared.fetch_add(1, Ordering::Relaxed);
-        }
-        Meta {
-            owner: self.preserve_owner.then_some((e.uid, e.gid)),
-            mode,
-            mtime_sec: e.mtime_sec,
-            mtime_nsec: e.mtime_nsec,
-        }
-    }
-
-    /// Open a file's temporary name in its folder.
-    fn create(&self, e: &Entry) -> Result<PartialFile> {
-        let new = self.target.create_file(&e.path)?;
-        // Small files gain nothing from it and would pay for two I/O threads each.
-        let direct = (e.size >= CHUNK as u64)
-            .then(|| reopen_direct(&new.file))
-            .flatten();
-        let chunked = match direct {
-            Some(direct) => {
-                let plain = new
-                    .file
-                    .try_clone()
-                    .map_err(|err| Error::io(new.dest(), err))?;
-                Some(ChunkWriter::with_plain(direct, plain, new.dest())?)
-            }
-            None => None,
-        };
-        Ok(PartialFile {
-            new,
-            chunked,
-            written: 0,
-        })
-    }
-
-    /// Give a fully written file its owner, mode and times (in that order) and its final
-    /// name; returns that name.
-    fn finish(
-        &self,
-        mut pf: PartialFile,
-        e: &Entry,
-        warnings: &mut Vec<Warning>,
-    ) -> Result<PathBuf> {
-        if let Some(writer) = pf.chunked.take() {
-            writer.finish()?;
-        }
-        for message in set_meta(&pf.new.file, &self.meta(e)) {
-            note(warnings, pf.new.dest(), message);
-        }
-        pf.new.commit(self.overwrite)
-    }
-}
-
-/// A file being restored under a temporary name; removed if dropped unfinished.
-struct PartialFile {
-    new: NewFile,
-    /// Large files are written in aligned chunks, bypassing the page cache when it can.
-    chunked: Option<ChunkWriter>,
-    written: u64,
-}
-
-struct FileWriter<'a> {
-    policy: &'a Policy,
-    files: &'a [&'a Entry],
-    next: usize,
-    current: Option<PartialFile>,
-    observer: &'a dyn Observer,
-    report: &'a mut RestoreReport,
-}
-
-impl FileWriter<'_> {
-    fn open(&mut self, e: &Entry) -> Result<PartialFile> {
-        self.policy.create(e)
-    }
-
-    fn finish(&mut self, pf: PartialFile, e: &Entry) -> Result<()> {
-        let mut warnings = Vec::new();
-        let finished = self.policy.finish(pf, e, &mut warnings);
-        for w in warnings {
-            self.warned(w);
-        }
-        self.restored(&finished?, e.size);
-        Ok(())
-    }
-
-    fn warned(&mut self, w: Warning) {
-        self.observer.warning(&w);
-        self.report.warnings.push(w);
-    }
-
-    /// Count a file that now has its final name, whichever thread wrote it.
-    fn restored(&mut self, dest: &Path, size: u64) {
-        self.report.files += 1;
-        self.report.bytes += size;
-        self.observer.file_done(dest, size);
-    }
-
-    /// Deliver one verified block whose plaintext starts at stream offset `start`.
-    fn write_block(&mut self, start: u64, data: &[u8]) -> Result<()> {
-        let end = start + data.len() as u64;
-        loop {
-            if self.current.is_none() {
-                if self.next >= self.files.len() {
-                    return Ok(());
-                }
-                let e = self.files[self.next];
-                if e.offset >= end {
-                    return Ok(());
-                }
-                let pf = self.open(e)?;
-                self.current = Some(pf);
-            }
-            let e = self.files[self.next];
-            let pf = self.current.as_mut().unwrap();
-            let file_pos = e.offset + pf.written;
-            if file_pos < start {
-                return Err(Error::Crypto(format!(
-                    "internal error: block at {start} skipped data of {}",
-                    e.path
-                )));
-            }
-            let from = (file_pos - start) as usize;
-            let take = ((e.size - pf.written) as usize).min(data.len().saturating_sub(from));
-            if take > 0 {
-                match &mut pf.chunked {
-                    Some(writer) => writer.write_all(&data[from..from + take])?,
-                    None => pf
-                        .new
-                        .file
-                        .write_all(&data[from..from + take])
-                        .map_err(|err| Error::io(pf.new.dest(), err))?,
-                }
-                pf.written += take as u64;
-                self.observer.bytes_done(take as u64);
-            }
-            if pf.written == e.size {
-                let pf = self.current.take().unwrap();
-                self.next += 1;
-                self.finish(pf, e)?;
-            } else {
-                return Ok(());
-            }
-        }
-    }
 }
