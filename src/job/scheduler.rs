@@ -22,10 +22,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use super::catalog::{SessionState, Trigger};
-use super::config::{ResolvedJob, Schedule};
+use super::config::ResolvedJob;
+use super::error::{JobError, JobResult};
 use super::prune::{self, PruneReport};
+use super::schedule::Schedule;
 use super::session::{self, Context, LockMode, SessionEvents, SessionOutcome};
-use super::{JobError, JobResult};
 
 /// The daemon's log, as events; the binary turns them into lines on stderr.
 pub trait DaemonEvents: SessionEvents {

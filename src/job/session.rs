@@ -27,8 +27,8 @@ use std::time::Duration;
 
 use super::catalog::{Catalog, Finish, SessionRow, SessionState, Trigger};
 use super::config::ResolvedJob;
+use super::error::{JobError, JobResult};
 use super::lock::{LockDir, pid_alive};
-use super::{JobError, JobResult};
 use crate::backup::{self, BackupReport};
 use crate::format::hex;
 use crate::keys::new_session_id;
