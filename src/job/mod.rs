@@ -19,6 +19,10 @@
 //! - [`lock`] holds one process-wide file lock per job (released if the process dies);
 //! - [`paths`] finds the job file and the state folder.
 //!
+//! How archives are named and how a job's leftovers are recognised in a destination is not
+//! here but in [`crate::storage::naming`]: the plain `backup --to` names its archives the
+//! same way without any job.
+//!
 //! Like the rest of the library, nothing here prints or exits: progress and log lines are
 //! reported through the [`session::SessionEvents`] and [`scheduler::DaemonEvents`] traits.
 
