@@ -388,8 +388,3 @@ fn finish_outcome(
     })?;
     Ok(SessionOutcome { row, report, error })
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-}
