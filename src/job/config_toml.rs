@@ -6,8 +6,8 @@
 //! share a destination. It goes on after a problem so one run reports them all, each a
 //! [`ConfigError`] with the file, the 1-based line, the section and the key; serde's own
 //! errors (unknown keys, wrong types) arrive with a byte span only and are turned into the
-//! same shape. Relative paths are made absolute against the folder holding
-//! the file, here, so nothing later depends on the current folder.
+//! same shape. Relative paths are made absolute here, against the folder holding the
+//! file, so nothing later depends on the current folder.
 
 use serde::Deserialize;
 use std::collections::BTreeMap;

@@ -6,9 +6,10 @@
 //! the destination's own atomic write: a hidden `.NAME.XXXXXXXX.partial` file renamed when
 //! complete on a local disk, a multipart upload completed at the end in object storage (no
 //! rename exists there, and a write-only key could not copy). Nothing with a `.coffer`
-//! name is ever incomplete.
+//! name is ever incomplete. Names, and recognising what an unfinished session left behind,
+//! are [`crate::storage::naming`]'s.
 //!
-//! **Stopping.** This function watches a stop flag (set by the binary's SIGTERM/SIGINT
+//! **Stopping.** [`run_session`] watches a stop flag (set by the binary's SIGTERM/SIGINT
 //! handler) while the backup runs on its own thread. When the flag is set, it cancels the
 //! backup (which then removes its partial file or aborts its upload, as for any failure),
 //! waits a few seconds for that, marks the session `interrupted`, and returns; a backup
