@@ -10,7 +10,8 @@ use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::{JobError, JobResult, StateDir, now_ms};
+use super::error::{JobError, JobResult};
+use super::paths::StateDir;
 
 /// Schema migrations, in order; the schema version is the number applied.
 const MIGRATIONS: &[&str] = &[
@@ -478,6 +479,11 @@ fn migrate(conn: &mut Connection, path: &Path) -> JobResult<()> {
             .map_err(err)?;
     }
     tx.commit().map_err(err)
+}
+
+/// Milliseconds since the Unix epoch, now (the catalog's unit of time).
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use super::{JobError, JobResult};
+use super::error::{JobError, JobResult};
 
 /// The folder of lock files.
 #[derive(Clone, Debug)]

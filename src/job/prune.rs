@@ -7,9 +7,9 @@
 
 use chrono::{DateTime, TimeZone, Utc};
 
-use super::JobResult;
 use super::catalog::{Catalog, SessionRow};
 use super::config::Job;
+use super::error::JobResult;
 use super::retention::{self, Candidate, Retention, Verdict};
 use crate::storage::{self, Location};
 

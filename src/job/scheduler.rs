@@ -22,10 +22,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use super::catalog::{SessionState, Trigger};
-use super::config::{ResolvedJob, Schedule};
+use super::config::ResolvedJob;
+use super::error::{JobError, JobResult};
 use super::prune::{self, PruneReport};
+use super::schedule::Schedule;
 use super::session::{self, Context, LockMode, SessionEvents, SessionOutcome};
-use super::{JobError, JobResult};
 
 /// The daemon's log, as events; the binary turns them into lines on stderr.
 pub trait DaemonEvents: SessionEvents {
@@ -171,74 +172,13 @@ pub fn run_daemon(
             break;
         }
         let now = Local::now();
-        let mut due = Vec::new();
-        for (job, schedule) in &scheduled {
-            let name = job.job.name.as_str();
-            let last = cx.catalog.last_checked(name)?.and_then(from_ms);
-            let after = window_start(last, job.job.catch_up, first_pass, &now);
-            match due_in(schedule, &after, &now) {
-                Some(at) => {
-                    let trigger = if at < minute_floor(&now) {
-                        Trigger::CatchUp
-                    } else {
-                        Trigger::Schedule
-                    };
-                    due.push((at, *job, trigger));
-                }
-                None => cx.catalog.set_last_checked(name, now.timestamp_millis())?,
-            }
-        }
+        let due = due_jobs(cx, &scheduled, first_pass, &now)?;
         first_pass = false;
-        due.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.job.name.cmp(&b.1.job.name)));
-
-        for (at, job, trigger) in due {
+        for job in due {
             if stop.load(Ordering::SeqCst) {
                 break;
             }
-            let name = job.job.name.as_str();
-            events.event(&DaemonEvent::Due {
-                job: name,
-                scheduled: at,
-                trigger,
-            });
-            match session::run_session(cx, job, trigger, LockMode::Fail, stop, events) {
-                Ok(outcome) => {
-                    events.event(&DaemonEvent::Finished { outcome: &outcome });
-                    if outcome.state() != SessionState::Interrupted {
-                        cx.catalog.set_last_checked(name, now.timestamp_millis())?;
-                    }
-                    if outcome.state().completed() && job.job.retention.is_some() {
-                        match prune::prune(cx.catalog, &job.job, false) {
-                            Ok(report) => events.event(&DaemonEvent::Pruned { report: &report }),
-                            Err(error) => {
-                                summary.errors += 1;
-                                events.event(&DaemonEvent::PruneFailed {
-                                    job: name,
-                                    error: &error,
-                                });
-                            }
-                        }
-                    }
-                    summary.outcomes.push(outcome);
-                }
-                Err(error @ JobError::Cancelled { .. }) => {
-                    events.event(&DaemonEvent::Skipped {
-                        job: name,
-                        error: &error,
-                    });
-                }
-                Err(
-                    error @ (JobError::Busy { .. } | JobError::Backup(_) | JobError::Io { .. }),
-                ) => {
-                    summary.errors += 1;
-                    events.event(&DaemonEvent::Skipped {
-                        job: name,
-                        error: &error,
-                    });
-                }
-                // The catalog itself failing is not something to keep scheduling through.
-                Err(other) => return Err(other),
-            }
+            run_due(cx, job, &now, stop, events, &mut summary)?;
         }
         if opts.once {
             summary.stopped = stop.load(Ordering::SeqCst);
@@ -247,6 +187,105 @@ pub fn run_daemon(
         sleep_until_due(&scheduled, stop, events, &mut last_idle);
     }
     Ok(summary)
+}
+
+/// One due job: the scheduled time it serves, the job, and why it runs.
+type Due<'a> = (DateTime<Local>, &'a ResolvedJob, Trigger);
+
+/// The jobs due at `now`, earliest first (then by name). A job not due has its window
+/// closed at `now`; a due job's window stays open until its session has run.
+fn due_jobs<'a>(
+    cx: &Context<'_>,
+    scheduled: &[(&'a ResolvedJob, &Schedule)],
+    first_pass: bool,
+    now: &DateTime<Local>,
+) -> JobResult<Vec<Due<'a>>> {
+    let mut due = Vec::new();
+    for (job, schedule) in scheduled {
+        let name = job.job.name.as_str();
+        let last = cx.catalog.last_checked(name)?.and_then(from_ms);
+        let after = window_start(last, job.job.catch_up, first_pass, now);
+        match due_in(schedule, &after, now) {
+            Some(at) => {
+                let trigger = if at < minute_floor(now) {
+                    Trigger::CatchUp
+                } else {
+                    Trigger::Schedule
+                };
+                due.push((at, *job, trigger));
+            }
+            None => cx.catalog.set_last_checked(name, now.timestamp_millis())?,
+        }
+    }
+    due.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.job.name.cmp(&b.1.job.name)));
+    Ok(due)
+}
+
+/// Run one session of a due job, then retention if it completed. A job that cannot run
+/// now (busy, or its backup could not start) is skipped and counted; only a failing
+/// catalog ends the daemon.
+fn run_due(
+    cx: &Context<'_>,
+    (at, job, trigger): Due<'_>,
+    now: &DateTime<Local>,
+    stop: &AtomicBool,
+    events: &dyn DaemonEvents,
+    summary: &mut DaemonSummary,
+) -> JobResult<()> {
+    let name = job.job.name.as_str();
+    events.event(&DaemonEvent::Due {
+        job: name,
+        scheduled: at,
+        trigger,
+    });
+    match session::run_session(cx, job, trigger, LockMode::Fail, stop, events) {
+        Ok(outcome) => {
+            events.event(&DaemonEvent::Finished { outcome: &outcome });
+            if outcome.state() != SessionState::Interrupted {
+                cx.catalog.set_last_checked(name, now.timestamp_millis())?;
+            }
+            if outcome.state().completed() && job.job.retention.is_some() {
+                prune_after(cx, job, events, summary);
+            }
+            summary.outcomes.push(outcome);
+        }
+        Err(error @ JobError::Cancelled { .. }) => {
+            events.event(&DaemonEvent::Skipped {
+                job: name,
+                error: &error,
+            });
+        }
+        Err(error @ (JobError::Busy { .. } | JobError::Backup(_) | JobError::Io { .. })) => {
+            summary.errors += 1;
+            events.event(&DaemonEvent::Skipped {
+                job: name,
+                error: &error,
+            });
+        }
+        // The catalog itself failing is not something to keep scheduling through.
+        Err(other) => return Err(other),
+    }
+    Ok(())
+}
+
+/// Apply the job's retention after a completed session; a failure is reported and
+/// counted, and the daemon goes on.
+fn prune_after(
+    cx: &Context<'_>,
+    job: &ResolvedJob,
+    events: &dyn DaemonEvents,
+    summary: &mut DaemonSummary,
+) {
+    match prune::prune(cx.catalog, &job.job, false) {
+        Ok(report) => events.event(&DaemonEvent::Pruned { report: &report }),
+        Err(error) => {
+            summary.errors += 1;
+            events.event(&DaemonEvent::PruneFailed {
+                job: &job.job.name,
+                error: &error,
+            });
+        }
+    }
 }
 
 /// Sleep until the next scheduled time (at most a minute, so clock changes and jobs left

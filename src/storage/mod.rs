@@ -8,6 +8,7 @@
 //! same): `s3://bucket/prefix/name.coffer` is an object, anything else a local path.
 
 pub mod local;
+pub mod naming;
 #[cfg(feature = "s3")]
 pub mod s3;
 
