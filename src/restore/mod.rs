@@ -1,8 +1,8 @@
-//! Restore, in named phases: select the entries ([`select`]), [`plan`] (refuse conflicts
+//! Restore, in named phases: select the entries ([`select`]), `plan` (refuse conflicts
 //! before writing a byte), make the folders, write the file contents from verified blocks
-//! in parallel ([`files`]), make the links, then set the folders' metadata. Files are
+//! in parallel (`files.rs`), make the links, then set the folders' metadata. Files are
 //! written under a temporary name and renamed only when all their bytes came from blocks
-//! whose tags verified. Every write goes through [`target`]: relative to open folder
+//! whose tags verified. Every write goes through `target.rs`: relative to open folder
 //! descriptors, never by path, so a target shared with other users cannot redirect it.
 
 mod files;

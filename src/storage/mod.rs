@@ -4,6 +4,9 @@
 //! checks and deletes whole archives with [`exists`] and [`delete`]. The pipeline never asks
 //! which kind it has.
 //!
+//! [`naming`] names archives in a destination (`NAME-TIME-ID.coffer`) and recognises what an
+//! interrupted run left there: `backup --to` and jobs share it.
+//!
 //! A location is written as a path everywhere (so flags, job files and messages stay the
 //! same): `s3://bucket/prefix/name.coffer` is an object, anything else a local path.
 

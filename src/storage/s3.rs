@@ -10,7 +10,7 @@
 //!   read-ahead window (verify and full restores stream); any other read fetches exactly the
 //!   bytes asked for (a selective restore fetches only the blocks it needs). An answer with
 //!   another range, length or object size than asked for is refused, and no response body
-//!   is read past what was asked for (see [`bounded`]): memory is bounded by coffer's
+//!   is read past what was asked for (see `s3/bounded.rs`): memory is bounded by coffer's
 //!   requests, never by what a server claims.
 //! - Credentials and endpoint come from the usual `AWS_*` variables (`AWS_ACCESS_KEY_ID`,
 //!   `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, `AWS_REGION`, `AWS_ENDPOINT_URL`), and
