@@ -125,7 +125,11 @@ else
     else
       echo "note: the prebuilt cargo-audit cannot be installed here; compiling it"
       rm -rf "$TOOL_DIR"
-      cargo install cargo-audit --version "$VERSION" --locked --quiet --root "$TOOL_DIR"
+      # Unoptimised, without debug info and without binary scanning (only lock files are
+      # audited): 170 CPU-s to compile instead of 440 for the default release build, and
+      # about 1 CPU-s instead of 0.2 per lock file audited (measured on the 2-core VM).
+      CARGO_PROFILE_DEV_DEBUG=0 cargo install cargo-audit --version "$VERSION" --locked \
+        --quiet --debug --no-default-features --root "$TOOL_DIR"
       how="compiled"
     fi
     echo "installed cargo-audit $VERSION ($how) in $((SECONDS - start)) s"
