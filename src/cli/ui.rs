@@ -1,5 +1,6 @@
-//! Terminal presentation for the binary: progress bars, warnings, logging setup, the
-//! escaping of untrusted text before it reaches a terminal, and the one way to stdout.
+//! What reaches the terminal: progress bars and warnings as they happen, logging setup,
+//! the escaping of untrusted text before it is printed (also inside JSON documents), and
+//! the one way to stdout (`outln!`, which turns a closed pipe into [`StdoutClosed`]).
 
 use coffer::progress::{Observer, Warning};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -14,10 +15,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// `println!` that returns an error instead of panicking; see [`write_out`].
 macro_rules! outln {
     () => {
-        $crate::cli_ui::write_out(format_args!(""))
+        $crate::cli::ui::write_out(format_args!(""))
     };
     ($($arg:tt)*) => {
-        $crate::cli_ui::write_out(format_args!($($arg)*))
+        $crate::cli::ui::write_out(format_args!($($arg)*))
     };
 }
 pub(crate) use outln;
@@ -206,10 +207,6 @@ pub fn json_text(doc: &serde_json::Value) -> String {
         }
     }
     out
-}
-
-pub fn print_json(doc: &serde_json::Value) -> anyhow::Result<()> {
-    outln!("{}", json_text(doc))
 }
 
 /// The reader of stdout went away (`coffer list … | head`). Not a failure: `main` ends the

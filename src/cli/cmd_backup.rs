@@ -1,0 +1,201 @@
+//! `coffer backup`: one new archive from files and folders, to `-o FILE` or into a folder
+//! or S3 prefix (`--to`, named like a job's archives).
+
+use clap::Args;
+use std::path::PathBuf;
+
+use coffer::Compression;
+use coffer::backup::{self, BackupOptions, BackupReport};
+use coffer::format::hex;
+use coffer::recipient::Recipient;
+
+use super::keys::load_recipients;
+use super::report::{
+    EXIT_OK, EXIT_WARNINGS, print_json, print_warning_summary, warnings_json, warnings_note,
+};
+use super::signals::stop_flag;
+use super::ui::{Progress, human, outln, safe_path};
+
+#[derive(Args)]
+pub struct BackupArgs {
+    /// Files and folders to back up; each is stored under its own name
+    #[arg(required = true, value_name = "SOURCE")]
+    sources: Vec<PathBuf>,
+    /// Archive to write: a file, or an object s3://bucket/key
+    #[arg(
+        short,
+        long,
+        value_name = "FILE",
+        required_unless_present = "to",
+        conflicts_with = "to"
+    )]
+    output: Option<PathBuf>,
+    /// Folder or s3://bucket/prefix to write a new archive into, named NAME-TIME-ID.coffer
+    #[arg(long, value_name = "DEST")]
+    to: Option<PathBuf>,
+    /// Public key of a recipient who may restore (repeat for several)
+    #[arg(short, long = "recipient", value_name = "PUBKEY", required = true)]
+    recipients: Vec<PathBuf>,
+    /// none, zstd (level 1) or zstd:LEVEL; blocks that do not shrink are stored raw
+    #[arg(long, default_value = "zstd")]
+    compression: Compression,
+    /// Plaintext bytes per block, e.g. 1M, 4M, 256K
+    #[arg(long, default_value = "1M", value_parser = parse_size)]
+    block_size: u32,
+    /// Glob of archive paths to leave out (repeatable), e.g. '**/.cache'
+    #[arg(long, value_name = "GLOB")]
+    exclude: Vec<String>,
+    /// Name recorded in the archive header
+    #[arg(long, default_value = "")]
+    job_name: String,
+    /// Descend into other file systems mounted below a source
+    #[arg(long)]
+    cross_file_systems: bool,
+    /// Replace an existing archive file
+    #[arg(long)]
+    overwrite: bool,
+    /// Print nothing but errors and warnings
+    #[arg(short, long)]
+    quiet: bool,
+    /// Print the summary as one JSON document
+    #[arg(long)]
+    json: bool,
+}
+
+fn parse_size(s: &str) -> Result<u32, String> {
+    let s = s.trim();
+    let (num, mult) = match s.chars().last() {
+        Some('K' | 'k') => (&s[..s.len() - 1], 1024u64),
+        Some('M' | 'm') => (&s[..s.len() - 1], 1024 * 1024),
+        _ => (s, 1),
+    };
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size like 1M or 256K"))?;
+    // Checked: a wrapped product (2^64 + 64 KiB) would pass as a small size.
+    n.checked_mul(mult)
+        .and_then(|v| u32::try_from(v).ok())
+        .ok_or_else(|| format!("{s:?} is too large"))
+}
+
+pub fn run(a: BackupArgs) -> anyhow::Result<u8> {
+    let recipients = load_recipients(&a.recipients)?;
+    let refs: Vec<&dyn Recipient> = recipients.iter().map(|r| r as &dyn Recipient).collect();
+    let opts = options(&a)?;
+    tracing::info!(archive = %opts.output.display(), recipients = refs.len(), "backup starting");
+    let progress = Progress::new("backup", a.quiet || a.json);
+    let result = backup::backup(&opts, &refs, &progress);
+    progress.finish();
+    let report = result?;
+    tracing::info!(
+        blocks = report.blocks,
+        bytes = report.bytes_read,
+        "backup finished"
+    );
+    if a.json {
+        print_json(&summary_json(&report))?;
+    } else if !a.quiet {
+        print_summary(&report)?;
+    }
+    if report.warnings.is_empty() {
+        Ok(EXIT_OK)
+    } else {
+        if !a.json {
+            warnings_note(report.warnings.len());
+        }
+        Ok(EXIT_WARNINGS)
+    }
+}
+
+fn options(a: &BackupArgs) -> anyhow::Result<BackupOptions> {
+    let mut opts = BackupOptions::new(a.sources.clone(), PathBuf::new());
+    match (&a.output, &a.to) {
+        (Some(output), _) => opts.output = output.clone(),
+        (None, Some(dest)) => {
+            // Named like a job's archives, so it sorts by time and never meets another.
+            let session_id = coffer::keys::new_session_id()?;
+            let stem = if a.job_name.is_empty() {
+                "backup"
+            } else {
+                a.job_name.as_str()
+            };
+            let name = coffer::job::session::archive_name(stem, chrono::Utc::now(), &session_id);
+            opts.output = dest.join(name);
+            opts.session_id = Some(session_id);
+        }
+        (None, None) => unreachable!("clap requires -o or --to"),
+    }
+    opts.compression = a.compression;
+    opts.block_size = a.block_size;
+    opts.exclude = a.exclude.clone();
+    opts.job_name = a.job_name.clone();
+    opts.one_file_system = !a.cross_file_systems;
+    opts.overwrite = a.overwrite;
+    // Ctrl-C or SIGTERM stops the run cleanly: the partial file is removed, an upload is
+    // aborted. A second signal ends the process at once.
+    opts.cancel = Some(stop_flag()?);
+    Ok(opts)
+}
+
+fn summary_json(report: &BackupReport) -> serde_json::Value {
+    let t = &report.totals;
+    serde_json::json!({
+        "archive": report.archive.to_string_lossy(),
+        "session_id": hex(&report.session_id),
+        "files": t.files,
+        "dirs": t.dirs,
+        "symlinks": t.symlinks,
+        "bytes_read": report.bytes_read,
+        "bytes_written": report.bytes_written,
+        "blocks": report.blocks,
+        "duration_secs": report.duration.as_secs_f64().max(1e-9),
+        "recipients": report.recipients.iter().map(|f| f.to_string()).collect::<Vec<_>>(),
+        "warnings": warnings_json(&report.warnings),
+    })
+}
+
+fn print_summary(report: &BackupReport) -> anyhow::Result<()> {
+    let t = &report.totals;
+    let secs = report.duration.as_secs_f64().max(1e-9);
+    outln!(
+        "backed up {} files, {} folders, {} links in {:.2}s",
+        t.files,
+        t.dirs,
+        t.symlinks,
+        secs
+    )?;
+    outln!(
+        "read:       {} ({}/s)",
+        human(report.bytes_read),
+        human((report.bytes_read as f64 / secs) as u64)
+    )?;
+    let ratio = if report.bytes_read > 0 {
+        format!(
+            " ({:.1}% of the data read)",
+            100.0 * report.bytes_written as f64 / report.bytes_read as f64
+        )
+    } else {
+        String::new()
+    };
+    outln!("written:    {}{ratio}", human(report.bytes_written))?;
+    outln!("archive:    {}", safe_path(&report.archive))?;
+    outln!("session:    {}", hex(&report.session_id))?;
+    for fp in &report.recipients {
+        outln!("recipient:  {fp}")?;
+    }
+    print_warning_summary(&report.warnings)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn regression_block_size_does_not_wrap_around() {
+        assert_eq!(parse_size("256K"), Ok(256 * 1024));
+        assert_eq!(parse_size("4M"), Ok(4 << 20));
+        // (2^54 + 64) KiB is 2^64 + 64 KiB: it wrapped to a valid 64 KiB.
+        assert!(parse_size("18014398509482048K").is_err());
+        assert!(parse_size("4096M").is_err());
+    }
+}

@@ -1,0 +1,112 @@
+//! `coffer history`: the recorded job sessions from the catalog, newest first. It reads
+//! the state folder only, so it works when the job file is broken or gone.
+
+use clap::Args;
+
+use coffer::job::catalog::SessionRow;
+
+use super::jobs::{Locations, file_name, open_state};
+use super::report::{Align, EXIT_OK, local_time, print_json, rfc3339_ms, seconds, table_lines};
+use super::ui::{human, outln, safe};
+
+/// `coffer history`
+#[derive(Args)]
+pub struct HistoryArgs {
+    /// Only this job's sessions
+    job: Option<String>,
+    /// The job file is accepted but not read: it names no state folder, and history must
+    /// work when the job file is broken or gone.
+    #[command(flatten)]
+    loc: Locations,
+    /// Print one JSON document instead of text
+    #[arg(long)]
+    json: bool,
+    /// Show at most this many sessions, newest first (0: all)
+    #[arg(long, default_value_t = 50, value_name = "N")]
+    limit: usize,
+}
+
+pub fn run(a: HistoryArgs) -> anyhow::Result<u8> {
+    let st = open_state(a.loc.state_dir.as_deref())?;
+    let limit = (a.limit > 0).then_some(a.limit);
+    let rows = st.catalog.sessions(a.job.as_deref(), limit)?;
+    if a.json {
+        let docs: Vec<_> = rows.iter().map(session_json).collect();
+        print_json(&serde_json::json!({ "sessions": docs }))?;
+    } else if rows.is_empty() {
+        outln!("no sessions recorded")?;
+    } else {
+        print_sessions(&rows)?;
+    }
+    Ok(EXIT_OK)
+}
+
+/// One session in JSON (`history --json`, and the last session in `job list --json`).
+pub fn session_json(r: &SessionRow) -> serde_json::Value {
+    serde_json::json!({
+        "id": r.id,
+        "job": r.job,
+        "state": r.state.as_str(),
+        "trigger": r.trigger,
+        "pid": r.pid,
+        "started_at": rfc3339_ms(r.started_at_ms),
+        "started_at_unix_ms": r.started_at_ms,
+        "finished_at": r.finished_at_ms.and_then(rfc3339_ms),
+        "duration_secs": r.duration_ms().map(|d| d as f64 / 1000.0),
+        "files": r.files,
+        "dirs": r.dirs,
+        "symlinks": r.symlinks,
+        "bytes_read": r.bytes_read,
+        "bytes_written": r.bytes_written,
+        "archive": r.archive.as_ref().map(|p| p.to_string_lossy()),
+        "session_id": r.session_id,
+        "warning_count": r.warning_count,
+        "warnings": r.warnings,
+        "error": r.error,
+        "archive_deleted": r.deleted_at_ms.is_some(),
+        "deleted_reason": r.deleted_reason,
+    })
+}
+
+fn table_row(r: &SessionRow) -> [String; 8] {
+    let archive = match (&r.archive, &r.deleted_reason) {
+        (Some(p), Some(_)) => format!("{} (deleted)", file_name(p)),
+        (Some(p), None) => p.to_string_lossy().into_owned(),
+        (None, _) => "-".into(),
+    };
+    [
+        r.id.to_string(),
+        r.job.clone(),
+        local_time(r.started_at_ms),
+        r.duration_ms().map(seconds).unwrap_or_else(|| "-".into()),
+        r.state.to_string(),
+        r.files.map(|f| f.to_string()).unwrap_or_else(|| "-".into()),
+        r.bytes_read.map(human).unwrap_or_else(|| "-".into()),
+        archive,
+    ]
+}
+
+/// The table, each session followed by its error and first warnings.
+fn print_sessions(rows: &[SessionRow]) -> anyhow::Result<()> {
+    use Align::{Left, Right};
+    let head = [
+        "ID", "JOB", "STARTED", "DURATION", "OUTCOME", "FILES", "BYTES", "ARCHIVE",
+    ];
+    let align = [Right, Left, Left, Left, Left, Right, Right, Left];
+    let cells: Vec<[String; 8]> = rows.iter().map(table_row).collect();
+    let lines = table_lines(&head, &align, &cells);
+    outln!("{}", lines[0])?;
+    for (row, line) in rows.iter().zip(&lines[1..]) {
+        outln!("{line}")?;
+        if let Some(e) = &row.error {
+            outln!("      {}: {}", row.state, safe(e))?;
+        }
+        for w in row.warnings.iter().take(3) {
+            outln!("      warning: {}", safe(w))?;
+        }
+        if row.warning_count > 3 {
+            outln!("      ... and {} more warning(s)", row.warning_count - 3)?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,280 @@
+//! `coffer job list|check|run`: the jobs of the job file, checked or run once now.
+
+use chrono::{DateTime, Local};
+use clap::{Args, Subcommand};
+
+use coffer::job::catalog::{SessionState, Trigger};
+use coffer::job::prune;
+use coffer::job::session::{self, LockMode, SessionEvents, SessionOutcome};
+use coffer::job::{JobError, ResolvedJob};
+use coffer::progress::Warning;
+
+use super::cmd_history::session_json;
+use super::cmd_prune::print_prune_text;
+use super::jobs::{Locations, load_config, open_state, outcome_words};
+use super::report::{
+    EXIT_FAILED, EXIT_OK, error_line, hint_line, local_time, minute, print_json, print_table,
+    warnings_note,
+};
+use super::signals::stop_flag;
+use super::ui::{human, outln, safe, safe_path};
+
+#[derive(Args)]
+pub struct JobArgs {
+    #[command(subcommand)]
+    command: JobCommand,
+}
+
+#[derive(Subcommand)]
+enum JobCommand {
+    /// List jobs with their schedule, next run time and last outcome
+    #[command(after_help = "Example:\n  coffer job list\n  coffer job list --json")]
+    List(JobListArgs),
+    /// Validate the job file, load every recipient key, test destinations and sources
+    #[command(after_help = "Example:\n  coffer job check --config /etc/coffer/jobs.toml")]
+    Check(JobCheckArgs),
+    /// Run one session of a job now (exit code as for backup)
+    #[command(
+        after_help = "Example:\n  coffer job run home\n  coffer job run home --wait --prune   # queue behind a running session, apply retention after"
+    )]
+    Run(JobRunArgs),
+}
+
+#[derive(Args)]
+struct JobListArgs {
+    #[command(flatten)]
+    loc: Locations,
+    /// Print one JSON document instead of text
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct JobCheckArgs {
+    #[command(flatten)]
+    loc: Locations,
+}
+
+#[derive(Args)]
+struct JobRunArgs {
+    /// Name of the job (a [job.NAME] table of the job file)
+    job: String,
+    #[command(flatten)]
+    loc: Locations,
+    /// If the job is already running, wait for that session to end instead of failing
+    #[arg(long)]
+    wait: bool,
+    /// Apply the job's retention after a session that completed
+    #[arg(long)]
+    prune: bool,
+    /// Print nothing but errors and warnings
+    #[arg(short, long)]
+    quiet: bool,
+}
+
+pub fn run(a: JobArgs) -> anyhow::Result<u8> {
+    match a.command {
+        JobCommand::List(a) => list(a),
+        JobCommand::Check(a) => check(a),
+        JobCommand::Run(a) => run_now(a),
+    }
+}
+
+// ---- job list -------------------------------------------------------------------------
+
+fn list(a: JobListArgs) -> anyhow::Result<u8> {
+    let file = load_config(&a.loc)?;
+    let st = open_state(a.loc.state_dir.as_deref())?;
+    let now = Local::now();
+    let mut docs = Vec::new();
+    let mut rows = Vec::new();
+    for job in &file.jobs {
+        let next = job.schedule.as_ref().and_then(|s| s.value.next_after(&now));
+        let last = st.catalog.last_session(&job.name)?;
+        if a.json {
+            docs.push(serde_json::json!({
+                "name": job.name,
+                "schedule": job.schedule.as_ref().map(|s| s.value.expr()),
+                "next_run": next.map(|t| t.to_rfc3339()),
+                "destination": job.destination.value.to_string_lossy(),
+                "retention": job.retention.map(|r| r.to_string()),
+                "last": last.as_ref().map(session_json),
+            }));
+        } else {
+            rows.push([
+                job.name.clone(),
+                job.schedule
+                    .as_ref()
+                    .map(|s| s.value.expr().to_string())
+                    .unwrap_or_else(|| "-".into()),
+                next.map(|t| minute(&t)).unwrap_or_else(|| "-".into()),
+                last.map(|l| format!("{} {}", l.state, local_time(l.started_at_ms)))
+                    .unwrap_or_else(|| "never run".into()),
+            ]);
+        }
+    }
+    if a.json {
+        print_json(&serde_json::json!({ "config": file.path.to_string_lossy(), "jobs": docs }))?;
+    } else if rows.is_empty() {
+        outln!("no jobs in {}", safe_path(&file.path))?;
+    } else {
+        print_table(&["JOB", "SCHEDULE", "NEXT RUN", "LAST"], &rows)?;
+    }
+    Ok(EXIT_OK)
+}
+
+// ---- job check ------------------------------------------------------------------------
+
+fn check(a: JobCheckArgs) -> anyhow::Result<u8> {
+    let file = load_config(&a.loc)?;
+    let mut errors = Vec::new();
+    let resolved = match file.resolve_all(&file.jobs) {
+        Ok(r) => r,
+        Err(JobError::Config(e)) => {
+            errors.extend(e);
+            Vec::new()
+        }
+        Err(other) => return Err(other.into()),
+    };
+    for job in &file.jobs {
+        errors.extend(file.check_sources(job));
+    }
+    if !errors.is_empty() {
+        errors.sort_by_key(|e| e.line);
+        return Err(JobError::Config(errors).into());
+    }
+    let now = Local::now();
+    for r in &resolved {
+        print_checked(r, &now)?;
+    }
+    if resolved.is_empty() {
+        outln!("ok: {} defines no jobs", safe_path(&file.path))?;
+    }
+    Ok(EXIT_OK)
+}
+
+/// The `ok:` line of one job that passed every check.
+fn print_checked(r: &ResolvedJob, now: &DateTime<Local>) -> anyhow::Result<()> {
+    let j = &r.job;
+    let schedule = match &j.schedule {
+        Some(s) => format!(
+            "schedule {:?} (next {})",
+            s.value.expr(),
+            s.value
+                .next_after(now)
+                .map(|t| minute(&t))
+                .unwrap_or_else(|| "never".into())
+        ),
+        None => "no schedule".into(),
+    };
+    outln!(
+        "ok: job {}: {} source(s), {} recipient(s), destination {} writable, {}, retention: {}",
+        safe(&j.name),
+        j.sources.len(),
+        r.recipients.len(),
+        safe_path(&j.destination.value),
+        schedule,
+        j.retention
+            .map(|p| p.to_string())
+            .unwrap_or_else(|| "keep every archive".into())
+    )
+}
+
+// ---- job run --------------------------------------------------------------------------
+
+/// Prints warnings (and the wait) as they happen.
+struct RunEvents;
+impl SessionEvents for RunEvents {
+    fn waiting(&self, job: &str, holder: Option<u32>) {
+        let pid = holder.map(|p| format!(" (pid {p})")).unwrap_or_default();
+        eprintln!(
+            "job {} is running{pid}; waiting for it to finish",
+            safe(job)
+        );
+    }
+    fn warning(&self, _job: &str, w: &Warning) {
+        eprintln!("warning: {}: {}", safe_path(&w.path), safe(&w.message));
+    }
+}
+
+fn run_now(a: JobRunArgs) -> anyhow::Result<u8> {
+    let file = load_config(&a.loc)?;
+    let job = file.job(&a.job)?;
+    let resolved = file.resolve(job)?;
+    let stop = stop_flag()?;
+    let st = open_state(a.loc.state_dir.as_deref())?;
+    let mode = if a.wait {
+        LockMode::Wait
+    } else {
+        LockMode::Fail
+    };
+    let outcome = session::run_session(
+        &st.cx(),
+        &resolved,
+        Trigger::Manual,
+        mode,
+        &stop,
+        &RunEvents,
+    )?;
+    // A closed stdout (`| head`) must not skip the retention that was asked for: the
+    // printing error is returned after it.
+    let printed = print_outcome(&outcome, a.quiet);
+    let mut code = outcome.row.state.exit_code();
+    if a.prune && outcome.state().completed() && job.retention.is_some() {
+        let report = prune::prune(&st.catalog, job, false)?;
+        if !a.quiet && printed.is_ok() {
+            print_prune_text(&report)?;
+        }
+        if !report.failed.is_empty() {
+            code = EXIT_FAILED;
+        }
+    }
+    printed.map(|()| code)
+}
+
+fn print_outcome(o: &SessionOutcome, quiet: bool) -> anyhow::Result<()> {
+    let row = &o.row;
+    match row.state {
+        SessionState::Succeeded | SessionState::Warnings => {
+            if !quiet && let Some(r) = &o.report {
+                let t = &r.totals;
+                let secs = r.duration.as_secs_f64().max(1e-9);
+                outln!(
+                    "job {}: session {} {}: {} files, {} folders, {} links: {} read, {} written in {:.2}s",
+                    safe(&row.job),
+                    row.id,
+                    outcome_words(row.state),
+                    t.files,
+                    t.dirs,
+                    t.symlinks,
+                    human(r.bytes_read),
+                    human(r.bytes_written),
+                    secs
+                )?;
+                outln!("archive:    {}", safe_path(&r.archive))?;
+                outln!("session:    {}", row.session_id.as_deref().unwrap_or("-"))?;
+            }
+            if row.state == SessionState::Warnings {
+                warnings_note(row.warning_count);
+            }
+        }
+        SessionState::Failed => match &o.error {
+            Some(e) => {
+                error_line(&format!("job {}: {e}", row.job));
+                hint_line(e.hint());
+            }
+            None => error_line(&format!(
+                "job {}: {}",
+                row.job,
+                row.error.as_deref().unwrap_or("failed")
+            )),
+        },
+        SessionState::Interrupted | SessionState::Running => error_line(&format!(
+            "job {}: session {} interrupted: {}",
+            row.job,
+            row.id,
+            row.error.as_deref().unwrap_or("stopped")
+        )),
+    }
+    Ok(())
+}

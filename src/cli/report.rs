@@ -1,0 +1,353 @@
+//! How every command reports a result: the exit-code table, the one error printer (for
+//! library errors, job errors and anything else alike), the one JSON printer, the per-archive
+//! collection of `info`/`list`/`verify`, the warning summary, the one table printer, and the
+//! timestamp formats (all through chrono).
+
+use chrono::{DateTime, Datelike, Local, TimeZone, Timelike, Utc};
+use std::path::Path;
+
+use coffer::job::JobError;
+use coffer::progress::Warning;
+
+use super::ui::{json_text, outln, safe, safe_path};
+
+/// Exit codes (documented in the README and in `coffer --help`).
+pub const EXIT_OK: u8 = 0;
+pub const EXIT_WARNINGS: u8 = 1;
+pub const EXIT_FAILED: u8 = 2;
+
+// ---- errors ---------------------------------------------------------------------------
+
+/// Print an error and its hint. Messages quote archive paths and file names, so the lines
+/// are escaped as a whole: one place that no message can get around.
+///
+/// A job error prints each problem of a job file on its own `error:` line, then one hint.
+/// A library error is printed with the context the binary added in front of it.
+pub fn print_error(err: &anyhow::Error) {
+    if let Some(e) = err.downcast_ref::<JobError>() {
+        print_job_error(e);
+        return;
+    }
+    let lib = err.chain().find_map(|e| e.downcast_ref::<coffer::Error>());
+    match lib {
+        Some(e) => {
+            let context: Vec<String> = err
+                .chain()
+                .take_while(|c| c.downcast_ref::<coffer::Error>().is_none())
+                .map(|c| c.to_string())
+                .collect();
+            if context.is_empty() {
+                error_line(&e.to_string());
+            } else {
+                error_line(&format!("{}: {e}", context.join(": ")));
+            }
+            hint_line(e.hint());
+        }
+        None => error_line(&format!("{err:#}")),
+    }
+}
+
+fn print_job_error(e: &JobError) {
+    match e {
+        JobError::Config(errors) => {
+            for c in errors {
+                error_line(&c.to_string());
+            }
+        }
+        other => error_line(&other.to_string()),
+    }
+    hint_line(e.hint());
+}
+
+/// `error: MESSAGE` on stderr, escaped.
+pub fn error_line(message: &str) {
+    eprintln!("error: {}", safe(message));
+}
+
+/// `hint: HINT` on stderr, escaped, when there is one.
+pub fn hint_line(hint: Option<String>) {
+    if let Some(h) = hint {
+        eprintln!("hint: {}", safe(&h));
+    }
+}
+
+/// One line for an error in a JSON document: the library's message without its hint.
+pub fn one_line(err: &anyhow::Error) -> String {
+    match err.chain().find_map(|e| e.downcast_ref::<coffer::Error>()) {
+        Some(e) => e.to_string(),
+        None => format!("{err:#}"),
+    }
+}
+
+/// The message a panic was raised with (`panic!("...")` gives a &str or a String).
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
+    payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("unknown panic")
+}
+
+/// The one line a panic (a bug in coffer) is reported with.
+pub fn internal_error_line(message: &str) -> String {
+    format!(
+        "error: internal error: {} (please report this, with the command you ran)",
+        safe(message)
+    )
+}
+
+// ---- JSON -----------------------------------------------------------------------------
+
+/// One JSON document, pretty-printed and safe on a terminal (see [`json_text`]).
+pub fn print_json(doc: &serde_json::Value) -> anyhow::Result<()> {
+    outln!("{}", json_text(doc))
+}
+
+/// The results of a command that takes several archives (`info`, `list`, `verify`): a
+/// failure with one archive is reported and the others still run; the exit code is 2 if
+/// any failed. With `--json`, everything is one document `{"archives": [...]}`.
+pub struct PerArchive {
+    json: bool,
+    docs: Vec<serde_json::Value>,
+    failed: bool,
+}
+
+impl PerArchive {
+    pub fn new(json: bool) -> Self {
+        PerArchive {
+            json,
+            docs: Vec::new(),
+            failed: false,
+        }
+    }
+
+    /// The JSON document of one archive (kept only with `--json`).
+    pub fn push(&mut self, doc: serde_json::Value) {
+        if self.json {
+            self.docs.push(doc);
+        }
+    }
+
+    /// Mark the command failed without reporting anything (the caller has).
+    pub fn mark_failed(&mut self) {
+        self.failed = true;
+    }
+
+    /// An archive that could not be read: an `error:` line, or `"ok": false` in JSON.
+    pub fn fail(&mut self, path: &Path, err: impl Into<anyhow::Error>) {
+        self.failed = true;
+        let err = err.into();
+        if self.json {
+            self.docs.push(
+                serde_json::json!({"path": path.to_string_lossy(), "ok": false, "error": one_line(&err)}),
+            );
+        } else {
+            print_error(&err);
+        }
+    }
+
+    pub fn failed(&self) -> bool {
+        self.failed
+    }
+
+    /// Print the JSON document (with `--json`) and give the exit code.
+    pub fn finish(self) -> anyhow::Result<u8> {
+        if self.json {
+            print_json(&serde_json::json!({ "archives": self.docs }))?;
+        }
+        Ok(if self.failed { EXIT_FAILED } else { EXIT_OK })
+    }
+}
+
+// ---- warnings -------------------------------------------------------------------------
+
+/// The warnings of a backup or restore in its JSON summary.
+pub fn warnings_json(warnings: &[Warning]) -> Vec<serde_json::Value> {
+    warnings
+        .iter()
+        .map(|w| serde_json::json!({"path": w.path.to_string_lossy(), "message": w.message}))
+        .collect()
+}
+
+/// The first five warnings again under the summary (they were printed as they happened,
+/// possibly far above).
+pub fn print_warning_summary(warnings: &[Warning]) -> anyhow::Result<()> {
+    if warnings.is_empty() {
+        return Ok(());
+    }
+    outln!("warnings:   {}", warnings.len())?;
+    for w in warnings.iter().take(5) {
+        outln!("            {}: {}", safe_path(&w.path), safe(&w.message))?;
+    }
+    if warnings.len() > 5 {
+        outln!("            ... and {} more", warnings.len() - 5)?;
+    }
+    Ok(())
+}
+
+/// The stderr line under a run that finished with warnings (`backup`, `job run`).
+pub fn warnings_note(count: impl std::fmt::Display) {
+    eprintln!(
+        "finished with {count} warning(s); the archive is complete, but the files named above are missing from it or changed while they were read"
+    );
+}
+
+// ---- tables ---------------------------------------------------------------------------
+
+/// How a column's cells are padded.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Align {
+    Left,
+    Right,
+}
+
+/// A table as lines of text, the head first: columns two spaces apart, each as wide as its
+/// widest cell, the last one not padded. Cells are escaped here: job names and archive
+/// paths are shown as text.
+pub fn table_lines<const N: usize>(
+    head: &[&str; N],
+    align: &[Align; N],
+    rows: &[[String; N]],
+) -> Vec<String> {
+    let rows: Vec<[String; N]> = rows
+        .iter()
+        .map(|r| r.each_ref().map(|c| safe(c).into_owned()))
+        .collect();
+    let mut widths: Vec<usize> = head.iter().map(|h| h.len()).collect();
+    for r in &rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut s = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            let w = widths[i];
+            if i + 1 == N {
+                s.push_str(c);
+            } else if align[i] == Align::Right {
+                s.push_str(&format!("{c:>w$}  "));
+            } else {
+                s.push_str(&format!("{c:<w$}  "));
+            }
+        }
+        s.trim_end().to_string()
+    };
+    let mut out = vec![line(head.to_vec())];
+    out.extend(
+        rows.iter()
+            .map(|r| line(r.iter().map(String::as_str).collect())),
+    );
+    out
+}
+
+/// A table with every column left-aligned (see [`table_lines`]).
+pub fn print_table<const N: usize>(head: &[&str; N], rows: &[[String; N]]) -> anyhow::Result<()> {
+    for line in table_lines(head, &[Align::Left; N], rows) {
+        outln!("{line}")?;
+    }
+    Ok(())
+}
+
+// ---- timestamps -----------------------------------------------------------------------
+
+/// `YYYY-MM-DDTHH:MM:SSZ` (RFC 3339, UTC, whole seconds). Formatted from chrono's fields
+/// rather than with `%Y`, which adds a `+` to years past 9999: a hostile archive can carry
+/// any time, and the output stays the plain year.
+fn utc_text(t: DateTime<Utc>) -> String {
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+        t.year(),
+        t.month(),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    )
+}
+
+/// Seconds since the epoch as RFC 3339 UTC; `None` past what chrono represents (about
+/// 262,000 years either side), which only a hostile archive carries.
+pub fn rfc3339(secs: i64) -> Option<String> {
+    DateTime::<Utc>::from_timestamp(secs, 0).map(utc_text)
+}
+
+/// Milliseconds since the epoch (the session catalog's times) as RFC 3339 UTC.
+pub fn rfc3339_ms(ms: i64) -> Option<String> {
+    DateTime::<Utc>::from_timestamp_millis(ms).map(utc_text)
+}
+
+/// Milliseconds since the epoch in local time, to the second, or `-`.
+pub fn local_time(ms: i64) -> String {
+    DateTime::<Utc>::from_timestamp_millis(ms)
+        .map(|t| {
+            t.with_timezone(&Local)
+                .format("%Y-%m-%d %H:%M:%S")
+                .to_string()
+        })
+        .unwrap_or_else(|| "-".into())
+}
+
+/// A scheduled time, to the minute with its UTC offset (`2026-11-27 02:00 +01:00`).
+pub fn minute<Tz: TimeZone>(t: &DateTime<Tz>) -> String
+where
+    Tz::Offset: std::fmt::Display,
+{
+    t.format("%Y-%m-%d %H:%M %:z").to_string()
+}
+
+/// A duration in milliseconds as seconds with one decimal (`12.3 s`).
+pub fn seconds(ms: i64) -> String {
+    format!("{:.1} s", ms as f64 / 1000.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panic_is_one_escaped_line_asking_for_a_report() {
+        let from_str: Box<dyn std::any::Any + Send> = Box::new("index out of bounds");
+        let from_string: Box<dyn std::any::Any + Send> = Box::new(format!("bad {}\n\x1b[2J", 7));
+        let other: Box<dyn std::any::Any + Send> = Box::new(42u32);
+        assert_eq!(
+            internal_error_line(panic_message(from_str.as_ref())),
+            "error: internal error: index out of bounds (please report this, with the command you ran)"
+        );
+        assert_eq!(
+            internal_error_line(panic_message(from_string.as_ref())),
+            "error: internal error: bad 7\\n\\x1b[2J (please report this, with the command you ran)"
+        );
+        assert_eq!(panic_message(other.as_ref()), "unknown panic");
+    }
+
+    #[test]
+    fn timestamps_are_the_plain_rfc3339_of_the_old_calendar_code() {
+        // Values from the hand-written days-to-civil algorithm this replaced.
+        assert_eq!(rfc3339(0).unwrap(), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(1_700_000_000).unwrap(), "2023-11-14T22:13:20Z");
+        assert_eq!(rfc3339(-1).unwrap(), "1969-12-31T23:59:59Z");
+        assert_eq!(rfc3339(951_782_400).unwrap(), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339(253_402_300_800).unwrap(), "10000-01-01T00:00:00Z");
+        assert_eq!(rfc3339(-62_198_755_200).unwrap(), "-001-01-01T00:00:00Z");
+        assert_eq!(rfc3339(i64::MAX), None);
+        assert_eq!(
+            rfc3339_ms(1_700_000_000_999).unwrap(),
+            "2023-11-14T22:13:20Z"
+        );
+    }
+
+    #[test]
+    fn table_columns_are_padded_escaped_and_aligned() {
+        let rows = [
+            ["7".to_string(), "a\nb".to_string(), "x".to_string()],
+            ["12".to_string(), "c".to_string(), "last".to_string()],
+        ];
+        let lines = table_lines(
+            &["ID", "NAME", "END"],
+            &[Align::Right, Align::Left, Align::Left],
+            &rows,
+        );
+        assert_eq!(lines, ["ID  NAME  END", " 7  a\\nb  x", "12  c     last"]);
+    }
+}
