@@ -119,7 +119,7 @@ fn options(a: &BackupArgs) -> anyhow::Result<BackupOptions> {
             } else {
                 a.job_name.as_str()
             };
-            let name = coffer::job::session::archive_name(stem, chrono::Utc::now(), &session_id);
+            let name = coffer::storage::naming::archive_name(stem, chrono::Utc::now(), &session_id);
             opts.output = dest.join(name);
             opts.session_id = Some(session_id);
         }

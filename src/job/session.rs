@@ -37,9 +37,7 @@ use crate::progress::{Observer, Warning};
 use crate::recipient::Recipient;
 use crate::storage::{self, Location};
 
-// Archive naming moved to the storage layer (`backup --to` uses it without jobs); the old
-// paths keep working for callers not yet moved.
-pub use crate::storage::naming::{archive_name, archive_stem, is_leftover, sweep_leftovers};
+use crate::storage::naming::{archive_name, sweep_leftovers};
 
 /// The catalog and the locks of one state folder.
 pub struct Context<'a> {
