@@ -28,7 +28,7 @@ use crate::keys::{SessionId, SessionKey, SubKeys, new_session_id};
 use crate::pipeline::{self, sink_stopped, slot_count};
 use crate::progress::Observer;
 use crate::recipient::{Fingerprint, Identity, Recipient};
-use crate::seal::{BlockSealer, OpenError, Opened};
+use crate::seal::{BlockSealer, Entropy, OpenError, Opened};
 use crate::storage::{self, Location};
 
 /// What to change.
@@ -320,6 +320,7 @@ fn reencrypt(
     let mut out = ArchiveWriter::start(
         storage::create_sink_keeping_mode(location)?,
         &header::encode(body, keys),
+        Entropy::Os,
     )?;
     let last = blocks.len().saturating_sub(1) as u64;
     observer.totals(blocks.len() as u64, stream_len);

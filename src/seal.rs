@@ -37,6 +37,69 @@ const COMPRESSIBILITY_SAMPLE: usize = 16 * 1024;
 /// evicts the same L1 set over and over; a tile turns that into one cache line per lane.
 const TILE_STEPS: usize = 8;
 
+/// Where a writer's random bytes (session key, block nonces, index IV) and its clock come
+/// from. Outside this crate's own unit tests there is only [`Entropy::Os`]: the fixed
+/// variant exists under `cfg(test)` alone, so neither the binary nor a library user can
+/// write an archive with predictable nonces, even by accident.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Entropy {
+    /// The thread-local CSPRNG (seeded from the OS) and the system clock.
+    Os,
+    /// SHA-256(seed ‖ purpose ‖ counter) and a fixed creation time: the golden-archive
+    /// test writes the same bytes on every run and every machine.
+    #[cfg(test)]
+    Fixed(u64),
+}
+
+impl Entropy {
+    /// Fill `out` with bytes for `purpose`; `counter` tells apart the draws of one purpose
+    /// (the block index for nonces) so that parallel sealing stays deterministic.
+    pub(crate) fn fill(self, purpose: &[u8], counter: u64, out: &mut [u8]) {
+        match self {
+            Entropy::Os => {
+                // Purpose and counter only shape the fixed stream of the tests.
+                let _ = (purpose, counter);
+                rand::rng().fill_bytes(out)
+            }
+            #[cfg(test)]
+            Entropy::Fixed(seed) => {
+                use sha2::Digest;
+                let digest = Sha256::new()
+                    .chain_update(seed.to_le_bytes())
+                    .chain_update(purpose)
+                    .chain_update(counter.to_le_bytes())
+                    .finalize();
+                out.copy_from_slice(&digest[..out.len()]);
+            }
+        }
+    }
+
+    /// A fresh session key.
+    pub(crate) fn session_key(self) -> crate::error::Result<crate::keys::SessionKey> {
+        match self {
+            Entropy::Os => crate::keys::SessionKey::generate(),
+            #[cfg(test)]
+            Entropy::Fixed(_) => {
+                let mut key = [0u8; crate::keys::SESSION_KEY_LEN];
+                self.fill(b"session-key", 0, &mut key);
+                Ok(crate::keys::SessionKey::from_bytes(key))
+            }
+        }
+    }
+
+    /// The creation time written into the header, in seconds since the Unix epoch.
+    pub(crate) fn now(self) -> i64 {
+        match self {
+            Entropy::Os => std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs() as i64)
+                .unwrap_or(0),
+            #[cfg(test)]
+            Entropy::Fixed(_) => 1_700_000_000,
+        }
+    }
+}
+
 /// Why a frame or the index did not open.
 #[derive(Debug, PartialEq, Eq)]
 pub enum OpenError {
@@ -77,6 +140,7 @@ pub struct BlockSealer {
     segment_size: usize,
     compression: Compression,
     lane_mode: LaneMode,
+    entropy: Entropy,
 }
 
 impl BlockSealer {
@@ -97,7 +161,14 @@ impl BlockSealer {
             segment_size: segment_size as usize,
             compression,
             lane_mode: LaneMode::MultiLane,
+            entropy: Entropy::Os,
         }
+    }
+
+    /// Draw block nonces from `entropy` (the writer's; [`Entropy::Os`] unless a test).
+    pub(crate) fn with_entropy(mut self, entropy: Entropy) -> Self {
+        self.entropy = entropy;
+        self
     }
 
     /// Choose the lane strategy (benchmarks compare them; output is identical).
@@ -141,7 +212,7 @@ impl BlockSealer {
         buf[4..8].copy_from_slice(&(raw_len as u32).to_le_bytes());
         buf[8] = flags;
         let mut nonce = [0u8; 16];
-        rand::rng().fill_bytes(&mut nonce);
+        self.entropy.fill(b"nonce", index, &mut nonce);
         buf[NONCE_OFFSET..FRAME_PREFIX].copy_from_slice(&nonce);
 
         let lanes = segment_count(ct_len, self.segment_size);
@@ -507,8 +578,18 @@ fn decompress(payload: &[u8], raw_len: usize, out: &mut Vec<u8>) -> Result<(), O
 
 /// Encrypt and authenticate the serialized index: `iv ‖ ct ‖ tag ‖ crc32c`.
 pub fn seal_index(keys: &SubKeys, session_id: &SessionId, plain: &[u8]) -> Vec<u8> {
+    seal_index_from(Entropy::Os, keys, session_id, plain)
+}
+
+/// [`seal_index`] with the IV drawn from `entropy`.
+pub(crate) fn seal_index_from(
+    entropy: Entropy,
+    keys: &SubKeys,
+    session_id: &SessionId,
+    plain: &[u8],
+) -> Vec<u8> {
     let mut iv = [0u8; 16];
-    rand::rng().fill_bytes(&mut iv);
+    entropy.fill(b"index-iv", 0, &mut iv);
     let pad = 16 - plain.len() % 16;
     let mut out = Vec::with_capacity(16 + plain.len() + pad + 36);
     out.extend_from_slice(&iv);
