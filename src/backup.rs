@@ -11,11 +11,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::archive::writer::ArchiveWriter;
 use crate::error::{Error, Result};
 use crate::format::frame::FRAME_PREFIX;
 use crate::format::header::{self, HeaderBody};
-use crate::format::index::{BlockRef, Entry, Index, KIND_DIR, KIND_FILE, KIND_SYMLINK, Totals};
-use crate::format::trailer::Trailer;
+use crate::format::index::{Entry, KIND_DIR, KIND_FILE, KIND_SYMLINK, Totals};
 use crate::format::{Compression, SUITE_V1};
 use crate::keys::{SessionId, SubKeys, new_session_id};
 use crate::pipeline::{self, sink_stopped, slot_count};
@@ -23,8 +23,8 @@ use crate::pipeline::{self, sink_stopped, slot_count};
 /// library API keep working).
 pub use crate::progress::{Observer, Quiet, Warning};
 use crate::recipient::{Fingerprint, Recipient};
-use crate::seal::{BlockSealer, Entropy, seal_index_from};
-use crate::storage::{self, ArchiveSink, Location};
+use crate::seal::{BlockSealer, Entropy};
+use crate::storage::{self, Location};
 
 /// What to back up and how. Shared by the command line and the job file.
 #[derive(Clone, Debug)]
@@ -83,85 +83,6 @@ pub struct BackupReport {
     pub warnings: Vec<Warning>,
     pub recipients: Vec<Fingerprint>,
     pub duration: Duration,
-}
-
-/// Writes one archive front to back: the header, each sealed frame as the pipeline hands
-/// it over (recording the block table as it goes), then the sealed index and the trailer.
-/// Backup and `rekey --reencrypt` both write through it, so their archives cannot differ
-/// in layout. Dropped before [`ArchiveWriter::finish`], the sink removes the partial file
-/// (or aborts the upload).
-pub(crate) struct ArchiveWriter {
-    out: Box<dyn ArchiveSink>,
-    header_len: u64,
-    blocks: Vec<BlockRef>,
-    data_len: u64,
-    entropy: Entropy,
-}
-
-impl ArchiveWriter {
-    pub(crate) fn start(
-        mut out: Box<dyn ArchiveSink>,
-        header: &[u8],
-        entropy: Entropy,
-    ) -> Result<Self> {
-        out.write_all(header)?;
-        Ok(ArchiveWriter {
-            out,
-            header_len: header.len() as u64,
-            blocks: Vec::new(),
-            data_len: 0,
-            entropy,
-        })
-    }
-
-    pub(crate) fn local_identity(&self) -> Option<(u64, u64)> {
-        self.out.local_identity()
-    }
-
-    /// Append the next sealed frame.
-    pub(crate) fn frame(&mut self, frame: &[u8]) -> Result<()> {
-        self.out.write_all(frame)?;
-        self.blocks.push(BlockRef {
-            offset: self.data_len,
-            frame_len: frame.len() as u32,
-            raw_len: u32::from_le_bytes(frame[4..8].try_into().unwrap()),
-        });
-        self.data_len += frame.len() as u64;
-        Ok(())
-    }
-
-    /// Seal the index (the entries with the block table written here), write it and the
-    /// trailer, and commit. Returns the archive's length and its number of blocks.
-    pub(crate) fn finish(
-        mut self,
-        keys: &SubKeys,
-        session_id: &SessionId,
-        entries: Vec<Entry>,
-        stream_len: u64,
-        totals: Totals,
-    ) -> Result<(u64, u64)> {
-        let block_count = self.blocks.len() as u64;
-        let index = Index {
-            entries,
-            blocks: std::mem::take(&mut self.blocks),
-            stream_len,
-            totals,
-        };
-        let plain = postcard::to_stdvec(&index)
-            .map_err(|e| Error::Crypto(format!("cannot encode index: {e}")))?;
-        let sealed = seal_index_from(self.entropy, keys, session_id, &plain);
-        let trailer = Trailer {
-            index_offset: self.data_len,
-            index_len: sealed.len() as u64,
-            block_count,
-        }
-        .encode();
-        self.out.write_all(&sealed)?;
-        self.out.write_all(&trailer)?;
-        self.out.commit()?;
-        let len = self.header_len + self.data_len + sealed.len() as u64 + trailer.len() as u64;
-        Ok((len, block_count))
-    }
 }
 
 /// Run one backup session.
@@ -230,12 +151,11 @@ fn run_session(
         recipients: stanzas,
         signature: None,
     };
-    let header_bytes = header::encode(&body, &keys);
-
     let location = Location::parse(&opts.output)?;
-    let mut out = ArchiveWriter::start(
+    let mut out = ArchiveWriter::begin(
         storage::create_sink(&location, opts.overwrite)?,
-        &header_bytes,
+        &body,
+        &keys,
         entropy,
     )?;
     let own_file = out.local_identity();
@@ -287,7 +207,7 @@ fn run_session(
             work_sealer.seal(&mut slot.buf, seq, slot.last);
         },
         |slot, _seq| {
-            out.frame(&slot.buf)?;
+            out.push(&slot.buf)?;
             observer.bytes_written(slot.buf.len() as u64);
             Ok(())
         },
@@ -302,15 +222,14 @@ fn run_session(
     totals.warnings = warnings.len() as u64;
     totals.bytes = stream_len;
 
-    let (bytes_written, block_count) =
-        out.finish(&keys, &session_id, entries, stream_len, totals)?;
+    let written = out.finish(entries, stream_len, totals)?;
     Ok(BackupReport {
         archive: opts.output.clone(),
         session_id,
         totals,
         bytes_read: stream_len,
-        bytes_written,
-        blocks: block_count,
+        bytes_written: written.len,
+        blocks: written.blocks,
         warnings,
         recipients: recipients.iter().map(|r| r.fingerprint()).collect(),
         duration: started.elapsed(),
