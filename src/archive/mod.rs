@@ -13,7 +13,7 @@ use crate::format::index::{BlockRef, Index, IndexError};
 use crate::format::trailer::{TRAILER_LEN, Trailer};
 use crate::keys::{SessionKey, SubKeys};
 use crate::recipient::{Fingerprint, Identity};
-use crate::seal::{BlockSealer, OpenError, open_index};
+use crate::seal::{BlockSealer, OpenError, header_mac_ok, open_index};
 use crate::storage::{self, ArchiveSource, Location};
 
 mod rekey;
@@ -191,7 +191,7 @@ impl Archive {
                 .join(", "),
         })?;
         let keys = SubKeys::derive(&session_key, &body.session_id);
-        if !self.header.verify_mac(&keys) {
+        if !header_mac_ok(&self.header, &keys) {
             return Err(Error::Tampered {
                 path: self.path.clone(),
                 what: "the header".into(),

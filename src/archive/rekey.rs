@@ -22,14 +22,13 @@ use super::{Archive, Unlocked};
 use crate::error::{Error, Result};
 use crate::format::Compression;
 use crate::format::frame::FRAME_PREFIX;
-use crate::format::header::encode as seal_header;
 use crate::format::header::{self, HeaderBody, Stanza};
 use crate::format::index::Index;
 use crate::keys::{SessionId, SessionKey, SubKeys, new_session_id};
 use crate::pipeline::{self, sink_stopped, slot_count};
 use crate::progress::Observer;
 use crate::recipient::{Fingerprint, Identity, Recipient};
-use crate::seal::{BlockSealer, Entropy, OpenError, Opened};
+use crate::seal::{BlockSealer, Entropy, OpenError, Opened, seal_header};
 use crate::storage::{self, Location};
 
 /// What to change.

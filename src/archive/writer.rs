@@ -4,11 +4,11 @@
 //! through it, so their archives cannot differ in layout.
 
 use crate::error::{Error, Result};
-use crate::format::header::{self, HeaderBody};
+use crate::format::header::HeaderBody;
 use crate::format::index::{BlockRef, Entry, Index, Totals};
 use crate::format::trailer::Trailer;
 use crate::keys::SubKeys;
-use crate::seal::{Entropy, seal_index_from};
+use crate::seal::{Entropy, seal_header, seal_index_from};
 use crate::storage::ArchiveSink;
 
 /// An archive being written. Dropped before [`ArchiveWriter::finish`], the sink removes
@@ -38,7 +38,7 @@ impl<'k> ArchiveWriter<'k> {
         keys: &'k SubKeys,
         entropy: Entropy,
     ) -> Result<Self> {
-        let bytes = header::encode(header, keys);
+        let bytes = seal_header(header, keys);
         out.write_all(&bytes)?;
         Ok(ArchiveWriter {
             out,
