@@ -94,7 +94,7 @@ impl<'k> ArchiveWriter<'k> {
             totals,
         };
         let plain = postcard::to_stdvec(&index)
-            .map_err(|e| Error::Crypto(format!("cannot encode index: {e}")))?;
+            .map_err(|e| Error::Internal(format!("cannot encode index: {e}")))?;
         let sealed = seal_index_from(self.entropy, self.keys, &self.header.session_id, &plain);
         let trailer = Trailer {
             index_offset: self.data_len,
