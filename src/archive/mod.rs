@@ -1,7 +1,7 @@
 //! One archive file, read and written. This module opens one: the header (readable
 //! without a key), the trailer, and, with an identity, the session keys and the
-//! authenticated index. [`writer`] writes one front to back, [`verify`] checks one
-//! (checksums alone, or every tag with a key), and [`rekey`] changes who can open one.
+//! authenticated index. `writer` writes one front to back, `verify` checks one
+//! (checksums alone, or every tag with a key), and `rekey` changes who can open one.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

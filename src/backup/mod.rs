@@ -1,5 +1,5 @@
-//! One backup run (a job session): walk the sources ([`walk`]), read their files as one
-//! logical stream cut into fixed blocks ([`stream`]), seal the blocks in parallel
+//! One backup run (a job session): walk the sources (`walk`), read their files as one
+//! logical stream cut into fixed blocks (`stream`), seal the blocks in parallel
 //! ([`crate::seal`]), and write header, blocks, encrypted index and trailer through the
 //! archive writer to a temporary file that is renamed when complete. This module owns
 //! the options, their checks, and the order of those steps.

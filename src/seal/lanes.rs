@@ -53,7 +53,8 @@ pub(super) fn derive_ivs(iv_cipher: &Aes256, nonce: &[u8; 16], lanes: usize) -> 
 }
 
 /// Encrypt a padded payload's segments with `mode` under `key` (IVs from a zero nonce).
-/// Exposed for the lane benchmarks; archives are sealed with [`BlockSealer::seal`].
+/// Exposed for the lane benchmarks; archives are sealed with
+/// [`crate::seal::BlockSealer::seal`].
 #[doc(hidden)]
 pub fn encrypt_segments(key: &[u8; 32], body: &mut [u8], segment_size: usize, mode: LaneMode) {
     let cipher = Aes256::new_from_slice(key).expect("32-byte key");

@@ -2,9 +2,9 @@
 //! Everything in the archive that a key touches is here; `format/` only encodes and
 //! decodes.
 //!
-//! A block's payload is compressed when that pays ([`compress`]), PKCS#7-padded and cut
+//! A block's payload is compressed when that pays (`compress`), PKCS#7-padded and cut
 //! into fixed CBC segments, each a standard AES-256-CBC stream with its own IV, encrypted
-//! all at once ([`lanes`]). Then HMAC-SHA256 over the frame (encrypt-then-MAC). Opening
+//! all at once (`lanes`). Then HMAC-SHA256 over the frame (encrypt-then-MAC). Opening
 //! checks the checksum and the tag before a single byte is decrypted.
 
 mod compress;
@@ -329,20 +329,24 @@ pub(crate) fn seal_index_from(
     let cipher = Aes256::new_from_slice(keys.meta_enc.as_ref()).expect("32-byte key");
     let (blocks, _) = Array::<u8, U16>::slice_as_chunks_mut(&mut out[16..]);
     cbc::Encryptor::<Aes256>::inner_iv_init(cipher, &Block::from(iv)).encrypt_blocks(blocks);
-    let tag = index_tag(keys, session_id, &out);
+    let tag: [u8; 32] = index_mac(keys, session_id, &out)
+        .finalize()
+        .into_bytes()
+        .into();
     out.extend_from_slice(&tag);
     let crc = crc32c(&out);
     out.extend_from_slice(&crc.to_le_bytes());
     out
 }
 
-fn index_tag(keys: &SubKeys, session_id: &SessionId, iv_and_ct: &[u8]) -> [u8; 32] {
+/// The index MAC over `iv_and_ct`, ready to finalize or verify.
+fn index_mac(keys: &SubKeys, session_id: &SessionId, iv_and_ct: &[u8]) -> HmacSha256 {
     let mut m = <HmacSha256 as KeyInit>::new_from_slice(keys.meta_mac.as_ref())
         .expect("HMAC takes any key length");
     m.update(INDEX_MAC_CONTEXT);
     m.update(session_id);
     m.update(iv_and_ct);
-    m.finalize().into_bytes().into()
+    m
 }
 
 /// The index section's length rule: IV, at least one AES block of ciphertext, tag and
@@ -370,12 +374,10 @@ pub fn open_index(
         return Err(OpenError::Checksum);
     }
     let tag_at = n - 36;
-    let mut m = <HmacSha256 as KeyInit>::new_from_slice(keys.meta_mac.as_ref())
-        .expect("HMAC takes any key length");
-    m.update(INDEX_MAC_CONTEXT);
-    m.update(session_id);
-    m.update(&section[..tag_at]);
-    if m.verify_slice(&section[tag_at..tag_at + 32]).is_err() {
+    if index_mac(keys, session_id, &section[..tag_at])
+        .verify_slice(&section[tag_at..tag_at + 32])
+        .is_err()
+    {
         return Err(OpenError::Tag);
     }
     let iv = Block::try_from(&section[..16]).expect("16 bytes");

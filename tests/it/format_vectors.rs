@@ -498,20 +498,20 @@ fn fixed_key_vectors_follow_the_documented_key_hierarchy() {
             .unwrap()
             .expect("the stanza is addressed to this identity");
         assert!(
-            header_mac_ok(&raw, &SubKeys::derive(&unwrapped, &session_id)),
+            header_mac_ok(raw, &SubKeys::derive(&unwrapped, &session_id)),
             "{}: unwrapped key does not verify the header MAC",
             v.name
         );
         assert!(
             header_mac_ok(
-                &raw,
+                raw,
                 &SubKeys::derive(&SessionKey::from_bytes(session_key), &session_id)
             ),
             "{}: session_key.hex does not verify the header MAC",
             v.name
         );
         let wrong = SessionKey::from_bytes([0x55; 32]);
-        assert!(!header_mac_ok(&raw, &SubKeys::derive(&wrong, &session_id)));
+        assert!(!header_mac_ok(raw, &SubKeys::derive(&wrong, &session_id)));
 
         let bytes = fs::read(v.archive()).unwrap();
         let problems = independent_read(&v, &bytes, &session_key, raw);
