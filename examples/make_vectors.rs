@@ -13,7 +13,7 @@
 //!
 //! The archives with a fixed session key are assembled by hand from the library's public
 //! pieces, exactly as `coffer::backup::backup` does (that function makes a random session
-//! key): `SessionKey::from_bytes`, `SubKeys::derive`, `Recipient::wrap`, `header::encode`,
+//! key): `SessionKey::from_bytes`, `SubKeys::derive`, `Recipient::wrap`, `seal::seal_header`,
 //! `BlockSealer::seal` over the logical stream, `seal_index`, `Trailer`. The generator checks
 //! that a real `backup()` of the same tree yields the same index, so the two cannot drift.
 
@@ -27,13 +27,13 @@ use coffer::Compression;
 use coffer::archive::Archive;
 use coffer::backup::{BackupOptions, Quiet, backup};
 use coffer::format::frame::{FLAG_LAST, FLAG_ZSTD, FRAME_PREFIX, NONCE_OFFSET};
-use coffer::format::header::{self, HeaderBody, PREFIX_LEN, SUFFIX_LEN, SignatureSlot};
+use coffer::format::header::{HeaderBody, PREFIX_LEN, SUFFIX_LEN, SignatureSlot};
 use coffer::format::index::{BlockRef, Entry, Index, KIND_DIR, KIND_FILE, KIND_SYMLINK, Totals};
 use coffer::format::trailer::{TRAILER_LEN, Trailer};
 use coffer::format::{SUITE_V1, crc32c};
 use coffer::keys::{SessionId, SessionKey, SubKeys};
 use coffer::recipient::{Identity, Recipient, RsaIdentity, RsaRecipient};
-use coffer::seal::{BlockSealer, seal_index};
+use coffer::seal::{BlockSealer, seal_header, seal_index};
 use sha2::{Digest, Sha256};
 
 type Res<T> = Result<T, Box<dyn StdError>>;
@@ -237,7 +237,7 @@ fn assemble(spec: &Spec, recipient: &dyn Recipient) -> Res<Vec<u8>> {
         recipients: vec![stanza],
         signature: spec.signature.clone(),
     };
-    let mut out = header::encode(&body, &keys);
+    let mut out = seal_header(&body, &keys);
 
     let (entries, stream, totals) = entries_of(&spec.items, OWNER);
     let sealer = BlockSealer::new(

@@ -100,8 +100,14 @@ pub enum Error {
         detail: String,
     },
 
+    /// A cryptographic operation failed (the OS random number generator, RSA).
     #[error("{0}")]
     Crypto(String),
+
+    /// Something inside coffer that is neither the user's input nor the archive's nor a
+    /// cipher's: a value that does not encode, a worker that stopped or panicked.
+    #[error("{0}")]
+    Internal(String),
 }
 
 impl Error {
@@ -160,7 +166,7 @@ impl Error {
                 "no partial archive was kept (a rekey leaves the original as it was); run it again"
                     .into()
             }
-            Error::Crypto(_) => return None,
+            Error::Crypto(_) | Error::Internal(_) => return None,
         })
     }
 }

@@ -20,7 +20,6 @@ pub mod keys;
 mod pipeline;
 pub mod progress;
 pub mod recipient;
-mod rekey;
 pub mod restore;
 pub mod seal;
 pub mod storage;

@@ -1,12 +1,11 @@
 //! The header envelope: session parameters and recipient stanzas, closed by an HMAC
-//! (header-mac sub-key) and a CRC32C. It never holds file names or sizes.
+//! (header-mac sub-key) and a CRC32C. It never holds file names or sizes. Encoding and
+//! decoding only: the MAC is computed and checked in [`crate::seal`].
 
-use hmac::{Hmac, KeyInit, Mac};
 use serde::{Deserialize, Serialize};
-use sha2::Sha256;
 
 use super::{Compression, FORMAT_VERSION, SUITE_V1, crc32c};
-use crate::keys::{SessionId, SubKeys};
+use crate::keys::SessionId;
 
 /// First eight bytes of every archive.
 pub const MAGIC: [u8; 8] = *b"\x89COFFER\n";
@@ -28,7 +27,6 @@ pub const MIN_SEGMENT_SIZE: u32 = 4096;
 const MAX_LABEL_LEN: usize = 256;
 const MAX_WRAPPED_LEN: usize = MAX_RSA_BYTES;
 const MAX_RSA_BYTES: usize = 16384 / 8;
-const HEADER_MAC_CONTEXT: &[u8] = b"coffer/v1/header";
 
 /// One recipient's copy of the session key.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -125,19 +123,23 @@ impl HeaderBody {
     }
 }
 
-/// Encode a header with its MAC and checksum.
-pub fn encode(body: &HeaderBody, keys: &SubKeys) -> Vec<u8> {
+/// Encode a header up to its MAC: prefix and body, the bytes the MAC covers. A writer
+/// then appends the tag and checksum with [`close`] (see [`crate::seal::seal_header`]).
+pub fn encode_unsealed(body: &HeaderBody) -> Vec<u8> {
     let body_bytes = postcard::to_stdvec(body).expect("header body always serializes");
     let mut out = Vec::with_capacity(PREFIX_LEN + body_bytes.len() + SUFFIX_LEN);
     out.extend_from_slice(&MAGIC);
     out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
     out.extend_from_slice(&(body_bytes.len() as u32).to_le_bytes());
     out.extend_from_slice(&body_bytes);
-    let tag = mac(keys, &out);
-    out.extend_from_slice(&tag);
-    let crc = crc32c(&out);
-    out.extend_from_slice(&crc.to_le_bytes());
     out
+}
+
+/// Append the MAC `tag` and the checksum over everything before it.
+pub fn close(unsealed: &mut Vec<u8>, tag: &[u8; 32]) {
+    unsealed.extend_from_slice(tag);
+    let crc = crc32c(unsealed);
+    unsealed.extend_from_slice(&crc.to_le_bytes());
 }
 
 /// Read the fixed prefix: returns the body length, bounded.
@@ -191,14 +193,10 @@ impl RawHeader {
         Ok(RawHeader { body, bytes })
     }
 
-    /// Check the header MAC with the session's sub-keys (constant time).
-    pub fn verify_mac(&self, keys: &SubKeys) -> bool {
+    /// The bytes the MAC covers (prefix and body) and the stored tag.
+    pub fn authenticated_and_tag(&self) -> (&[u8], &[u8]) {
         let mac_at = self.bytes.len() - SUFFIX_LEN;
-        let mut m = <Hmac<Sha256> as KeyInit>::new_from_slice(keys.header_mac.as_ref())
-            .expect("HMAC takes any key length");
-        m.update(HEADER_MAC_CONTEXT);
-        m.update(&self.bytes[..mac_at]);
-        m.verify_slice(&self.bytes[mac_at..mac_at + 32]).is_ok()
+        (&self.bytes[..mac_at], &self.bytes[mac_at..mac_at + 32])
     }
 
     pub fn len(&self) -> u64 {
@@ -210,20 +208,11 @@ impl RawHeader {
     }
 }
 
-fn mac(keys: &SubKeys, bytes: &[u8]) -> [u8; 32] {
-    let mut m = <Hmac<Sha256> as KeyInit>::new_from_slice(keys.header_mac.as_ref())
-        .expect("HMAC takes any key length");
-    m.update(HEADER_MAC_CONTEXT);
-    m.update(bytes);
-    m.finalize().into_bytes().into()
-}
-
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
-    use crate::keys::SessionKey;
 
-    fn sample() -> HeaderBody {
+    pub(crate) fn sample() -> HeaderBody {
         HeaderBody {
             session_id: [9; 16],
             created_at: 1_700_000_000,
@@ -243,28 +232,15 @@ mod tests {
     }
 
     #[test]
-    fn round_trip_and_mac() {
-        let keys = SubKeys::derive(&SessionKey::from_bytes([3; 32]), &[9; 16]);
-        let bytes = encode(&sample(), &keys);
+    fn round_trip_and_checksum() {
+        let mut bytes = encode_unsealed(&sample());
+        close(&mut bytes, &[6; 32]);
         let raw = RawHeader::parse(bytes.clone()).unwrap();
         assert_eq!(raw.body, sample());
-        assert!(raw.verify_mac(&keys));
-        let other = SubKeys::derive(&SessionKey::from_bytes([4; 32]), &[9; 16]);
-        assert!(!raw.verify_mac(&other));
-    }
-
-    #[test]
-    fn every_flipped_byte_is_caught() {
-        let keys = SubKeys::derive(&SessionKey::from_bytes([3; 32]), &[9; 16]);
-        let bytes = encode(&sample(), &keys);
-        for i in 0..bytes.len() {
-            let mut b = bytes.clone();
-            b[i] ^= 0x01;
-            match RawHeader::parse(b) {
-                Err(_) => {}
-                Ok(raw) => assert!(!raw.verify_mac(&keys), "flip at {i} accepted"),
-            }
-        }
+        assert_eq!(raw.authenticated_and_tag().1, &[6; 32]);
+        let n = bytes.len();
+        bytes[n - 40] ^= 1;
+        assert_eq!(RawHeader::parse(bytes).unwrap_err(), HeaderError::Checksum);
     }
 
     #[test]

@@ -128,6 +128,13 @@ impl Index {
         block_size: u32,
         data_len: u64,
     ) -> Result<(), (Option<String>, String)> {
+        self.check_entries()?;
+        self.check_blocks(block_size, data_len)
+    }
+
+    /// Every entry: a safe path below a listed folder, once; a known kind with the fields
+    /// that kind has; file ranges in stream order.
+    fn check_entries(&self) -> Result<(), (Option<String>, String)> {
         let unsafe_entry = |e: &Entry, why: &str| (Some(e.path.clone()), why.to_string());
         let corrupt = |e: &Entry, why: String| (None, format!("entry {:?}: {why}", e.path));
         let mut kinds: HashMap<&str, u8> = HashMap::with_capacity(self.entries.len());
@@ -183,6 +190,12 @@ impl Index {
                 return Err(corrupt(e, "mode or time out of range".into()));
             }
         }
+        Ok(())
+    }
+
+    /// The block table: frames back to back filling the data section, every block full
+    /// but the last, their plaintext adding up to the stream.
+    fn check_blocks(&self, block_size: u32, data_len: u64) -> Result<(), (Option<String>, String)> {
         let mut at = 0u64;
         let mut raw = 0u64;
         let n = self.blocks.len();

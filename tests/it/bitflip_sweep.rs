@@ -21,7 +21,7 @@ use coffer::format::trailer::{TRAILER_LEN, Trailer};
 use coffer::format::{Compression, SUITE_V1};
 use coffer::keys::{SessionKey, SubKeys};
 use coffer::recipient::Recipient;
-use coffer::seal::seal_index;
+use coffer::seal::{seal_header, seal_index};
 use coffer::{Error, Result};
 
 /// SplitMix64: small, seeded, good enough to spread positions.
@@ -363,7 +363,7 @@ fn header_for_alice() -> (Vec<u8>, SubKeys, [u8; 16]) {
         recipients: vec![recipient(&alice_pub()).wrap(&session_key).unwrap()],
         signature: None,
     };
-    (header::encode(&body, &keys), keys, session_id)
+    (seal_header(&body, &keys), keys, session_id)
 }
 
 fn trailer(index_offset: u64, index_len: u64, block_count: u64) -> [u8; TRAILER_LEN] {

@@ -18,7 +18,7 @@ use coffer::format::trailer::Trailer;
 use coffer::format::{Compression, SUITE_V1};
 use coffer::keys::{SessionKey, SubKeys};
 use coffer::recipient::Recipient;
-use coffer::seal::{BlockSealer, seal_index};
+use coffer::seal::{BlockSealer, seal_header, seal_index};
 use coffer::{Error, Result};
 
 const BLOCK: u32 = SMALL_BLOCK;
@@ -111,7 +111,7 @@ impl Craft {
             recipients: stanzas,
             signature: None,
         };
-        let mut out = header::encode(&body, &keys);
+        let mut out = seal_header(&body, &keys);
 
         let sealer = BlockSealer::new(&keys, session_id, BLOCK, 16 * 1024, Compression::None);
         let chunks: Vec<&[u8]> = match &self.chunk_sizes {

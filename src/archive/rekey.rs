@@ -17,8 +17,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use crate::archive::{Archive, Unlocked};
-use crate::backup::ArchiveWriter;
+use super::writer::ArchiveWriter;
+use super::{Archive, Unlocked};
 use crate::error::{Error, Result};
 use crate::format::Compression;
 use crate::format::frame::FRAME_PREFIX;
@@ -28,7 +28,7 @@ use crate::keys::{SessionId, SessionKey, SubKeys, new_session_id};
 use crate::pipeline::{self, sink_stopped, slot_count};
 use crate::progress::Observer;
 use crate::recipient::{Fingerprint, Identity, Recipient};
-use crate::seal::{BlockSealer, OpenError, Opened};
+use crate::seal::{BlockSealer, Entropy, OpenError, Opened, seal_header};
 use crate::storage::{self, Location};
 
 /// What to change.
@@ -80,6 +80,67 @@ pub fn rekey(
     let (session_key, keys) = archive.session_keys(identity)?;
     // Refuse to re-bless a damaged archive: the index must authenticate too.
     let unlocked = archive.unlock_with(&keys)?;
+    let staying = staying_recipients(&archive, identity, opts)?;
+    let keep = if opts.reencrypt {
+        Some(match_keep(opts.keep, &staying, path)?)
+    } else if !opts.keep.is_empty() {
+        return Err(Error::InvalidOption(
+            "--keep is only needed with --reencrypt (without it the session key stays, and so do the stanzas of the remaining recipients)".into(),
+        ));
+    } else {
+        None
+    };
+
+    let location = Location::parse(path)?;
+    let (body, blocks) = match keep {
+        None => {
+            // The index was only checked; an archive of millions of entries need not hold
+            // it through the copy.
+            drop(unlocked);
+            let mut body = archive.header().clone();
+            body.recipients = staying.into_iter().cloned().collect();
+            for r in opts.add {
+                body.recipients.push(r.wrap(&session_key)?);
+            }
+            drop(session_key);
+            copy_with_header(&archive, &seal_header(&body, &keys), &location, observer)?;
+            (body, archive.trailer().block_count)
+        }
+        Some(keep) => {
+            drop(session_key);
+            let new_key = SessionKey::generate()?;
+            let body = reencrypted_header(archive.header(), &staying, &keep, opts.add, &new_key)?;
+            let new_keys = SubKeys::derive(&new_key, &body.session_id);
+            drop(new_key);
+            let sink = storage::create_sink_keeping_mode(&location)?;
+            let out = ArchiveWriter::begin(sink, &body, &new_keys, Entropy::Os)?;
+            let blocks = reencrypt(&archive, unlocked, out, opts.cancel.as_deref(), observer)?;
+            (body, blocks)
+        }
+    };
+    Ok(RekeyReport {
+        archive: path.clone(),
+        added: opts.add.iter().map(|r| r.fingerprint()).collect(),
+        removed: opts.remove.to_vec(),
+        recipients: body
+            .recipients
+            .iter()
+            .map(|s| Fingerprint(s.fingerprint))
+            .collect(),
+        reencrypted: opts.reencrypt,
+        session_id: body.session_id,
+        blocks,
+    })
+}
+
+/// Check the requested change against the archive's recipients; returns the stanzas that
+/// stay, in header order.
+fn staying_recipients<'a>(
+    archive: &'a Archive,
+    identity: &dyn Identity,
+    opts: &RekeyOptions<'_>,
+) -> Result<Vec<&'a Stanza>> {
+    let path = archive.path();
     let old = archive.header();
     let present = archive.recipients();
     for fp in opts.remove {
@@ -123,77 +184,34 @@ pub fn rekey(
             header::MAX_RECIPIENTS
         )));
     }
-    let keep = if opts.reencrypt {
-        Some(match_keep(opts.keep, &staying, path)?)
-    } else if !opts.keep.is_empty() {
-        return Err(Error::InvalidOption(
-            "--keep is only needed with --reencrypt (without it the session key stays, and so do the stanzas of the remaining recipients)".into(),
-        ));
-    } else {
-        None
-    };
+    Ok(staying)
+}
 
-    let location = Location::parse(path)?;
-    let (body, blocks) = match keep {
-        None => {
-            // The index was only checked; an archive of millions of entries need not hold
-            // it through the copy.
-            drop(unlocked);
-            let mut body = old.clone();
-            body.recipients = staying.into_iter().cloned().collect();
-            for r in opts.add {
-                body.recipients.push(r.wrap(&session_key)?);
-            }
-            drop(session_key);
-            copy_with_header(&archive, &header::encode(&body, &keys), &location, observer)?;
-            (body, archive.trailer().block_count)
-        }
-        Some(keep) => {
-            drop(session_key);
-            let new_key = SessionKey::generate()?;
-            let mut recipients = Vec::with_capacity(count);
-            for (stanza, r) in staying.iter().zip(&keep) {
-                // The same recipient keeps the name `info` shows for it.
-                let mut s = r.wrap(&new_key)?;
-                s.label.clone_from(&stanza.label);
-                recipients.push(s);
-            }
-            for r in opts.add {
-                recipients.push(r.wrap(&new_key)?);
-            }
-            // Same content, so the same job name and creation time; everything secret and
-            // the session id are new.
-            let body = HeaderBody {
-                session_id: new_session_id()?,
-                recipients,
-                ..old.clone()
-            };
-            let new_keys = SubKeys::derive(&new_key, &body.session_id);
-            drop(new_key);
-            let blocks = reencrypt(
-                &archive,
-                unlocked,
-                &body,
-                &new_keys,
-                &location,
-                opts.cancel.as_deref(),
-                observer,
-            )?;
-            (body, blocks)
-        }
-    };
-    Ok(RekeyReport {
-        archive: path.clone(),
-        added: opts.add.iter().map(|r| r.fingerprint()).collect(),
-        removed: opts.remove.to_vec(),
-        recipients: body
-            .recipients
-            .iter()
-            .map(|s| Fingerprint(s.fingerprint))
-            .collect(),
-        reencrypted: opts.reencrypt,
-        session_id: body.session_id,
-        blocks,
+/// The header of the re-encrypted archive: `new_key` wrapped for every staying recipient
+/// (through its `keep` public key) and every added one, under a new session id.
+fn reencrypted_header(
+    old: &HeaderBody,
+    staying: &[&Stanza],
+    keep: &[&dyn Recipient],
+    add: &[&dyn Recipient],
+    new_key: &SessionKey,
+) -> Result<HeaderBody> {
+    let mut recipients = Vec::with_capacity(staying.len() + add.len());
+    for (stanza, r) in staying.iter().zip(keep) {
+        // The same recipient keeps the name `info` shows for it.
+        let mut s = r.wrap(new_key)?;
+        s.label.clone_from(&stanza.label);
+        recipients.push(s);
+    }
+    for r in add {
+        recipients.push(r.wrap(new_key)?);
+    }
+    // Same content, so the same job name and creation time; everything secret and the
+    // session id are new.
+    Ok(HeaderBody {
+        session_id: new_session_id()?,
+        recipients,
+        ..old.clone()
     })
 }
 
@@ -284,15 +302,13 @@ struct Slot {
     failure: Option<OpenError>,
 }
 
-/// Stream every block of `archive` into a new archive with header `body` under `keys`:
-/// same block boundaries and plaintext, so the index entries stay valid as they are and
-/// only the block table is new. Returns the number of blocks.
+/// Stream every block of `archive` into `out`, a new archive begun under new keys: same
+/// block boundaries and plaintext, so the index entries stay valid as they are and only
+/// the block table is new. Returns the number of blocks.
 fn reencrypt(
     archive: &Archive,
     unlocked: Unlocked,
-    body: &HeaderBody,
-    keys: &SubKeys,
-    location: &Location,
+    mut out: ArchiveWriter<'_>,
     cancel: Option<&AtomicBool>,
     observer: &dyn Observer,
 ) -> Result<u64> {
@@ -303,24 +319,8 @@ fn reencrypt(
         stream_len,
         totals,
     } = index;
-    // The header records only whether blocks are compressed, not the level; the backup
-    // default keeps a re-encryption as fast as a backup.
-    let compression = match body.compression() {
-        Compression::None => Compression::None,
-        Compression::Zstd(_) => Compression::Zstd(crate::DEFAULT_ZSTD_LEVEL),
-    };
-    let new = Arc::new(BlockSealer::new(
-        keys,
-        body.session_id,
-        body.block_size,
-        body.segment_size,
-        compression,
-    ));
+    let new = Arc::new(resealer(out.header(), out.keys()));
     let frame_capacity = new.frame_capacity();
-    let mut out = ArchiveWriter::start(
-        storage::create_sink_keeping_mode(location)?,
-        &header::encode(body, keys),
-    )?;
     let last = blocks.len().saturating_sub(1) as u64;
     observer.totals(blocks.len() as u64, stream_len);
     let blocks = &blocks;
@@ -343,42 +343,62 @@ fn reencrypt(
             }
             Ok(())
         },
-        move |slot: &mut Slot, _| {
-            // The tag is checked before anything is decrypted; only then does the
-            // plaintext move to where `seal` takes it: `frame[FRAME_PREFIX..]`.
-            let opened = INFLATED.with_borrow_mut(|inflated| {
-                match old.open_in_place(&mut slot.frame, slot.block, slot.last, inflated)? {
-                    Opened::InFrame(range) => {
-                        debug_assert_eq!(range.start, FRAME_PREFIX);
-                        slot.frame.truncate(range.end);
-                    }
-                    Opened::InScratch => {
-                        slot.frame.truncate(FRAME_PREFIX);
-                        slot.frame.extend_from_slice(inflated);
-                    }
-                }
-                Ok::<(), OpenError>(())
-            });
-            if let Err(e) = opened {
-                slot.failure = Some(e);
-                return;
-            }
-            if slot.frame.len() - FRAME_PREFIX != slot.raw_len {
-                slot.failure = Some(OpenError::Malformed("length differs from the index".into()));
-                return;
-            }
-            new.seal(&mut slot.frame, slot.block, slot.last);
-        },
+        move |slot: &mut Slot, _| reseal(&old, &new, slot),
         |slot, _| {
             if let Some(e) = slot.failure.take() {
                 return Err(archive.block_error(slot.block, &blocks[slot.block as usize], e));
             }
-            out.frame(&slot.frame)?;
+            out.push(&slot.frame)?;
             observer.bytes_done(slot.raw_len as u64);
             observer.bytes_written(slot.frame.len() as u64);
             Ok(())
         },
     )?;
-    let (_, count) = out.finish(keys, &body.session_id, entries, stream_len, totals)?;
-    Ok(count)
+    Ok(out.finish(entries, stream_len, totals)?.blocks)
+}
+
+/// The sealer for the new archive's blocks.
+fn resealer(body: &HeaderBody, keys: &SubKeys) -> BlockSealer {
+    // The header records only whether blocks are compressed, not the level; the backup
+    // default keeps a re-encryption as fast as a backup.
+    let compression = match body.compression() {
+        Compression::None => Compression::None,
+        Compression::Zstd(_) => Compression::Zstd(crate::DEFAULT_ZSTD_LEVEL),
+    };
+    BlockSealer::new(
+        keys,
+        body.session_id,
+        body.block_size,
+        body.segment_size,
+        compression,
+    )
+}
+
+/// Open one old frame and seal its plaintext again in place (on a worker thread); a frame
+/// that does not open is recorded in the slot, for the writer to report in order.
+fn reseal(old: &BlockSealer, new: &BlockSealer, slot: &mut Slot) {
+    // The tag is checked before anything is decrypted; only then does the plaintext move
+    // to where `seal` takes it: `frame[FRAME_PREFIX..]`.
+    let opened = INFLATED.with_borrow_mut(|inflated| {
+        match old.open_in_place(&mut slot.frame, slot.block, slot.last, inflated)? {
+            Opened::InFrame(range) => {
+                debug_assert_eq!(range.start, FRAME_PREFIX);
+                slot.frame.truncate(range.end);
+            }
+            Opened::InScratch => {
+                slot.frame.truncate(FRAME_PREFIX);
+                slot.frame.extend_from_slice(inflated);
+            }
+        }
+        Ok::<(), OpenError>(())
+    });
+    if let Err(e) = opened {
+        slot.failure = Some(e);
+        return;
+    }
+    if slot.frame.len() - FRAME_PREFIX != slot.raw_len {
+        slot.failure = Some(OpenError::Malformed("length differs from the index".into()));
+        return;
+    }
+    new.seal(&mut slot.frame, slot.block, slot.last);
 }

@@ -1,0 +1,113 @@
+//! Writing one archive front to back: begin (the sealed header), push each sealed frame
+//! as the pipeline hands it over (recording the block table as it goes), finish (the
+//! sealed index and the trailer) and commit. Backup and `rekey --reencrypt` both write
+//! through it, so their archives cannot differ in layout.
+
+use crate::error::{Error, Result};
+use crate::format::header::HeaderBody;
+use crate::format::index::{BlockRef, Entry, Index, Totals};
+use crate::format::trailer::Trailer;
+use crate::keys::SubKeys;
+use crate::seal::{Entropy, seal_header, seal_index_from};
+use crate::storage::ArchiveSink;
+
+/// An archive being written. Dropped before [`ArchiveWriter::finish`], the sink removes
+/// the partial file (or aborts the upload).
+pub(crate) struct ArchiveWriter<'k> {
+    out: Box<dyn ArchiveSink>,
+    keys: &'k SubKeys,
+    header: &'k HeaderBody,
+    header_len: u64,
+    blocks: Vec<BlockRef>,
+    data_len: u64,
+    entropy: Entropy,
+}
+
+/// What [`ArchiveWriter::finish`] wrote.
+pub(crate) struct Written {
+    /// The archive's length in bytes.
+    pub len: u64,
+    pub blocks: u64,
+}
+
+impl<'k> ArchiveWriter<'k> {
+    /// Write the header `body`, sealed under `keys`, to `out`.
+    pub(crate) fn begin(
+        mut out: Box<dyn ArchiveSink>,
+        header: &'k HeaderBody,
+        keys: &'k SubKeys,
+        entropy: Entropy,
+    ) -> Result<Self> {
+        let bytes = seal_header(header, keys);
+        out.write_all(&bytes)?;
+        Ok(ArchiveWriter {
+            out,
+            keys,
+            header,
+            header_len: bytes.len() as u64,
+            blocks: Vec::new(),
+            data_len: 0,
+            entropy,
+        })
+    }
+
+    /// The header this archive begins with.
+    pub(crate) fn header(&self) -> &'k HeaderBody {
+        self.header
+    }
+
+    /// The sub-keys it is sealed under.
+    pub(crate) fn keys(&self) -> &'k SubKeys {
+        self.keys
+    }
+
+    /// The (device, inode) of a local archive file, so a walk can skip the archive itself.
+    pub(crate) fn local_identity(&self) -> Option<(u64, u64)> {
+        self.out.local_identity()
+    }
+
+    /// Append the next sealed frame.
+    pub(crate) fn push(&mut self, frame: &[u8]) -> Result<()> {
+        self.out.write_all(frame)?;
+        self.blocks.push(BlockRef {
+            offset: self.data_len,
+            frame_len: frame.len() as u32,
+            raw_len: u32::from_le_bytes(frame[4..8].try_into().unwrap()),
+        });
+        self.data_len += frame.len() as u64;
+        Ok(())
+    }
+
+    /// Seal the index (the entries with the block table written here), write it and the
+    /// trailer, and commit.
+    pub(crate) fn finish(
+        mut self,
+        entries: Vec<Entry>,
+        stream_len: u64,
+        totals: Totals,
+    ) -> Result<Written> {
+        let block_count = self.blocks.len() as u64;
+        let index = Index {
+            entries,
+            blocks: std::mem::take(&mut self.blocks),
+            stream_len,
+            totals,
+        };
+        let plain = postcard::to_stdvec(&index)
+            .map_err(|e| Error::Internal(format!("cannot encode index: {e}")))?;
+        let sealed = seal_index_from(self.entropy, self.keys, &self.header.session_id, &plain);
+        let trailer = Trailer {
+            index_offset: self.data_len,
+            index_len: sealed.len() as u64,
+            block_count,
+        }
+        .encode();
+        self.out.write_all(&sealed)?;
+        self.out.write_all(&trailer)?;
+        self.out.commit()?;
+        Ok(Written {
+            len: self.header_len + self.data_len + sealed.len() as u64 + trailer.len() as u64,
+            blocks: block_count,
+        })
+    }
+}
