@@ -48,7 +48,7 @@ where
 
 /// Error a source returns when `Feed::take` said the sink stopped.
 pub(crate) fn sink_stopped() -> Error {
-    Error::Crypto("pipeline stopped".into())
+    Error::Internal("pipeline stopped".into())
 }
 
 /// Run `source` on its own thread, `work` on the rayon pool, and `sink` here, in order.

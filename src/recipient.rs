@@ -37,7 +37,7 @@ impl Fingerprint {
     fn of(key: &RsaPublicKey) -> Result<Self> {
         let der = key
             .to_public_key_der()
-            .map_err(|e| Error::Crypto(format!("cannot encode public key: {e}")))?;
+            .map_err(|e| Error::Internal(format!("cannot encode public key: {e}")))?;
         Ok(Fingerprint(Sha256::digest(der.as_bytes()).into()))
     }
 
@@ -164,7 +164,7 @@ impl RsaRecipient {
     pub fn to_pem(&self) -> Result<String> {
         self.key
             .to_public_key_pem(LineEnding::LF)
-            .map_err(|e| Error::Crypto(format!("cannot encode public key: {e}")))
+            .map_err(|e| Error::Internal(format!("cannot encode public key: {e}")))
     }
 
     pub fn bits(&self) -> usize {
@@ -276,7 +276,7 @@ impl RsaIdentity {
     pub fn to_pkcs8_pem(&self) -> Result<Zeroizing<String>> {
         self.key
             .to_pkcs8_pem(LineEnding::LF)
-            .map_err(|e| Error::Crypto(format!("cannot encode private key: {e}")))
+            .map_err(|e| Error::Internal(format!("cannot encode private key: {e}")))
     }
 
     /// The public half, as a recipient.

@@ -286,7 +286,7 @@ impl BackupThread {
                 Ok(Msg::Done(r)) => return Some(r),
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
                 Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    return Some(Err(crate::Error::Crypto(
+                    return Some(Err(crate::Error::Internal(
                         "the backup thread ended without a result (panic)".into(),
                     )));
                 }

@@ -396,7 +396,7 @@ impl FileWriter<'_> {
             let pf = self.current.as_mut().unwrap();
             let file_pos = e.offset + pf.written;
             if file_pos < start {
-                return Err(Error::Crypto(format!(
+                return Err(Error::Internal(format!(
                     "internal error: block at {start} skipped data of {}",
                     e.path
                 )));
