@@ -72,6 +72,11 @@ pub enum Error {
     #[error("refusing unsafe path in archive index: {path:?} ({reason})")]
     UnsafePath { path: String, reason: String },
 
+    /// Something in the restore target changed under the restore (another user renamed or
+    /// replaced a folder it made or was using).
+    #[error("{path}: {detail}")]
+    TargetChanged { path: PathBuf, detail: String },
+
     #[error("{path}: already exists")]
     Exists { path: PathBuf },
 
@@ -152,6 +157,9 @@ impl Error {
             Error::KeyTooSmall { .. } => "make a new key with `coffer keygen` (3072 bits)".into(),
             Error::UnsafePath { .. } => {
                 "this archive was crafted or damaged; nothing outside the target was written".into()
+            }
+            Error::TargetChanged { .. } => {
+                "another user is changing the restore target; restore into a folder only you can write to, then move what you need".into()
             }
             Error::Exists { .. } => "choose another path, or pass --overwrite to replace it".into(),
             Error::KeyExists { .. } => {

@@ -219,7 +219,7 @@ impl InBlockFiles {
                 return;
             };
             let mut warnings = Vec::new();
-            let written = self.policy.create(e).and_then(|mut pf| {
+            let written = self.policy.create(e, false).and_then(|mut pf| {
                 pf.new
                     .file
                     .write_all(data)
@@ -279,7 +279,11 @@ impl Policy {
     /// (counted); the sticky bit stays, since it only ever restricts.
     pub fn meta(&self, e: &Entry) -> Meta {
         let mut mode = e.mode & 0o7777;
-        if !self.preserve_special_bits && mode & 0o6000 != 0 && e.kind != KIND_SYMLINK {
+        // Kept only when asked for, and, as root, only with the owner they belong to: a
+        // set-uid bit on a file that root now owns would make a set-uid-root program.
+        let keep = self.preserve_special_bits
+            && (self.preserve_owner || !rustix::process::geteuid().is_root());
+        if !keep && mode & 0o6000 != 0 && e.kind != KIND_SYMLINK {
             mode &= !0o6000;
             self.special_cleared.fetch_add(1, Ordering::Relaxed);
         }
@@ -292,10 +296,12 @@ impl Policy {
     }
 
     /// Open a file's temporary name in its folder.
-    fn create(&self, e: &Entry) -> Result<PartialFile> {
+    /// `chunked`: the file is written piece by piece as its blocks arrive (a file inside
+    /// one block is written at once, through the plain descriptor).
+    fn create(&self, e: &Entry, chunked: bool) -> Result<PartialFile> {
         let new = self.target.create_file(&e.path)?;
         // Small files gain nothing from it and would pay for two I/O threads each.
-        let direct = (e.size >= CHUNK as u64)
+        let direct = (chunked && e.size >= CHUNK as u64)
             .then(|| reopen_direct(&new.file))
             .flatten();
         let chunked = match direct {
@@ -352,7 +358,7 @@ struct FileWriter<'a> {
 
 impl FileWriter<'_> {
     fn open(&mut self, e: &Entry) -> Result<PartialFile> {
-        self.policy.create(e)
+        self.policy.create(e, true)
     }
 
     fn finish(&mut self, pf: PartialFile, e: &Entry) -> Result<()> {

@@ -157,14 +157,23 @@ fn set_folder_metadata(
     report: &mut RestoreReport,
 ) -> Result<()> {
     policy.target.forget_dirs();
+    // One folder that cannot be reached (replaced by another user) must not leave every
+    // other folder at 0700 and owned by the restoring user: go on, report the first error.
+    let mut first_error = None;
     for e in selected.iter().rev().filter(|e| e.kind == KIND_DIR) {
         let dest = policy.target.display(&e.path);
-        let dir = policy.target.dir(&e.path)?;
-        for message in set_meta(&*dir, &policy.meta(e)) {
-            warn(report, observer, &dest, message);
+        match policy.target.dir(&e.path) {
+            Ok(dir) => {
+                for message in set_meta(&*dir, &policy.meta(e)) {
+                    warn(report, observer, &dest, message);
+                }
+            }
+            Err(err) => {
+                first_error.get_or_insert(err);
+            }
         }
     }
-    Ok(())
+    first_error.map_or(Ok(()), Err)
 }
 
 fn warn(report: &mut RestoreReport, observer: &dyn Observer, path: &Path, message: String) {

@@ -63,6 +63,11 @@ pub(crate) struct Target {
     root: Arc<OwnedFd>,
     root_path: PathBuf,
     dirs: Mutex<HashMap<String, Arc<OwnedFd>>>,
+    /// Device and inode of every folder this restore made or found, recorded when it was
+    /// first opened: reopened later by name, a folder must still be the same one, so a
+    /// user who renames folders around (swaps two restored folders in a parent they own)
+    /// cannot make a later write or the final chmod/chown land on another folder.
+    known: Mutex<HashMap<String, (u64, u64)>>,
 }
 
 impl Target {
@@ -79,6 +84,7 @@ impl Target {
             root: Arc::new(root),
             root_path: path.to_path_buf(),
             dirs: Mutex::new(HashMap::new()),
+            known: Mutex::new(HashMap::new()),
         })
     }
 
@@ -117,6 +123,7 @@ impl Target {
                 Mode::empty(),
             )
             .map_err(|e| self.not_a_folder(&rel[..end], e))?;
+            self.check_identity(&rel[..end], &fd)?;
             let fd = Arc::new(fd);
             let mut dirs = self.dirs.lock().expect("folder cache lock");
             if dirs.len() >= DIR_CACHE {
@@ -126,6 +133,25 @@ impl Target {
             (cur, done) = (fd, end);
         }
         Ok(cur)
+    }
+
+    /// The first time a folder is opened, remember which one it is; every later time,
+    /// refuse another one under its name.
+    fn check_identity(&self, rel: &str, fd: &OwnedFd) -> Result<()> {
+        let st = rustix::fs::fstat(fd).map_err(|e| Error::io(self.display(rel), e.into()))?;
+        let id = (st.st_dev as u64, st.st_ino as u64);
+        let mut known = self.known.lock().expect("folder identity lock");
+        match known.get(rel) {
+            Some(&was) if was != id => Err(Error::TargetChanged {
+                path: self.display(rel),
+                detail: "is no longer the folder the restore made or found there (it was replaced or renamed during the restore)".into(),
+            }),
+            Some(_) => Ok(()),
+            None => {
+                known.insert(rel.to_owned(), id);
+                Ok(())
+            }
+        }
     }
 
     /// Close the cached folders: the next [`Target::dir`] reaches every folder anew from the
@@ -178,8 +204,10 @@ impl Target {
         })
     }
 
-    /// Create the link `rel` → `link_target` with its time (and owner), under a temporary
-    /// name first, then renamed into place.
+    /// Create the link `rel` → `link_target` with its owner and time. Links cannot be
+    /// opened, so their owner and time are set by name: that happens inside a private
+    /// staging folder (ours, 0700) where nobody else can swap the name for a hard link to
+    /// another file, and the finished link is then renamed into place.
     pub fn symlink(
         &self,
         rel: &str,
@@ -188,37 +216,30 @@ impl Target {
         overwrite: bool,
     ) -> Result<MetaProblems> {
         let (dir, name) = self.parent_of(rel)?;
-        let tmp = temp_name();
-        rustix::fs::symlinkat(link_target, &*dir, tmp.as_str())
+        let staging = Staging::create(&dir, || self.display(rel))?;
+        rustix::fs::symlinkat(link_target, &staging.fd, LINK_NAME)
             .map_err(|e| Error::io(self.display(rel), e.into()))?;
-        let mut pending = Pending {
-            dir,
-            tmp,
-            name: name.to_owned(),
-            dest: self.display(rel),
-            done: false,
-        };
         let mut problems = Vec::new();
         if let Some((uid, gid)) = meta.owner.map(owner_ids)
-            && let Err(e) = rustix::fs::chownat(
-                &*pending.dir,
-                pending.tmp.as_str(),
-                uid,
-                gid,
-                AtFlags::SYMLINK_NOFOLLOW,
-            )
+            && let Err(e) =
+                rustix::fs::chownat(&staging.fd, LINK_NAME, uid, gid, AtFlags::SYMLINK_NOFOLLOW)
         {
             problems.push(format!("cannot set owner: {}", std::io::Error::from(e)));
         }
         if let Err(e) = rustix::fs::utimensat(
-            &*pending.dir,
-            pending.tmp.as_str(),
+            &staging.fd,
+            LINK_NAME,
             &meta.timestamps(),
             AtFlags::SYMLINK_NOFOLLOW,
         ) {
             problems.push(format!("cannot set link time: {}", std::io::Error::from(e)));
         }
-        pending.commit(overwrite)?;
+        rename_into(
+            (&staging.fd, LINK_NAME),
+            (&dir, name),
+            overwrite,
+            &self.display(rel),
+        )?;
         Ok(problems)
     }
 
@@ -239,12 +260,19 @@ impl Target {
 /// and set-gid bits the mode may then set.
 pub(crate) fn set_meta(fd: impl AsFd, meta: &Meta) -> MetaProblems {
     let mut problems = Vec::new();
+    let mut mode = meta.mode;
     if let Some((uid, gid)) = meta.owner.map(owner_ids)
         && let Err(e) = rustix::fs::fchown(&fd, uid, gid)
     {
         problems.push(format!("cannot set owner: {}", std::io::Error::from(e)));
+        // Set-uid/set-gid meant "run as the archived owner"; on whoever owns it now they
+        // would mean something else.
+        if mode & 0o6000 != 0 {
+            mode &= !0o6000;
+            problems.push("set-uid/set-gid bits not restored without the owner".into());
+        }
     }
-    if let Err(e) = rustix::fs::fchmod(&fd, Mode::from_raw_mode(meta.mode)) {
+    if let Err(e) = rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode)) {
         problems.push(format!(
             "cannot set permissions: {}",
             std::io::Error::from(e)
@@ -314,40 +342,92 @@ struct Pending {
 
 impl Pending {
     fn commit(&mut self, overwrite: bool) -> Result<()> {
-        let flags = if overwrite {
-            RenameFlags::empty()
-        } else {
-            RenameFlags::NOREPLACE
-        };
-        let renamed = rustix::fs::renameat_with(
-            &*self.dir,
-            self.tmp.as_str(),
-            &*self.dir,
-            self.name.as_str(),
-            flags,
-        );
-        let renamed = match renamed {
-            // A file system without RENAME_NOREPLACE: a hard link never replaces either.
-            Err(Errno::INVAL) if !overwrite => rustix::fs::linkat(
-                &*self.dir,
-                self.tmp.as_str(),
-                &*self.dir,
-                self.name.as_str(),
-                AtFlags::empty(),
-            )
-            .and_then(|()| rustix::fs::unlinkat(&*self.dir, self.tmp.as_str(), AtFlags::empty())),
-            other => other,
-        };
-        match renamed {
-            Ok(()) => {
-                self.done = true;
-                Ok(())
+        rename_into(
+            (&self.dir, self.tmp.as_str()),
+            (&self.dir, self.name.as_str()),
+            overwrite,
+            &self.dest,
+        )?;
+        self.done = true;
+        Ok(())
+    }
+}
+
+/// Rename `from` to `to`. Without `overwrite` an entry already at `to` is never replaced
+/// (`RENAME_NOREPLACE`; where the kernel or file system lacks it, a hard link, which never
+/// replaces either, then removing the old name).
+fn rename_into(
+    from: (&OwnedFd, &str),
+    to: (&OwnedFd, &str),
+    overwrite: bool,
+    dest: &Path,
+) -> Result<()> {
+    let renamed = if overwrite {
+        rustix::fs::renameat(from.0, from.1, to.0, to.1)
+    } else {
+        match rustix::fs::renameat_with(from.0, from.1, to.0, to.1, RenameFlags::NOREPLACE) {
+            Err(Errno::INVAL | Errno::NOSYS) => {
+                rustix::fs::linkat(from.0, from.1, to.0, to.1, AtFlags::empty())
+                    .and_then(|()| rustix::fs::unlinkat(from.0, from.1, AtFlags::empty()))
             }
-            Err(Errno::EXIST) => Err(Error::Exists {
-                path: self.dest.clone(),
-            }),
-            Err(e) => Err(Error::io(&self.dest, e.into())),
+            other => other,
         }
+    };
+    match renamed {
+        Ok(()) => Ok(()),
+        Err(Errno::EXIST) => Err(Error::Exists {
+            path: dest.to_path_buf(),
+        }),
+        Err(e) => Err(Error::io(dest, e.into())),
+    }
+}
+
+/// The name a link gets inside its staging folder.
+const LINK_NAME: &str = "link";
+
+/// A private folder beside a link's final place (same file system, so the link can be
+/// renamed out of it): made by us with mode 0700, checked to be ours after opening, removed
+/// when dropped.
+struct Staging {
+    parent: Arc<OwnedFd>,
+    name: String,
+    fd: OwnedFd,
+}
+
+impl Staging {
+    fn create(parent: &Arc<OwnedFd>, dest: impl Fn() -> PathBuf) -> Result<Staging> {
+        let name = temp_name();
+        rustix::fs::mkdirat(&**parent, name.as_str(), Mode::from_raw_mode(0o700))
+            .map_err(|e| Error::io(dest(), e.into()))?;
+        let staging = rustix::fs::openat(
+            &**parent,
+            name.as_str(),
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map(|fd| Staging {
+            parent: Arc::clone(parent),
+            name: name.clone(),
+            fd,
+        })
+        .map_err(|e| Error::io(dest(), e.into()))?;
+        // Someone who can write the parent may have swapped our new folder for theirs
+        // between mkdirat and openat: only a folder we own and nobody else can enter is used.
+        let st = rustix::fs::fstat(&staging.fd).map_err(|e| Error::io(dest(), e.into()))?;
+        if st.st_uid != rustix::process::geteuid().as_raw() || st.st_mode & 0o077 != 0 {
+            return Err(Error::TargetChanged {
+                path: dest(),
+                detail: "the private folder made to create this link was replaced".into(),
+            });
+        }
+        Ok(staging)
+    }
+}
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        let _ = rustix::fs::unlinkat(&self.fd, LINK_NAME, AtFlags::empty());
+        let _ = rustix::fs::unlinkat(&*self.parent, self.name.as_str(), AtFlags::REMOVEDIR);
     }
 }
 
@@ -391,6 +471,55 @@ mod tests {
         assert_eq!(std::fs::read(t.path().join("f")).unwrap(), b"theirs");
         // The temporary file is gone too.
         assert_eq!(std::fs::read_dir(t.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn a_link_is_made_in_a_private_folder_that_is_then_removed() {
+        let t = tempfile::tempdir().unwrap();
+        let target = Target::open(t.path()).unwrap();
+        target.make_dir("d").unwrap();
+        let meta = Meta {
+            owner: None,
+            mode: 0o777,
+            mtime_sec: 1_000_000_000,
+            mtime_nsec: 5,
+        };
+        let problems = target.symlink("d/l", "../elsewhere", &meta, false).unwrap();
+        assert!(problems.is_empty(), "{problems:?}");
+        let names: Vec<_> = std::fs::read_dir(t.path().join("d"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["l"]);
+        let link = t.path().join("d/l");
+        assert_eq!(
+            std::fs::read_link(&link).unwrap(),
+            Path::new("../elsewhere")
+        );
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(
+            std::fs::symlink_metadata(&link).unwrap().mtime(),
+            1_000_000_000
+        );
+        // Without overwrite, an existing name stays.
+        assert!(matches!(
+            target.symlink("d/l", "x", &meta, false),
+            Err(Error::Exists { .. })
+        ));
+    }
+
+    #[test]
+    fn a_folder_replaced_under_its_name_is_refused() {
+        let t = tempfile::tempdir().unwrap();
+        let target = Target::open(t.path()).unwrap();
+        target.make_dir("a").unwrap();
+        target.forget_dirs();
+        std::fs::rename(t.path().join("a"), t.path().join("moved")).unwrap();
+        std::fs::create_dir(t.path().join("a")).unwrap();
+        assert!(matches!(
+            target.create_file("a/f"),
+            Err(Error::TargetChanged { .. })
+        ));
     }
 
     #[test]

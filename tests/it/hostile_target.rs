@@ -210,3 +210,76 @@ fn regression_backup_of_dotdot_is_named_after_the_folder() {
         "{listing}"
     );
 }
+
+/// Plays the local user who owns the folder holding two restored folders: after the first
+/// file is restored, it swaps their names.
+struct NameSwapper {
+    a: PathBuf,
+    b: PathBuf,
+    swapped: Mutex<bool>,
+}
+
+impl Observer for NameSwapper {
+    fn file_done(&self, _path: &Path, _bytes: u64) {
+        let mut swapped = self.swapped.lock().unwrap();
+        if !*swapped {
+            let tmp = self.a.with_extension("swap");
+            fs::rename(&self.a, &tmp).unwrap();
+            fs::rename(&self.b, &self.a).unwrap();
+            fs::rename(&tmp, &self.b).unwrap();
+            *swapped = true;
+        }
+    }
+}
+
+#[test]
+fn regression_restore_swapped_folder_names_never_get_each_others_metadata() {
+    let t = TestDir::new();
+    let src = t.join("src/top");
+    // A private folder and a world-writable one, side by side.
+    for i in 0..50 {
+        write_file(&src.join(format!("private/f{i:02}")), b"secret", 0o600);
+        write_file(&src.join(format!("public/f{i:02}")), b"open", 0o644);
+    }
+    fs::set_permissions(src.join("private"), fs::Permissions::from_mode(0o700)).unwrap();
+    fs::set_permissions(src.join("public"), fs::Permissions::from_mode(0o777)).unwrap();
+    let archive = t.join("a.coffer");
+    backup_with(
+        &[&src],
+        &archive,
+        SMALL_BLOCK,
+        Compression::None,
+        &[&alice_pub()],
+    );
+    let target = t.join("target");
+    let observer = NameSwapper {
+        a: target.join("top/private"),
+        b: target.join("top/public"),
+        swapped: Mutex::new(false),
+    };
+    let a = Archive::open(&archive).unwrap();
+    let u = a.unlock(&identity(&alice_key())).unwrap();
+    let opts = RestoreOptions {
+        target: target.clone(),
+        ..Default::default()
+    };
+    let result = restore(&a, &u, &opts, &observer);
+    assert!(*observer.swapped.lock().unwrap(), "the swap never ran");
+    assert!(
+        matches!(result, Err(Error::TargetChanged { .. })),
+        "expected the swap to be refused, got {result:?}"
+    );
+    // The folder holding the private files (now under the public name) never became 0777.
+    let private_now = target.join("top/public");
+    assert_ne!(
+        fs::metadata(&private_now).unwrap().mode() & 0o777,
+        0o777,
+        "the private folder got the public folder's mode"
+    );
+    for entry in fs::read_dir(&private_now).unwrap() {
+        let p = entry.unwrap().path();
+        if fs::symlink_metadata(&p).unwrap().is_file() {
+            assert_eq!(fs::read(&p).unwrap(), b"secret", "{}", p.display());
+        }
+    }
+}
