@@ -1,7 +1,7 @@
 //! How every command reports a result: the exit-code table, the one error printer (for
 //! library errors, job errors and anything else alike), the one JSON printer, the per-archive
-//! collection of `info`/`list`/`verify`, the warning summary, the one table printer, and the
-//! timestamp formats (all through chrono).
+//! results of `info`/`list`/`verify` (their JSON document written as it goes), the warning
+//! summary, the one table printer, and the timestamp formats (all through chrono).
 
 use chrono::{DateTime, Datelike, Local, TimeZone, Timelike, Utc};
 use serde::Serialize;
@@ -429,6 +429,7 @@ pub fn seconds(ms: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cli::ui::StdoutClosed;
 
     #[test]
     fn a_panic_is_one_escaped_line_asking_for_a_report() {
@@ -474,5 +475,101 @@ mod tests {
             &rows,
         );
         assert_eq!(lines, ["ID  NAME  END", " 7  a\\nb  x", "12  c     last"]);
+    }
+
+    /// A writer that takes `room` bytes, then fails as a closed pipe does.
+    #[derive(Debug)]
+    struct ClosesAfter {
+        written: Vec<u8>,
+        room: usize,
+    }
+
+    impl Write for ClosesAfter {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            if self.written.len() + buf.len() > self.room {
+                return Err(io::ErrorKind::BrokenPipe.into());
+            }
+            self.written.extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn listing(path: &str, entries: &[serde_json::Value]) -> serde_json::Value {
+        serde_json::json!({"path": path, "ok": true, "entries": entries})
+    }
+
+    #[test]
+    fn archives_json_written_in_pieces_is_json_text_of_the_whole() {
+        let odd = "a\nb\x1b[31m\x7f\u{9b}\u{202e}\u{2028}\"\\é🎉";
+        let entry = |p: &str| serde_json::json!({"path": p, "n": [1, 2], "x": null, "e": {}});
+        let entries = [entry("one"), entry(odd), serde_json::json!([])];
+        let failed = serde_json::json!({"path": odd, "ok": false, "error": "no"});
+        let cases: [&[(&str, &[serde_json::Value])]; 4] = [
+            &[],
+            &[("empty", &[])],
+            &[(odd, &entries)],
+            &[("x", &entries[..1]), ("", &[]), (odd, &entries)],
+        ];
+        for (n, archives) in cases.into_iter().enumerate() {
+            for fail_at in 0..=archives.len() {
+                let mut json = ArchivesJson::new(Vec::new());
+                let mut docs = Vec::new();
+                for (i, (path, list)) in archives.iter().enumerate() {
+                    if i == fail_at {
+                        json.push(&failed);
+                        docs.push(failed.clone());
+                    }
+                    json.push_entries(path, list.iter()).unwrap();
+                    docs.push(listing(path, list));
+                }
+                let whole = json_text(&serde_json::json!({ "archives": docs }));
+                let written = String::from_utf8(json.finish().unwrap()).unwrap();
+                assert_eq!(
+                    written,
+                    format!("{whole}\n"),
+                    "case {n}, failure at {fail_at}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn archives_json_writes_each_archive_before_the_next_is_read() {
+        let mut json = ArchivesJson::new(Vec::new());
+        json.push_entries("a", [serde_json::json!({"path": "first"})])
+            .unwrap();
+        let so_far = String::from_utf8(json.out.clone()).unwrap();
+        assert!(so_far.ends_with("\"path\": \"a\"\n    }"), "{so_far}");
+        assert!(so_far.contains("\"first\""), "{so_far}");
+    }
+
+    #[test]
+    fn archives_json_stops_at_a_closed_pipe_and_reports_it_once() {
+        let out = ClosesAfter {
+            written: Vec::new(),
+            room: 40,
+        };
+        let mut json = ArchivesJson::new(out);
+        let long = "x".repeat(100);
+        let err = json.push_entries("a", [&long]).unwrap_err();
+        assert!(err.is::<StdoutClosed>(), "{err:#}");
+        let before = json.out.written.len();
+        json.push(&serde_json::json!({"ok": false}));
+        assert!(json.push_entries("b", [1]).is_ok());
+        assert_eq!(json.out.written.len(), before, "written after the error");
+    }
+
+    #[test]
+    fn archives_json_keeps_a_write_error_of_push_for_finish() {
+        let mut json = ArchivesJson::new(ClosesAfter {
+            written: Vec::new(),
+            room: 10,
+        });
+        json.push(&serde_json::json!({"path": "x".repeat(50)}));
+        let err = json.finish().unwrap_err();
+        assert!(err.is::<StdoutClosed>(), "{err:#}");
     }
 }

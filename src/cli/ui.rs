@@ -5,9 +5,9 @@
 
 use coffer::progress::{Observer, Warning};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde::Serialize;
 use std::borrow::Cow;
 use std::fmt;
-use serde::Serialize;
 use std::io::{BufWriter, IsTerminal, Stdout, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
