@@ -1,7 +1,8 @@
 //! `coffer list`: the paths in an archive's index (needs a key: the index is encrypted).
 
 use clap::Args;
-use std::path::{Path, PathBuf};
+use serde::Serialize;
+use std::path::PathBuf;
 
 use coffer::archive::Archive;
 use coffer::format::index::{Entry, KIND_DIR, KIND_SYMLINK};
@@ -41,7 +42,7 @@ pub fn run(a: ListArgs) -> anyhow::Result<u8> {
         };
         let entries = &unlocked.index.entries;
         if a.json {
-            out.push(list_json(path, entries));
+            out.push_entries(path, entries.iter().map(EntryJson::new))?;
             continue;
         }
         if a.archives.len() > 1 {
@@ -66,24 +67,39 @@ fn kind_name(kind: u8) -> &'static str {
     }
 }
 
-fn list_json(path: &Path, entries: &[Entry]) -> serde_json::Value {
-    let list: Vec<serde_json::Value> = entries
-        .iter()
-        .map(|e| {
-            serde_json::json!({
-                "path": e.path,
-                "type": kind_name(e.kind),
-                "mode": format!("{:04o}", e.mode),
-                "size": e.size,
-                "mtime": rfc3339(e.mtime_sec),
-                "mtime_unix": e.mtime_sec,
-                "uid": e.uid,
-                "gid": e.gid,
-                "target": e.link_target,
-            })
-        })
-        .collect();
-    serde_json::json!({"path": path.to_string_lossy(), "ok": true, "entries": list})
+/// One entry of `list --json`, serialized on its own as the document is written. The
+/// fields are in the order serde_json wrote them when each entry was a `serde_json::Value`
+/// (sorted by key): the output stays byte for byte what it was.
+#[derive(Serialize)]
+struct EntryJson<'a> {
+    gid: u32,
+    /// Permission bits in octal, at least four digits (`0644`).
+    mode: String,
+    /// RFC 3339 UTC, or null for a time chrono cannot show.
+    mtime: Option<String>,
+    mtime_unix: i64,
+    path: &'a str,
+    size: u64,
+    target: Option<&'a str>,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    uid: u32,
+}
+
+impl<'a> EntryJson<'a> {
+    fn new(e: &'a Entry) -> Self {
+        EntryJson {
+            gid: e.gid,
+            mode: format!("{:04o}", e.mode),
+            mtime: rfc3339(e.mtime_sec),
+            mtime_unix: e.mtime_sec,
+            path: &e.path,
+            size: e.size,
+            target: e.link_target.as_deref(),
+            kind: kind_name(e.kind),
+            uid: e.uid,
+        }
+    }
 }
 
 /// `drwxr-xr-x         4096 2026-11-27T02:00:00Z etc`, as `ls -l` shows it.

@@ -1,15 +1,17 @@
 //! How every command reports a result: the exit-code table, the one error printer (for
 //! library errors, job errors and anything else alike), the one JSON printer, the per-archive
-//! collection of `info`/`list`/`verify`, the warning summary, the one table printer, and the
-//! timestamp formats (all through chrono).
+//! results of `info`/`list`/`verify` (their JSON document written as it goes), the warning
+//! summary, the one table printer, and the timestamp formats (all through chrono).
 
 use chrono::{DateTime, Datelike, Local, TimeZone, Timelike, Utc};
+use serde::Serialize;
+use std::io::{self, BufWriter, Stdout, Write};
 use std::path::Path;
 
 use coffer::job::JobError;
 use coffer::progress::Warning;
 
-use super::ui::{json_text, outln, safe, safe_path};
+use super::ui::{buffered_out, json_text, json_text_at, outln, safe, safe_path, stdout_error};
 
 /// Exit codes (documented in the README and in `coffer --help`).
 pub const EXIT_OK: u8 = 0;
@@ -105,26 +107,41 @@ pub fn print_json(doc: &serde_json::Value) -> anyhow::Result<()> {
 
 /// The results of a command that takes several archives (`info`, `list`, `verify`): a
 /// failure with one archive is reported and the others still run; the exit code is 2 if
-/// any failed. With `--json`, everything is one document `{"archives": [...]}`.
+/// any failed. With `--json`, everything is one document `{"archives": [...]}`, written as
+/// each archive's part is ready (see [`ArchivesJson`]).
 pub struct PerArchive {
-    json: bool,
-    docs: Vec<serde_json::Value>,
+    json: Option<ArchivesJson<BufWriter<Stdout>>>,
     failed: bool,
 }
 
 impl PerArchive {
     pub fn new(json: bool) -> Self {
         PerArchive {
-            json,
-            docs: Vec::new(),
+            json: json.then(|| ArchivesJson::new(buffered_out())),
             failed: false,
         }
     }
 
-    /// The JSON document of one archive (kept only with `--json`).
+    /// The JSON document of one archive (written only with `--json`). A write error is
+    /// kept for [`PerArchive::finish`]: `info` and `verify` build each archive's document
+    /// whole anyway, and nothing more is written after it.
     pub fn push(&mut self, doc: serde_json::Value) {
-        if self.json {
-            self.docs.push(doc);
+        if let Some(json) = &mut self.json {
+            json.push(&doc);
+        }
+    }
+
+    /// With `--json`, the document `{"entries": [...], "ok": true, "path": PATH}` of an
+    /// archive that was read, each entry written as it is serialized, never all of them
+    /// at once. A write error (a closed pipe) is returned at once, to stop the command.
+    pub fn push_entries<T: Serialize>(
+        &mut self,
+        path: &Path,
+        entries: impl IntoIterator<Item = T>,
+    ) -> anyhow::Result<()> {
+        match &mut self.json {
+            Some(json) => json.push_entries(&path.to_string_lossy(), entries),
+            None => Ok(()),
         }
     }
 
@@ -133,16 +150,16 @@ impl PerArchive {
         self.failed = true;
     }
 
-    /// An archive that could not be read: an `error:` line, or `"ok": false` in JSON.
+    /// An archive that could not be read: an `error:` line, or `"ok": false` in JSON, in
+    /// the archive's place in the document.
     pub fn fail(&mut self, path: &Path, err: impl Into<anyhow::Error>) {
         self.failed = true;
         let err = err.into();
-        if self.json {
-            self.docs.push(
-                serde_json::json!({"path": path.to_string_lossy(), "ok": false, "error": one_line(&err)}),
-            );
-        } else {
-            print_error(&err);
+        match &mut self.json {
+            Some(json) => json.push(
+                &serde_json::json!({"path": path.to_string_lossy(), "ok": false, "error": one_line(&err)}),
+            ),
+            None => print_error(&err),
         }
     }
 
@@ -150,13 +167,121 @@ impl PerArchive {
         self.failed
     }
 
-    /// Print the JSON document (with `--json`) and give the exit code.
+    /// End the JSON document (with `--json`) and give the exit code.
     pub fn finish(self) -> anyhow::Result<u8> {
-        if self.json {
-            print_json(&serde_json::json!({ "archives": self.docs }))?;
+        if let Some(json) = self.json {
+            json.finish()?;
         }
         Ok(if self.failed { EXIT_FAILED } else { EXIT_OK })
     }
+}
+
+/// The document `{"archives": [...]}` written piece by piece: its opening before the first
+/// archive, each archive's part when it is ready, and inside a listing each entry on its
+/// own. Built whole as one `serde_json::Value`, the entries of a large index were held a
+/// second time, many times their size (issue 15: 7.2 GB for a 55 MB archive). The bytes
+/// are exactly those [`json_text`] gives for the whole document: the pieces are
+/// [`json_text_at`] at their depth, joined with serde_json's pretty layout (two spaces a
+/// level, `[]` when empty).
+struct ArchivesJson<W: Write> {
+    out: W,
+    /// Archives written so far: the first one opens the document.
+    archives: usize,
+    /// A write failed: nothing more is written.
+    stopped: bool,
+    /// That write's error, until it is reported.
+    error: Option<io::Error>,
+}
+
+/// The depth of an archive's object in the document, and of an entry in its listing.
+const ARCHIVE_DEPTH: usize = 2;
+const ENTRY_DEPTH: usize = 4;
+
+impl<W: Write> ArchivesJson<W> {
+    fn new(out: W) -> Self {
+        ArchivesJson {
+            out,
+            archives: 0,
+            stopped: false,
+            error: None,
+        }
+    }
+
+    /// Run `write` unless an earlier write failed; keep its error.
+    fn write_with(&mut self, write: impl FnOnce(&mut W, usize) -> io::Result<()>) {
+        if self.stopped {
+            return;
+        }
+        if let Err(e) = write(&mut self.out, self.archives) {
+            self.stopped = true;
+            self.error = Some(e);
+        }
+        self.archives += 1;
+    }
+
+    /// The write error not reported yet, if any.
+    fn take_error(&mut self) -> anyhow::Result<()> {
+        self.error.take().map_or(Ok(()), |e| Err(stdout_error(e)))
+    }
+
+    fn push(&mut self, doc: &impl Serialize) {
+        self.write_with(|out, before| {
+            open_archive(out, before)?;
+            out.write_all(json_text_at(doc, ARCHIVE_DEPTH).as_bytes())
+        });
+    }
+
+    fn push_entries<T: Serialize>(
+        &mut self,
+        path: &str,
+        entries: impl IntoIterator<Item = T>,
+    ) -> anyhow::Result<()> {
+        self.write_with(|out, before| {
+            open_archive(out, before)?;
+            // The keys in the order serde_json writes a `Value`'s: sorted.
+            out.write_all(b"{\n      \"entries\": [")?;
+            let mut any = false;
+            for entry in entries {
+                out.write_all(if any { b",\n        " } else { b"\n        " })?;
+                out.write_all(json_text_at(&entry, ENTRY_DEPTH).as_bytes())?;
+                any = true;
+            }
+            if any {
+                out.write_all(b"\n      ")?;
+            }
+            out.write_all(b"],\n      \"ok\": true,\n      \"path\": ")?;
+            out.write_all(json_text_at(path, ARCHIVE_DEPTH).as_bytes())?;
+            out.write_all(b"\n    }")
+        });
+        self.take_error()
+    }
+
+    /// Close the document (with its final newline) and flush; a write error not reported
+    /// yet is returned now.
+    fn finish(mut self) -> anyhow::Result<W> {
+        self.write_with(|out, archives| {
+            let end: &[u8] = if archives == 0 {
+                b"{\n  \"archives\": []\n}\n"
+            } else {
+                b"\n  ]\n}\n"
+            };
+            out.write_all(end)?;
+            out.flush()
+        });
+        self.take_error()?;
+        Ok(self.out)
+    }
+}
+
+/// What comes before an archive's object: the document's opening, or the comma after the
+/// archive before.
+fn open_archive(out: &mut impl Write, before: usize) -> io::Result<()> {
+    let text: &[u8] = if before == 0 {
+        b"{\n  \"archives\": [\n    "
+    } else {
+        b",\n    "
+    };
+    out.write_all(text)
 }
 
 // ---- warnings -------------------------------------------------------------------------
@@ -304,6 +429,7 @@ pub fn seconds(ms: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cli::ui::StdoutClosed;
 
     #[test]
     fn a_panic_is_one_escaped_line_asking_for_a_report() {
@@ -349,5 +475,101 @@ mod tests {
             &rows,
         );
         assert_eq!(lines, ["ID  NAME  END", " 7  a\\nb  x", "12  c     last"]);
+    }
+
+    /// A writer that takes `room` bytes, then fails as a closed pipe does.
+    #[derive(Debug)]
+    struct ClosesAfter {
+        written: Vec<u8>,
+        room: usize,
+    }
+
+    impl Write for ClosesAfter {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            if self.written.len() + buf.len() > self.room {
+                return Err(io::ErrorKind::BrokenPipe.into());
+            }
+            self.written.extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn listing(path: &str, entries: &[serde_json::Value]) -> serde_json::Value {
+        serde_json::json!({"path": path, "ok": true, "entries": entries})
+    }
+
+    #[test]
+    fn archives_json_written_in_pieces_is_json_text_of_the_whole() {
+        let odd = "a\nb\x1b[31m\x7f\u{9b}\u{202e}\u{2028}\"\\é🎉";
+        let entry = |p: &str| serde_json::json!({"path": p, "n": [1, 2], "x": null, "e": {}});
+        let entries = [entry("one"), entry(odd), serde_json::json!([])];
+        let failed = serde_json::json!({"path": odd, "ok": false, "error": "no"});
+        let cases: [&[(&str, &[serde_json::Value])]; 4] = [
+            &[],
+            &[("empty", &[])],
+            &[(odd, &entries)],
+            &[("x", &entries[..1]), ("", &[]), (odd, &entries)],
+        ];
+        for (n, archives) in cases.into_iter().enumerate() {
+            for fail_at in 0..=archives.len() {
+                let mut json = ArchivesJson::new(Vec::new());
+                let mut docs = Vec::new();
+                for (i, (path, list)) in archives.iter().enumerate() {
+                    if i == fail_at {
+                        json.push(&failed);
+                        docs.push(failed.clone());
+                    }
+                    json.push_entries(path, list.iter()).unwrap();
+                    docs.push(listing(path, list));
+                }
+                let whole = json_text(&serde_json::json!({ "archives": docs }));
+                let written = String::from_utf8(json.finish().unwrap()).unwrap();
+                assert_eq!(
+                    written,
+                    format!("{whole}\n"),
+                    "case {n}, failure at {fail_at}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn archives_json_writes_each_archive_before_the_next_is_read() {
+        let mut json = ArchivesJson::new(Vec::new());
+        json.push_entries("a", [serde_json::json!({"path": "first"})])
+            .unwrap();
+        let so_far = String::from_utf8(json.out.clone()).unwrap();
+        assert!(so_far.ends_with("\"path\": \"a\"\n    }"), "{so_far}");
+        assert!(so_far.contains("\"first\""), "{so_far}");
+    }
+
+    #[test]
+    fn archives_json_stops_at_a_closed_pipe_and_reports_it_once() {
+        let out = ClosesAfter {
+            written: Vec::new(),
+            room: 40,
+        };
+        let mut json = ArchivesJson::new(out);
+        let long = "x".repeat(100);
+        let err = json.push_entries("a", [&long]).unwrap_err();
+        assert!(err.is::<StdoutClosed>(), "{err:#}");
+        let before = json.out.written.len();
+        json.push(&serde_json::json!({"ok": false}));
+        assert!(json.push_entries("b", [1]).is_ok());
+        assert_eq!(json.out.written.len(), before, "written after the error");
+    }
+
+    #[test]
+    fn archives_json_keeps_a_write_error_of_push_for_finish() {
+        let mut json = ArchivesJson::new(ClosesAfter {
+            written: Vec::new(),
+            room: 10,
+        });
+        json.push(&serde_json::json!({"path": "x".repeat(50)}));
+        let err = json.finish().unwrap_err();
+        assert!(err.is::<StdoutClosed>(), "{err:#}");
     }
 }

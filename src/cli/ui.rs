@@ -1,12 +1,14 @@
 //! What reaches the terminal: progress bars and warnings as they happen, logging setup,
 //! the escaping of untrusted text before it is printed (also inside JSON documents), and
-//! the one way to stdout (`outln!`, which turns a closed pipe into [`StdoutClosed`]).
+//! the one way to stdout (`outln!`, which turns a closed pipe into [`StdoutClosed`], and
+//! [`buffered_out`] for a document written piece by piece).
 
 use coffer::progress::{Observer, Warning};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde::Serialize;
 use std::borrow::Cow;
 use std::fmt;
-use std::io::{IsTerminal, Write};
+use std::io::{BufWriter, IsTerminal, Stdout, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::Mutex;
@@ -193,13 +195,27 @@ pub fn safe_path(p: &Path) -> Cow<'_, str> {
 /// here (the same string to any JSON reader), so the document is safe on a terminal too. A
 /// raw newline in the output is layout: inside strings serde_json has escaped it already.
 pub fn json_text(doc: &serde_json::Value) -> String {
-    let text = serde_json::to_string_pretty(doc).expect("JSON values always serialize");
-    if !text.chars().any(|c| c != '\n' && needs_escape(c)) {
+    json_text_at(doc, 0)
+}
+
+/// [`json_text`] of a value that sits `depth` levels deep in a larger pretty-printed
+/// document: every line after the first is indented as serde_json indents it there. A
+/// document written piece by piece (`list --json`) is so byte for byte the one that
+/// [`json_text`] gives for the whole: the escaping is per character and a raw newline is
+/// never inside a string, so neither cares where the document is cut.
+pub fn json_text_at<T: Serialize + ?Sized>(value: &T, depth: usize) -> String {
+    let text = serde_json::to_string_pretty(value)
+        .expect("coffer's JSON documents have string keys only, so they always serialize");
+    if depth == 0 && !text.chars().any(|c| c != '\n' && needs_escape(c)) {
         return text;
     }
+    let indent = "  ".repeat(depth);
     let mut out = String::with_capacity(text.len() + 16);
     for c in text.chars() {
-        if c != '\n' && needs_escape(c) {
+        if c == '\n' {
+            out.push('\n');
+            out.push_str(&indent);
+        } else if needs_escape(c) {
             // Every such character is in the Basic Multilingual Plane: one \u escape.
             out.push_str(&format!("\\u{:04x}", c as u32));
         } else {
@@ -222,7 +238,8 @@ impl fmt::Display for StdoutClosed {
 
 impl std::error::Error for StdoutClosed {}
 
-fn stdout_error(e: std::io::Error) -> anyhow::Error {
+/// The error a failed write to stdout is reported with: [`StdoutClosed`] for a closed pipe.
+pub fn stdout_error(e: std::io::Error) -> anyhow::Error {
     if e.kind() == std::io::ErrorKind::BrokenPipe {
         StdoutClosed.into()
     } else {
@@ -238,6 +255,13 @@ pub fn write_out(line: fmt::Arguments<'_>) -> anyhow::Result<()> {
     out.write_fmt(line)
         .and_then(|()| out.write_all(b"\n"))
         .map_err(stdout_error)
+}
+
+/// Stdout for a document written piece by piece (`list --json`), buffered so that a large
+/// document costs few write calls. Its errors go through [`stdout_error`], as
+/// [`write_out`]'s do; the caller flushes it (dropping it would lose a write error).
+pub fn buffered_out() -> BufWriter<Stdout> {
+    BufWriter::with_capacity(64 * 1024, std::io::stdout())
 }
 
 /// Write bytes as they are to stdout (generated completions, the man page), then flush.

@@ -26,6 +26,7 @@ mod job_retention;
 mod job_run;
 mod json_output;
 mod list;
+mod list_json_stream;
 mod progress_terminal;
 mod reencrypt;
 mod rekey;
