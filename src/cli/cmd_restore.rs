@@ -31,8 +31,8 @@ pub struct RestoreArgs {
     #[arg(long)]
     preserve_owner: bool,
     /// Keep set-uid and set-gid bits (cleared by default: anyone with a recipient's public
-    /// key can write an archive). Pass it, with --preserve-owner, for a full-system restore
-    /// of archives you made yourself
+    /// key can write an archive). As root, kept only together with --preserve-owner: pass
+    /// both for a full-system restore of archives you made yourself
     #[arg(long)]
     preserve_special_bits: bool,
     /// Print nothing but errors and warnings

@@ -35,7 +35,8 @@ pub struct RestoreOptions {
     /// Restore owner and group too (needs root).
     pub preserve_owner: bool,
     /// Keep set-uid and set-gid bits. Off by default: anyone with a recipient's public key
-    /// can write an archive, so these bits are not trusted unless asked for.
+    /// can write an archive, so these bits are not trusted unless asked for. As root they
+    /// are kept only with `preserve_owner` (and only where the owner could be set).
     pub preserve_special_bits: bool,
 }
 
