@@ -11,7 +11,7 @@ use crate::common::*;
 use coffer::Compression;
 use coffer::archive::Archive;
 use coffer::backup::Observer;
-use coffer::restore::{RestoreOptions, restore};
+use coffer::restore::RestoreOptions;
 use coffer::{Error, backup};
 
 /// Plays the local user who owns `top` in the target: after the first file is restored, it
@@ -90,13 +90,11 @@ fn regression_restore_race_folder_swapped_for_symlink_changes_nothing_outside() 
         outside: outside.clone(),
         swapped: Mutex::new(false),
     };
-    let a = Archive::open(&archive).unwrap();
-    let u = a.unlock(&identity(&alice_key())).unwrap();
     let opts = RestoreOptions {
         target: target.clone(),
         ..Default::default()
     };
-    let result = restore(&a, &u, &opts, &observer);
+    let result = restore_observed(&archive, &alice_key(), &opts, &observer);
     assert!(*observer.swapped.lock().unwrap(), "the swap never ran");
     assert_eq!(
         snapshot(&outside),
@@ -257,13 +255,11 @@ fn regression_restore_swapped_folder_names_never_get_each_others_metadata() {
         b: target.join("top/public"),
         swapped: Mutex::new(false),
     };
-    let a = Archive::open(&archive).unwrap();
-    let u = a.unlock(&identity(&alice_key())).unwrap();
     let opts = RestoreOptions {
         target: target.clone(),
         ..Default::default()
     };
-    let result = restore(&a, &u, &opts, &observer);
+    let result = restore_observed(&archive, &alice_key(), &opts, &observer);
     assert!(*observer.swapped.lock().unwrap(), "the swap never ran");
     assert!(
         matches!(result, Err(Error::TargetChanged { .. })),

@@ -8,9 +8,8 @@ use std::path::Path;
 
 use crate::common::*;
 use coffer::Compression;
-use coffer::archive::Archive;
 use coffer::backup::Quiet;
-use coffer::restore::{RestoreOptions, RestoreReport, restore};
+use coffer::restore::{RestoreOptions, RestoreReport};
 
 /// A tree with a set-uid program, a set-gid folder and a sticky world-writable folder.
 fn special_archive(t: &TestDir) -> std::path::PathBuf {
@@ -33,15 +32,13 @@ fn special_archive(t: &TestDir) -> std::path::PathBuf {
 }
 
 fn restore_with(archive: &Path, target: &Path, owner: bool, special: bool) -> RestoreReport {
-    let a = Archive::open(archive).unwrap();
-    let u = a.unlock(&identity(&alice_key())).unwrap();
     let opts = RestoreOptions {
         target: target.to_path_buf(),
         preserve_owner: owner,
         preserve_special_bits: special,
         ..Default::default()
     };
-    restore(&a, &u, &opts, &Quiet).unwrap()
+    restore_observed(archive, &alice_key(), &opts, &Quiet).unwrap()
 }
 
 fn mode(p: &Path) -> u32 {

@@ -447,16 +447,26 @@ pub fn try_restore(
     patterns: &[&str],
     overwrite: bool,
 ) -> Result<RestoreReport, Error> {
-    let id = RsaIdentity::load(key)?;
-    let a = Archive::open(archive)?;
-    let u = a.unlock(&id)?;
     let opts = RestoreOptions {
         target: target.to_path_buf(),
         overwrite,
         patterns: patterns.iter().map(|s| s.to_string()).collect(),
         ..Default::default()
     };
-    restore(&a, &u, &opts, &Quiet)
+    restore_observed(archive, key, &opts, &Quiet)
+}
+
+/// Open, unlock and restore through the library with `opts`, telling `observer`.
+pub fn restore_observed(
+    archive: &Path,
+    key: &Path,
+    opts: &RestoreOptions,
+    observer: &dyn coffer::progress::Observer,
+) -> Result<RestoreReport, Error> {
+    let id = RsaIdentity::load(key)?;
+    let a = Archive::open(archive)?;
+    let u = a.unlock(&id)?;
+    restore(&a, &u, opts, observer)
 }
 
 /// The `coffer` binary built for this test run.
