@@ -432,7 +432,7 @@ mod tests {
     use crate::cli::ui::StdoutClosed;
 
     #[test]
-    fn a_panic_is_one_escaped_line_asking_for_a_report() {
+    fn regression_panic_printed_a_backtrace_not_one_line() {
         let from_str: Box<dyn std::any::Any + Send> = Box::new("index out of bounds");
         let from_string: Box<dyn std::any::Any + Send> = Box::new(format!("bad {}\n\x1b[2J", 7));
         let other: Box<dyn std::any::Any + Send> = Box::new(42u32);
