@@ -251,7 +251,8 @@ pub(super) struct Policy {
     pub target: Target,
     overwrite: bool,
     preserve_owner: bool,
-    preserve_special_bits: bool,
+    /// Set-uid/set-gid are kept (decided once, in [`Policy::new`]).
+    keep_special_bits: bool,
     /// Entries whose set-uid/set-gid bits were cleared.
     special_cleared: AtomicU64,
 }
@@ -262,7 +263,10 @@ impl Policy {
             target: Target::open(&opts.target)?,
             overwrite: opts.overwrite,
             preserve_owner: opts.preserve_owner,
-            preserve_special_bits: opts.preserve_special_bits,
+            // Kept only when asked for, and, as root, only with the owner they belong to: a
+            // set-uid bit on a file that root now owns would make a set-uid-root program.
+            keep_special_bits: opts.preserve_special_bits
+                && (opts.preserve_owner || !rustix::process::geteuid().is_root()),
             special_cleared: AtomicU64::new(0),
         })
     }
@@ -279,11 +283,7 @@ impl Policy {
     /// (counted); the sticky bit stays, since it only ever restricts.
     pub fn meta(&self, e: &Entry) -> Meta {
         let mut mode = e.mode & 0o7777;
-        // Kept only when asked for, and, as root, only with the owner they belong to: a
-        // set-uid bit on a file that root now owns would make a set-uid-root program.
-        let keep = self.preserve_special_bits
-            && (self.preserve_owner || !rustix::process::geteuid().is_root());
-        if !keep && mode & 0o6000 != 0 && e.kind != KIND_SYMLINK {
+        if !self.keep_special_bits && mode & 0o6000 != 0 && e.kind != KIND_SYMLINK {
             mode &= !0o6000;
             self.special_cleared.fetch_add(1, Ordering::Relaxed);
         }
