@@ -6,6 +6,7 @@ pub mod frame;
 pub mod header;
 pub mod index;
 pub mod trailer;
+pub mod v2;
 
 /// The one format version this build writes and reads.
 pub const FORMAT_VERSION: u16 = 1;
