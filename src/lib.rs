@@ -52,6 +52,8 @@ pub mod error;
 #[doc(hidden)]
 pub mod format;
 #[doc(hidden)]
+pub mod fsmeta;
+#[doc(hidden)]
 pub mod fsutil;
 #[cfg(feature = "jobs")]
 pub mod job;
