@@ -712,7 +712,9 @@ impl<'a> ChunkCheck<'a> {
     }
 
     /// Check the next entry of the chunk; `number` is its global entry number (chunk `k`'s
-    /// first entry is `Σ entry_count` of the chunks before it).
+    /// first entry is `Σ entry_count` of the chunks before it). For a hard link this checks
+    /// `t < number` and that the link carries no metadata; that entry `t` is a file,
+    /// symlink, FIFO or device is left to the caller, which may have to open another chunk.
     pub fn check(&mut self, e: &EntryV2, number: u64) -> Result<(), EntryError> {
         let corrupt = |m: String| {
             EntryError::Corrupt(format!(
