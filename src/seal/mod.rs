@@ -9,6 +9,7 @@
 
 mod compress;
 mod lanes;
+pub(crate) mod meta;
 
 use aes::Aes256;
 use cipher::consts::U16;

@@ -117,9 +117,7 @@ impl HeaderBodyV2 {
     pub fn encode(&self) -> (Vec<u8>, usize) {
         let mut out = postcard::to_stdvec(&self.fields).expect("header fields serialize");
         let r = out.len();
-        out.extend_from_slice(
-            &postcard::to_stdvec(&self.recipients).expect("stanzas serialize"),
-        );
+        out.extend_from_slice(&postcard::to_stdvec(&self.recipients).expect("stanzas serialize"));
         (out, r)
     }
 
