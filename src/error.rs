@@ -72,6 +72,14 @@ pub enum Error {
     #[error("refusing unsafe path in archive index: {path:?} ({reason})")]
     UnsafePath { path: String, reason: String },
 
+    /// A restored file's bytes do not hash to the content hash its entry records: every
+    /// block authenticated, so the archive's writer referenced wrong bytes (a bug or an
+    /// edited state on the backup host), never storage damage.
+    #[error(
+        "{path}: restored content does not match the archive's content hash; the file was not restored"
+    )]
+    ContentMismatch { path: PathBuf },
+
     /// Something in the restore target changed under the restore (another user renamed or
     /// replaced a folder it made or was using).
     #[error("{path}: {detail}")]
@@ -157,6 +165,9 @@ impl Error {
             Error::KeyTooSmall { .. } => "make a new key with `coffer keygen` (3072 bits)".into(),
             Error::UnsafePath { .. } => {
                 "this archive was crafted or damaged; nothing outside the target was written".into()
+            }
+            Error::ContentMismatch { .. } => {
+                "the archive's writer recorded wrong data for this file; run `coffer verify -i KEY` and restore it from another backup".into()
             }
             Error::TargetChanged { .. } => {
                 "another user is changing the restore target; restore into a folder only you can write to, then move what you need".into()

@@ -372,6 +372,36 @@ pub fn write_atomic(dest: &Path, bytes: &[u8], mode: u32, overwrite: bool) -> Re
     f.commit(overwrite)
 }
 
+/// Where unnamed scratch files go: `$TMPDIR`, else `/tmp` (the standard library's rule).
+pub fn spool_dir() -> PathBuf {
+    std::env::temp_dir()
+}
+
+/// An unnamed scratch file in [`spool_dir`], gone when closed: the v2 writer spools sealed
+/// index chunks here (ciphertext only) until the data section is written. O_TMPFILE when
+/// the file system has it; otherwise a named file created exclusively and unlinked at once.
+pub fn spool_file() -> Result<File> {
+    let dir = spool_dir();
+    #[cfg(target_os = "linux")]
+    {
+        use rustix::fs::{Mode, OFlags};
+        let flags = OFlags::TMPFILE | OFlags::RDWR | OFlags::CLOEXEC;
+        if let Ok(fd) = rustix::fs::open(&dir, flags, Mode::from_raw_mode(0o600)) {
+            return Ok(File::from(fd));
+        }
+    }
+    let path = temp_name(&dir.join("coffer-spool"), "spool");
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(|e| Error::io(&path, e))?;
+    std::fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
+    Ok(file)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,13 +11,16 @@ use crate::format::header::{self, HeaderBody, HeaderError, PREFIX_LEN, RawHeader
 use crate::format::hex;
 use crate::format::index::{BlockRef, Index, IndexError};
 use crate::format::trailer::{TRAILER_LEN, Trailer};
+use crate::format::v2::EntryV2;
 use crate::keys::{SessionKey, SubKeys};
 use crate::recipient::{Fingerprint, Identity};
 use crate::seal::{BlockSealer, OpenError, header_mac_ok, open_index};
 use crate::storage::{self, ArchiveSource, Location};
 
+pub(crate) mod meta_writer;
 mod rekey;
-mod verify;
+pub mod v2;
+pub(crate) mod verify;
 pub(crate) mod writer;
 
 pub use rekey::{RekeyOptions, RekeyReport, rekey};
@@ -30,15 +33,26 @@ pub const MAX_INDEX_LEN: u64 = 1 << 30;
 pub struct Archive {
     source: Arc<dyn ArchiveSource>,
     path: PathBuf,
-    header: RawHeader,
-    trailer: Trailer,
+    layout: Layout,
     file_len: u64,
 }
 
-/// An archive opened with a key: sub-keys and the authenticated, validated index.
+/// The format-specific parts of an open archive.
+enum Layout {
+    V1 { header: RawHeader, trailer: Trailer },
+    V2(Box<v2::OpenV2>),
+}
+
+/// An archive opened with a key: sub-keys and the authenticated index (v1: validated
+/// whole; v2: the directory, with chunks opened and validated as they are read).
 pub struct Unlocked {
-    pub index: Index,
+    pub(crate) view: View,
     pub(crate) sealer: std::sync::Arc<BlockSealer>,
+}
+
+pub(crate) enum View {
+    V1(Index),
+    V2(Box<v2::IndexV2>),
 }
 
 impl Archive {
@@ -65,6 +79,15 @@ impl Archive {
             return Err(truncated("shorter than a header"));
         }
         source.read_exact_at(&mut prefix, 0)?;
+        if prefix[..8] == header::MAGIC && u16::from_le_bytes([prefix[8], prefix[9]]) == 2 {
+            let open = v2::OpenV2::open(source.as_ref(), path, &prefix, file_len)?;
+            return Ok(Archive {
+                source,
+                path: path.to_path_buf(),
+                layout: Layout::V2(Box::new(open)),
+                file_len,
+            });
+        }
         let body_len = header::parse_prefix(&prefix).map_err(|e| header_error(path, e))?;
         let header_len = PREFIX_LEN as u64 + body_len as u64 + SUFFIX_LEN as u64;
         if file_len < header_len + TRAILER_LEN as u64 {
@@ -102,8 +125,7 @@ impl Archive {
         Ok(Archive {
             source,
             path: path.to_path_buf(),
-            header,
-            trailer,
+            layout: Layout::V1 { header, trailer },
             file_len,
         })
     }
@@ -112,16 +134,84 @@ impl Archive {
         &self.path
     }
 
-    pub fn header(&self) -> &HeaderBody {
-        &self.header.body
+    /// The format version: 1 or 2.
+    pub fn version(&self) -> u16 {
+        match &self.layout {
+            Layout::V1 { .. } => 1,
+            Layout::V2(_) => 2,
+        }
     }
 
-    pub fn raw_header(&self) -> &RawHeader {
-        &self.header
+    /// A v1 archive's header body.
+    pub fn v1_header(&self) -> Option<&HeaderBody> {
+        match &self.layout {
+            Layout::V1 { header, .. } => Some(&header.body),
+            Layout::V2(_) => None,
+        }
     }
 
-    pub fn trailer(&self) -> &Trailer {
-        &self.trailer
+    pub fn v1_raw_header(&self) -> Option<&RawHeader> {
+        match &self.layout {
+            Layout::V1 { header, .. } => Some(header),
+            Layout::V2(_) => None,
+        }
+    }
+
+    pub fn v1_trailer(&self) -> Option<&Trailer> {
+        match &self.layout {
+            Layout::V1 { trailer, .. } => Some(trailer),
+            Layout::V2(_) => None,
+        }
+    }
+
+    /// A v2 archive's header, trailer and what the keyless reader rules established.
+    pub fn v2(&self) -> Option<&v2::OpenV2> {
+        match &self.layout {
+            Layout::V1 { .. } => None,
+            Layout::V2(open) => Some(open),
+        }
+    }
+
+    /// The session parameters every version records, without a key.
+    pub fn params(&self) -> Params<'_> {
+        match &self.layout {
+            Layout::V1 { header, trailer } => {
+                let b = &header.body;
+                Params {
+                    version: 1,
+                    session_id: b.session_id,
+                    created_at: b.created_at,
+                    job_name: &b.job_name,
+                    block_size: b.block_size,
+                    segment_size: b.segment_size,
+                    compression: b.compression,
+                    stanzas: &b.recipients,
+                    block_count: trailer.block_count,
+                    data_len: trailer.index_offset,
+                    index_len: trailer.index_len,
+                    chain: &[],
+                    signer: None,
+                }
+            }
+            Layout::V2(open) => {
+                let f = &open.header.body.fields;
+                Params {
+                    version: 2,
+                    session_id: f.session_id,
+                    created_at: f.created_at,
+                    job_name: &f.job_name,
+                    block_size: f.block_size,
+                    segment_size: f.segment_size,
+                    compression: f.compression,
+                    stanzas: &open.header.body.recipients,
+                    block_count: open.trailer.block_count,
+                    data_len: open.trailer.index_offset,
+                    index_len: open.trailer.index_len,
+                    chain: &f.chain,
+                    signer: f.signer,
+                }
+            }
+        }
     }
 
     pub fn file_len(&self) -> u64 {
@@ -130,14 +220,16 @@ impl Archive {
 
     /// File offset where the data section (first block) starts.
     pub fn data_start(&self) -> u64 {
-        self.header.len()
+        match &self.layout {
+            Layout::V1 { header, .. } => header.len(),
+            Layout::V2(open) => open.header.len(),
+        }
     }
 
     /// Fingerprints of the archive's recipients.
     pub fn recipients(&self) -> Vec<Fingerprint> {
-        self.header
-            .body
-            .recipients
+        self.params()
+            .stanzas
             .iter()
             .map(|s| Fingerprint(s.fingerprint))
             .collect()
@@ -148,14 +240,14 @@ impl Archive {
     pub fn unlock(&self, identity: &dyn Identity) -> Result<Unlocked> {
         let (session_key, keys) = self.session_keys(identity)?;
         drop(session_key);
-        self.unlock_with(&keys)
+        self.unlock_with(Arc::new(keys))
     }
 
     /// Unwrap the session key and check the header MAC with it.
     pub(crate) fn session_keys(&self, identity: &dyn Identity) -> Result<(SessionKey, SubKeys)> {
-        let body = &self.header.body;
+        let params = self.params();
         let mut session_key = None;
-        for stanza in &body.recipients {
+        for stanza in params.stanzas {
             // The stanza is ours by fingerprint but does not decrypt: it was changed.
             let unwrapped = identity
                 .unwrap_stanza(stanza)
@@ -176,8 +268,8 @@ impl Archive {
             path: self.path.clone(),
             identity: identity.source().to_path_buf(),
             identity_fp: identity.fingerprint().to_string(),
-            archive_fps: body
-                .recipients
+            archive_fps: params
+                .stanzas
                 .iter()
                 .map(|s| {
                     let fp = Fingerprint(s.fingerprint).to_string();
@@ -190,8 +282,19 @@ impl Archive {
                 .collect::<Vec<_>>()
                 .join(", "),
         })?;
-        let keys = SubKeys::derive(&session_key, &body.session_id);
-        if !header_mac_ok(&self.header, &keys) {
+        let (keys, mac_ok) = match &self.layout {
+            Layout::V1 { header, .. } => {
+                let keys = SubKeys::derive(&session_key, &params.session_id);
+                let ok = header_mac_ok(header, &keys);
+                (keys, ok)
+            }
+            Layout::V2(open) => {
+                let keys = SubKeys::derive_v2(&session_key, &params.session_id);
+                let ok = crate::seal::meta::header_v2_mac_ok(&open.header, &keys);
+                (keys, ok)
+            }
+        };
+        if !mac_ok {
             return Err(Error::Tampered {
                 path: self.path.clone(),
                 what: "the header".into(),
@@ -201,10 +304,14 @@ impl Archive {
         Ok((session_key, keys))
     }
 
-    pub(crate) fn unlock_with(&self, keys: &SubKeys) -> Result<Unlocked> {
-        let body = &self.header.body;
-        let index_at = self.data_start() + self.trailer.index_offset;
-        let mut section = vec![0u8; self.trailer.index_len as usize];
+    pub(crate) fn unlock_with(&self, keys: Arc<SubKeys>) -> Result<Unlocked> {
+        let (body, trailer) = match &self.layout {
+            Layout::V1 { header, trailer } => (&header.body, trailer),
+            Layout::V2(open) => return open.unlock(self, keys),
+        };
+        let keys = &*keys;
+        let index_at = self.data_start() + trailer.index_offset;
+        let mut section = vec![0u8; trailer.index_len as usize];
         self.source.read_exact_at(&mut section, index_at)?;
         let plain = open_index(keys, &body.session_id, section).map_err(|e| match e {
             OpenError::Tag => Error::Tampered {
@@ -241,7 +348,7 @@ impl Archive {
             }
         };
         index
-            .validate(body.block_size, self.trailer.index_offset)
+            .validate(body.block_size, trailer.index_offset)
             .map_err(|e| match e {
                 IndexError::Unsafe { entry, reason } => Error::UnsafePath {
                     path: entry,
@@ -253,7 +360,7 @@ impl Archive {
                     detail,
                 },
             })?;
-        if index.blocks.len() as u64 != self.trailer.block_count {
+        if index.blocks.len() as u64 != trailer.block_count {
             return Err(Error::Corrupt {
                 path: self.path.clone(),
                 offset: self.file_len - TRAILER_LEN as u64,
@@ -267,7 +374,10 @@ impl Archive {
             body.segment_size,
             body.compression(),
         ));
-        Ok(Unlocked { index, sealer })
+        Ok(Unlocked {
+            view: View::V1(index),
+            sealer,
+        })
     }
 
     /// Read one block's frame into `buf`.
@@ -305,7 +415,130 @@ impl Archive {
     }
 
     pub fn session_id_hex(&self) -> String {
-        hex(&self.header.body.session_id)
+        hex(&self.params().session_id)
+    }
+}
+
+/// What every format version records about a session, readable without a key.
+#[derive(Clone, Copy, Debug)]
+pub struct Params<'a> {
+    pub version: u16,
+    pub session_id: crate::keys::SessionId,
+    pub created_at: i64,
+    pub job_name: &'a str,
+    pub block_size: u32,
+    pub segment_size: u32,
+    /// 0 = none, 1 = zstd.
+    pub compression: u8,
+    pub stanzas: &'a [crate::format::header::Stanza],
+    pub block_count: u64,
+    /// Bytes of block frames (the data section).
+    pub data_len: u64,
+    /// Bytes of the index section.
+    pub index_len: u64,
+    /// v2: the parents of an incremental (empty for a full and for v1).
+    pub chain: &'a [crate::format::v2::ParentRef],
+    pub signer: Option<crate::format::v2::SignerDecl>,
+}
+
+impl Unlocked {
+    /// A v1 archive's whole index.
+    pub fn v1_index(&self) -> Option<&Index> {
+        match &self.view {
+            View::V1(index) => Some(index),
+            View::V2(_) => None,
+        }
+    }
+
+    pub fn block_count(&self) -> u64 {
+        match &self.view {
+            View::V1(index) => index.blocks.len() as u64,
+            View::V2(v) => v.block_count(),
+        }
+    }
+
+    /// Length of the logical stream of file data.
+    pub fn stream_len(&self) -> u64 {
+        match &self.view {
+            View::V1(index) => index.stream_len,
+            View::V2(v) => v.directory.stream_len,
+        }
+    }
+
+    pub fn entry_count(&self) -> u64 {
+        match &self.view {
+            View::V1(index) => index.entries.len() as u64,
+            View::V2(v) => v.directory.entry_count,
+        }
+    }
+
+    /// Where block `i` is and, for v2, the tag the block table records for it.
+    pub(crate) fn block(&self, archive: &Archive, i: u64) -> Result<(BlockRef, Option<[u8; 32]>)> {
+        match &self.view {
+            View::V1(index) => index
+                .blocks
+                .get(i as usize)
+                .map(|b| (*b, None))
+                .ok_or_else(|| Error::Internal(format!("block {i} is not in the index"))),
+            View::V2(v) => v.block(archive, i),
+        }
+    }
+
+    /// Every entry in index (path) order, each validated before `f` sees it. A v1 index
+    /// is converted to the v2 shape (paths as bytes, one extent per file, no content
+    /// hash); a v2 index is read chunk by chunk, so memory stays flat in the entry count.
+    pub fn for_each_entry(
+        &self,
+        archive: &Archive,
+        mut f: impl FnMut(u64, EntryV2) -> Result<()>,
+    ) -> Result<()> {
+        match &self.view {
+            View::V1(index) => {
+                for (i, e) in index.entries.iter().enumerate() {
+                    f(i as u64, v1_entry(e))?;
+                }
+                Ok(())
+            }
+            View::V2(v) => v.for_each_entry(archive, &mut f),
+        }
+    }
+
+    /// The entry numbered `n` (hard-link targets), validated.
+    pub fn entry(&self, archive: &Archive, n: u64) -> Result<EntryV2> {
+        match &self.view {
+            View::V1(index) => index
+                .entries
+                .get(n as usize)
+                .map(v1_entry)
+                .ok_or_else(|| Error::Internal(format!("entry {n} is not in the index"))),
+            View::V2(v) => v.entry(archive, n),
+        }
+    }
+}
+
+/// A v1 entry in the v2 shape.
+fn v1_entry(e: &crate::format::index::Entry) -> EntryV2 {
+    use crate::format::v2::Extent;
+    EntryV2 {
+        path: e.path.as_bytes().to_vec(),
+        kind: e.kind,
+        mode: e.mode,
+        uid: e.uid,
+        gid: e.gid,
+        mtime_sec: e.mtime_sec,
+        mtime_nsec: e.mtime_nsec,
+        size: e.size,
+        link_target: e.link_target.as_ref().map(|t| t.as_bytes().to_vec()),
+        extents: if e.size > 0 {
+            vec![Extent {
+                archive: 0,
+                offset: e.offset,
+                len: e.size,
+            }]
+        } else {
+            Vec::new()
+        },
+        ..EntryV2::default()
     }
 }
 

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::writer::ArchiveWriter;
-use super::{Archive, Unlocked};
+use super::{Archive, Unlocked, View};
 use crate::error::{Error, Result};
 use crate::format::Compression;
 use crate::format::frame::FRAME_PREFIX;
@@ -77,9 +77,17 @@ pub fn rekey(
 ) -> Result<RekeyReport> {
     let path = &real_path(path)?;
     let archive = Archive::open(path)?;
+    let Some(v1_header) = archive.v1_header().cloned() else {
+        return Err(Error::InvalidOption(format!(
+            "{}: rekey of a format {} archive is not supported by this build",
+            path.display(),
+            archive.version()
+        )));
+    };
     let (session_key, keys) = archive.session_keys(identity)?;
+    let keys = Arc::new(keys);
     // Refuse to re-bless a damaged archive: the index must authenticate too.
-    let unlocked = archive.unlock_with(&keys)?;
+    let unlocked = archive.unlock_with(Arc::clone(&keys))?;
     let staying = staying_recipients(&archive, identity, opts)?;
     let keep = if opts.reencrypt {
         Some(match_keep(opts.keep, &staying, path)?)
@@ -97,19 +105,19 @@ pub fn rekey(
             // The index was only checked; an archive of millions of entries need not hold
             // it through the copy.
             drop(unlocked);
-            let mut body = archive.header().clone();
+            let mut body = v1_header.clone();
             body.recipients = staying.into_iter().cloned().collect();
             for r in opts.add {
                 body.recipients.push(r.wrap(&session_key)?);
             }
             drop(session_key);
             copy_with_header(&archive, &seal_header(&body, &keys), &location, observer)?;
-            (body, archive.trailer().block_count)
+            (body, archive.params().block_count)
         }
         Some(keep) => {
             drop(session_key);
             let new_key = SessionKey::generate()?;
-            let body = reencrypted_header(archive.header(), &staying, &keep, opts.add, &new_key)?;
+            let body = reencrypted_header(&v1_header, &staying, &keep, opts.add, &new_key)?;
             let new_keys = SubKeys::derive(&new_key, &body.session_id);
             drop(new_key);
             let sink = storage::create_sink_keeping_mode(&location)?;
@@ -141,7 +149,7 @@ fn staying_recipients<'a>(
     opts: &RekeyOptions<'_>,
 ) -> Result<Vec<&'a Stanza>> {
     let path = archive.path();
-    let old = archive.header();
+    let old_stanzas = archive.params().stanzas;
     let present = archive.recipients();
     for fp in opts.remove {
         if !present.contains(fp) {
@@ -157,14 +165,13 @@ fn staying_recipients<'a>(
             )));
         }
     }
-    let staying: Vec<&Stanza> = old
-        .recipients
+    let staying: Vec<&Stanza> = old_stanzas
         .iter()
         .filter(|s| !opts.remove.contains(&Fingerprint(s.fingerprint)))
         .collect();
     for r in opts.add {
         let fp = r.fingerprint();
-        if old.recipients.iter().any(|s| s.fingerprint == fp.0) {
+        if old_stanzas.iter().any(|s| s.fingerprint == fp.0) {
             return Err(Error::InvalidOption(format!(
                 "{fp} ({}) is already a recipient of {}",
                 r.label(),
@@ -312,7 +319,15 @@ fn reencrypt(
     cancel: Option<&AtomicBool>,
     observer: &dyn Observer,
 ) -> Result<u64> {
-    let Unlocked { index, sealer: old } = unlocked;
+    let Unlocked {
+        view: View::V1(index),
+        sealer: old,
+    } = unlocked
+    else {
+        return Err(Error::Internal(
+            "re-encryption of a v2 archive as v1".into(),
+        ));
+    };
     let Index {
         entries,
         blocks,

@@ -4,9 +4,16 @@
 
 use super::{Archive, Unlocked};
 use crate::error::Result;
+use crate::format::index::BlockRef;
 use crate::format::trailer::TRAILER_LEN;
 use crate::progress::Observer;
 use crate::seal::OpenError;
+
+/// Whether a block frame carries `tag` (the 32 bytes before its checksum).
+pub(crate) fn frame_tag_is(frame: &[u8], tag: &[u8; 32]) -> bool {
+    let n = frame.len();
+    n >= 36 && frame[n - 36..n - 4] == tag[..]
+}
 
 /// One problem found by `verify`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -40,14 +47,15 @@ impl Archive {
     pub fn verify_checksums(&self, observer: &dyn Observer) -> Result<VerifyReport> {
         use crate::format::frame::checksum_ok;
         let mut report = VerifyReport::default();
+        let params = self.params();
         let start = self.data_start();
-        let end = start + self.trailer.index_offset;
-        let block_size = self.header.body.block_size;
+        let end = start + params.data_len;
+        let block_size = params.block_size;
         let mut at = start;
         let mut block = 0u64;
         let mut buf = Vec::new();
         let mut typical_len: Option<u64> = None;
-        observer.totals(self.trailer.block_count, end - start);
+        observer.totals(params.block_count, end - start);
         while at < end {
             let frame_len = match self.frame_len_at(at, end, block_size)? {
                 Some(len) => len,
@@ -101,17 +109,21 @@ impl Archive {
             at += frame_len;
             block += 1;
         }
-        if block != self.trailer.block_count {
+        if block != params.block_count {
             report.problems.push(Problem {
                 block: None,
-                offset: self.file_len - TRAILER_LEN as u64,
+                offset: self.file_len - self.trailer_len(),
                 detail: format!(
                     "found {block} blocks but the trailer records {}",
-                    self.trailer.block_count
+                    params.block_count
                 ),
             });
         }
-        self.check_index_checksum(&mut report)?;
+        if self.version() == 2 {
+            self.check_meta_checksums(&mut report)?;
+        } else {
+            self.check_index_checksum(&mut report)?;
+        }
         Ok(report)
     }
 
@@ -131,8 +143,8 @@ impl Archive {
     /// Check the index section's length rule and CRC32C, as opening it with a key does
     /// first; count the header, index and trailer as checked.
     fn check_index_checksum(&self, report: &mut VerifyReport) -> Result<()> {
-        let index_at = self.data_start() + self.trailer.index_offset;
-        let n = self.trailer.index_len;
+        let index_at = self.data_start() + self.params().data_len;
+        let n = self.params().index_len;
         if !crate::seal::index_len_ok(n) {
             report.problems.push(Problem {
                 block: None,
@@ -159,7 +171,65 @@ impl Archive {
 
     /// Count the header, the index section and the trailer as checked.
     fn count_envelope(&self, report: &mut VerifyReport) {
-        report.bytes_checked += self.trailer.index_len + self.header.len() + TRAILER_LEN as u64;
+        let signature = self.v2().map_or(0, |v| u64::from(v.trailer.signature_len));
+        report.bytes_checked +=
+            self.params().index_len + signature + self.data_start() + self.trailer_len();
+    }
+
+    fn trailer_len(&self) -> u64 {
+        match self.version() {
+            1 => TRAILER_LEN as u64,
+            _ => crate::format::v2::TRAILER_LEN as u64,
+        }
+    }
+
+    /// v2: walk the meta frames of the index section by their length fields and check each
+    /// one's CRC32C, as opening it with a key does first (FORMAT.md v2.9.5 step 4).
+    fn check_meta_checksums(&self, report: &mut VerifyReport) -> Result<()> {
+        use crate::format::v2::{META_OVERHEAD, META_PREFIX, MIN_META_FRAME};
+        let params = self.params();
+        let mut at = self.data_start() + params.data_len;
+        let end = at + params.index_len;
+        let mut frame = Vec::new();
+        while at < end {
+            let mut prefix = [0u8; META_PREFIX];
+            let fits = at + META_PREFIX as u64 <= end;
+            let len = if fits {
+                self.source.read_exact_at(&mut prefix, at)?;
+                let ct_len = u32::from_le_bytes(prefix[0..4].try_into().expect("4 bytes"));
+                Some(META_OVERHEAD as u64 + u64::from(ct_len))
+                    .filter(|&l| l >= MIN_META_FRAME as u64 && at + l <= end)
+            } else {
+                None
+            };
+            let Some(len) = len else {
+                // A damaged length leaves no way to find the next frame.
+                report.problems.push(Problem {
+                    block: None,
+                    offset: at,
+                    detail: "index section: damaged frame header".into(),
+                });
+                break;
+            };
+            frame.resize(len as usize, 0);
+            self.source.read_exact_at(&mut frame, at)?;
+            let n = frame.len() - 4;
+            if crate::format::crc32c(&frame[..n])
+                != u32::from_le_bytes(frame[n..].try_into().expect("4 bytes"))
+            {
+                report.problems.push(Problem {
+                    block: None,
+                    offset: at,
+                    detail: format!(
+                        "index section: checksum mismatch in a frame of kind {} (storage damage)",
+                        frame[8]
+                    ),
+                });
+            }
+            at += len;
+        }
+        self.count_envelope(report);
+        Ok(())
     }
 
     /// Whether `pos` is the end of the data section or the start of a frame whose checksum
@@ -198,28 +268,48 @@ impl Archive {
             frame: Vec<u8>,
             plain: Vec<u8>,
             block: u64,
+            r: BlockRef,
+            /// The frame's tag is not the one the v2 block table records.
+            tag_differs: bool,
             failure: Option<OpenError>,
         }
-        let blocks = &unlocked.index.blocks;
-        let last = blocks.len().saturating_sub(1) as u64;
+        let count = unlocked.block_count();
+        let last = count.saturating_sub(1);
         let sealer = std::sync::Arc::clone(&unlocked.sealer);
         let mut report = VerifyReport {
             keyed: true,
             ..Default::default()
         };
-        observer.totals(blocks.len() as u64, self.trailer.index_offset);
+        // v2: every index chunk is opened and every entry checked, as `list` would.
+        if self.version() == 2
+            && let Err(e) = unlocked.for_each_entry(self, |_, _| Ok(()))
+        {
+            report.problems.push(Problem {
+                block: None,
+                offset: self.data_start() + self.params().data_len,
+                detail: e.to_string(),
+            });
+        }
+        observer.totals(count, self.params().data_len);
         crate::pipeline::run(
             rayon::current_num_threads() * 2 + 2,
             |feed| {
-                for (i, r) in blocks.iter().enumerate() {
+                for i in 0..count {
+                    let (r, tag) = unlocked.block(self, i)?;
                     let mut slot: Slot = feed.take().ok_or_else(crate::pipeline::sink_stopped)?;
-                    self.read_frame(r, &mut slot.frame)?;
-                    slot.block = i as u64;
+                    self.read_frame(&r, &mut slot.frame)?;
+                    slot.block = i;
+                    slot.r = r;
+                    slot.tag_differs = tag.is_some_and(|t| !frame_tag_is(&slot.frame, &t));
                     feed.submit(slot);
                 }
                 Ok(())
             },
             move |slot: &mut Slot, _| {
+                if slot.tag_differs {
+                    slot.failure = Some(OpenError::Tag);
+                    return;
+                }
                 // Opening checks the frame's checksum before its tag, so a keyed check
                 // also reports everything the keyless one does.
                 slot.failure = sealer
@@ -235,7 +325,7 @@ impl Archive {
                 observer.bytes_done(slot.frame.len() as u64);
                 report.blocks_checked += 1;
                 report.bytes_checked += slot.frame.len() as u64;
-                let r = &blocks[slot.block as usize];
+                let r = &slot.r;
                 if slot.failure.is_none() && slot.plain.len() != r.raw_len as usize {
                     slot.failure =
                         Some(OpenError::Malformed("length differs from the index".into()));

@@ -11,6 +11,12 @@ use crate::keys::SubKeys;
 use crate::seal::{Entropy, seal_header, seal_index_from};
 use crate::storage::ArchiveSink;
 
+use super::meta_writer::{BlockTable, IndexChunks, MetaKeys, write_chunks};
+use crate::format::v2::{
+    Directory, HeaderBodyV2, MAX_DIRECTORY, META_DIRECTORY, TotalsV2, TrailerV2,
+};
+use crate::seal::meta::{seal_header_v2, seal_meta};
+
 /// An archive being written. Dropped before [`ArchiveWriter::finish`], the sink removes
 /// the partial file (or aborts the upload).
 pub(crate) struct ArchiveWriter<'k> {
@@ -107,6 +113,108 @@ impl<'k> ArchiveWriter<'k> {
         self.out.commit()?;
         Ok(Written {
             len: self.header_len + self.data_len + sealed.len() as u64 + trailer.len() as u64,
+            blocks: block_count,
+        })
+    }
+}
+
+/// A v2 archive being written (docs/FORMAT.md v2.2): the sealed header, block frames as
+/// the pipeline hands them over (their lengths and tags go to the block table), then the
+/// spooled index chunks, the block-table chunks, the directory and the trailer. Dropped
+/// before [`ArchiveWriterV2::finish`], the sink removes the partial file.
+pub(crate) struct ArchiveWriterV2<'k> {
+    out: Box<dyn ArchiveSink>,
+    keys: MetaKeys<'k>,
+    header_len: u64,
+    table: BlockTable<'k>,
+}
+
+impl<'k> ArchiveWriterV2<'k> {
+    /// Write the header `body`, sealed under the session's sub-keys, to `out`.
+    pub(crate) fn begin(
+        mut out: Box<dyn ArchiveSink>,
+        body: &HeaderBodyV2,
+        keys: MetaKeys<'k>,
+    ) -> Result<Self> {
+        let bytes = seal_header_v2(body, keys.keys);
+        out.write_all(&bytes)?;
+        Ok(ArchiveWriterV2 {
+            out,
+            keys,
+            header_len: bytes.len() as u64,
+            table: BlockTable::new(keys)?,
+        })
+    }
+
+    /// The (device, inode) of a local archive file, so a walk can skip the archive itself.
+    pub(crate) fn local_identity(&self) -> Option<(u64, u64)> {
+        self.out.local_identity()
+    }
+
+    /// Append the next sealed block frame.
+    pub(crate) fn push(&mut self, frame: &[u8]) -> Result<()> {
+        self.out.write_all(frame)?;
+        self.table.push(frame)
+    }
+
+    /// Write the index section (index chunks, block-table chunks, directory) and the
+    /// trailer, and commit.
+    pub(crate) fn finish(
+        mut self,
+        chunks: IndexChunks,
+        stream_len: u64,
+        totals: TotalsV2,
+        parent_commitments: Vec<[u8; 32]>,
+    ) -> Result<Written> {
+        let index_offset = self.table.data_len;
+        let block_count = self.table.blocks;
+        let entry_count = chunks.entries;
+        let spooled = chunks.len();
+        let blocks = self.table.finish()?;
+        let spooled = spooled + blocks.len();
+        let out = &mut self.out;
+        let (chunk_refs, block_refs) =
+            write_chunks(chunks, blocks, index_offset, &mut |b| out.write_all(b))?;
+        let directory = Directory {
+            chunks: chunk_refs,
+            block_chunks: block_refs,
+            entry_count,
+            stream_len,
+            parent_commitments,
+            totals,
+        };
+        let plain = postcard::to_stdvec(&directory)
+            .map_err(|e| Error::Internal(format!("cannot encode the directory: {e}")))?;
+        if plain.len() > MAX_DIRECTORY {
+            return Err(Error::Internal(format!(
+                "the index directory would take {} bytes (limit {MAX_DIRECTORY}): too many files for one archive",
+                plain.len()
+            )));
+        }
+        let frame = seal_meta(
+            self.keys.keys,
+            &self.keys.session_id,
+            META_DIRECTORY,
+            0,
+            true,
+            &plain,
+            self.keys.compress,
+            self.keys.entropy,
+        );
+        self.out.write_all(&frame)?;
+        let index_len = spooled + frame.len() as u64;
+        let trailer = TrailerV2 {
+            index_offset,
+            index_len,
+            block_count,
+            directory_len: frame.len() as u32,
+            signature_len: 0,
+        }
+        .encode();
+        self.out.write_all(&trailer)?;
+        self.out.commit()?;
+        Ok(Written {
+            len: self.header_len + index_offset + index_len + trailer.len() as u64,
             blocks: block_count,
         })
     }

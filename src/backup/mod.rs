@@ -13,12 +13,15 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
-use crate::archive::writer::ArchiveWriter;
+use crate::archive::meta_writer::{IndexChunker, MetaKeys};
+use crate::archive::writer::{ArchiveWriter, ArchiveWriterV2};
 use crate::error::{Error, Result};
+use crate::format::header::Stanza;
 use crate::format::header::{self, HeaderBody};
-use crate::format::index::Totals;
+use crate::format::index::{Entry, Totals};
+use crate::format::v2::{EntryV2, HASH_SHA256, HeaderBodyV2, HeaderFields};
 use crate::format::{Compression, SUITE_V1};
-use crate::keys::{SessionId, SubKeys, new_session_id};
+use crate::keys::{SessionId, SessionKey, SubKeys, new_session_id};
 use crate::pipeline::{self, slot_count};
 /// Re-exported where they were defined before `progress` owned them (callers of the
 /// library API keep working).
@@ -26,8 +29,9 @@ pub use crate::progress::{Observer, Quiet, Warning};
 use crate::recipient::{Fingerprint, Recipient};
 use crate::seal::{BlockSealer, Entropy};
 use crate::storage::{self, Location};
+use std::os::unix::ffi::OsStrExt;
 use stream::{Block, BlockStream};
-use walk::{Walk, Walked, build_globs, estimate};
+use walk::{EntrySink, Fidelity, Walk, Walked, build_globs, estimate};
 
 /// What to back up and how. Shared by the command line and the job file.
 #[derive(Clone, Debug)]
@@ -52,6 +56,12 @@ pub struct BackupOptions {
     /// [`Error::Cancelled`] soon after, and the partial archive is removed (the upload
     /// aborted) as for any other failure.
     pub cancel: Option<Arc<AtomicBool>>,
+    /// Store extended attributes and ACLs (format v2).
+    pub xattrs: bool,
+    /// The format version written: 2, or 1 for tests of v1 readers and tools that must
+    /// produce v1 archives. v1 keeps files, folders and symlinks with UTF-8 names only.
+    #[doc(hidden)]
+    pub format: u16,
 }
 
 impl BackupOptions {
@@ -68,6 +78,8 @@ impl BackupOptions {
             overwrite: false,
             session_id: None,
             cancel: None,
+            xattrs: true,
+            format: 1,
         }
     }
 }
@@ -105,7 +117,7 @@ fn backup_with(
 ) -> Result<BackupReport> {
     let started = Instant::now();
     validate_options(opts, recipients)?;
-    let sources = plan_sources(&opts.sources)?;
+    let sources = plan_sources(&opts.sources, opts.format == 2)?;
     let exclude = build_globs(&opts.exclude)?;
     std::thread::scope(|scope| {
         if observer.wants_totals() {
@@ -129,51 +141,51 @@ fn write_archive(
     opts: &BackupOptions,
     recipients: &[&dyn Recipient],
     observer: &dyn Observer,
-    sources: &[(String, PathBuf)],
+    sources: &[(Vec<u8>, PathBuf)],
     exclude: &GlobSet,
     started: Instant,
     entropy: Entropy,
 ) -> Result<BackupReport> {
+    if opts.format == 2 {
+        return write_archive_v2(
+            opts, recipients, observer, sources, exclude, started, entropy,
+        );
+    }
     let (body, keys) = session_header(opts, recipients, entropy)?;
     let location = Location::parse(&opts.output)?;
     let sink = storage::create_sink(&location, opts.overwrite)?;
     let mut out = ArchiveWriter::begin(sink, &body, &keys, entropy)?;
-    let own_file = out.local_identity();
-    let sealer = BlockSealer::new(
+    let run = Run {
+        opts,
+        observer,
+        sources,
+        exclude,
+        own_file: out.local_identity(),
+        fidelity: Fidelity {
+            v2: false,
+            xattrs: false,
+        },
+    };
+    let (walked, entries, stream_len) = run.walk_and_seal(
         &keys,
         body.session_id,
-        opts.block_size,
-        opts.segment_size,
-        opts.compression,
-    )
-    .with_entropy(entropy);
-    let frame_capacity = sealer.frame_capacity();
-    let (walked, stream_len) = pipeline::run(
-        slot_count(),
-        |feed| {
-            let block_size = opts.block_size as usize;
-            let cancel = opts.cancel.as_deref();
-            let mut stream = BlockStream::new(feed, block_size, frame_capacity, observer, cancel);
-            let mut walk = Walk::new(observer, exclude, own_file, opts.one_file_system);
-            for (name, path) in sources {
-                walk.source(name, path, &mut stream)?;
-            }
-            let stream_len = stream.finish()?;
-            Ok((walk.finish(), stream_len))
-        },
-        move |slot: &mut Block, seq| sealer.seal(&mut slot.buf, seq, slot.last),
-        |slot, _seq| {
-            out.push(&slot.buf)?;
-            observer.bytes_written(slot.buf.len() as u64);
-            Ok(())
-        },
+        entropy,
+        || Ok(V1Entries(Vec::new())),
+        |frame| out.push(frame),
     )?;
     #[allow(unused_mut)]
+    let mut entries = entries.0;
     let Walked {
-        mut entries,
-        mut totals,
+        totals: found,
         warnings,
     } = walked;
+    let mut totals = Totals {
+        files: found.files,
+        dirs: found.dirs,
+        symlinks: found.symlinks,
+        bytes: 0,
+        warnings: 0,
+    };
     // Owners differ between machines (a laptop, CI); the golden archive records none.
     #[cfg(test)]
     if let Entropy::Fixed(_) = entropy {
@@ -195,6 +207,213 @@ fn write_archive(
     })
 }
 
+/// What both format versions' writers share: walking the sources into the block stream
+/// while the blocks are sealed in parallel and handed, in order, to the archive writer.
+struct Run<'a> {
+    opts: &'a BackupOptions,
+    observer: &'a dyn Observer,
+    sources: &'a [(Vec<u8>, PathBuf)],
+    exclude: &'a GlobSet,
+    /// The archive being written, never backed up itself.
+    own_file: Option<(u64, u64)>,
+    fidelity: Fidelity,
+}
+
+impl Run<'_> {
+    /// Walk every source into the stream; entries go to the sink `make_sink` gives (on the
+    /// walking thread), sealed frames to `push` (here, in order). Returns what the walk
+    /// found, the sink and the stream's length.
+    fn walk_and_seal<S: EntrySink + Send>(
+        &self,
+        keys: &SubKeys,
+        session_id: SessionId,
+        entropy: Entropy,
+        make_sink: impl FnOnce() -> Result<S> + Send,
+        mut push: impl FnMut(&[u8]) -> Result<()>,
+    ) -> Result<(Walked, S, u64)> {
+        let opts = self.opts;
+        let observer = self.observer;
+        let sealer = BlockSealer::new(
+            keys,
+            session_id,
+            opts.block_size,
+            opts.segment_size,
+            opts.compression,
+        )
+        .with_entropy(entropy);
+        let frame_capacity = sealer.frame_capacity();
+        pipeline::run(
+            slot_count(),
+            |feed| {
+                let block_size = opts.block_size as usize;
+                let cancel = opts.cancel.as_deref();
+                let mut stream =
+                    BlockStream::new(feed, block_size, frame_capacity, observer, cancel);
+                let mut walk = Walk::new(
+                    observer,
+                    self.exclude,
+                    self.own_file,
+                    opts.one_file_system,
+                    self.fidelity,
+                );
+                let mut sink = make_sink()?;
+                for (name, path) in self.sources {
+                    walk.source(name, path, &mut stream, &mut sink)?;
+                }
+                let stream_len = stream.finish()?;
+                Ok((walk.finish(), sink, stream_len))
+            },
+            move |slot: &mut Block, seq| sealer.seal(&mut slot.buf, seq, slot.last),
+            |slot, _seq| {
+                push(&slot.buf)?;
+                observer.bytes_written(slot.buf.len() as u64);
+                Ok(())
+            },
+        )
+    }
+}
+
+/// The v1 index is one blob: collect the entries, in the v1 shape.
+struct V1Entries(Vec<Entry>);
+
+impl EntrySink for V1Entries {
+    fn next_number(&self) -> u64 {
+        self.0.len() as u64
+    }
+
+    fn push(&mut self, e: EntryV2) -> Result<()> {
+        let text = |b: Vec<u8>| {
+            String::from_utf8(b)
+                .map_err(|_| Error::Internal("a v1 entry with a name that is not UTF-8".into()))
+        };
+        let (offset, size) = match e.extents.first() {
+            Some(x) => (x.offset, x.len),
+            None => (0, 0),
+        };
+        self.0.push(Entry {
+            path: text(e.path)?,
+            kind: e.kind,
+            mode: e.mode,
+            uid: e.uid,
+            gid: e.gid,
+            mtime_sec: e.mtime_sec,
+            mtime_nsec: e.mtime_nsec,
+            size,
+            offset,
+            link_target: e.link_target.map(text).transpose()?,
+        });
+        Ok(())
+    }
+}
+
+/// The v2 index is cut into sealed chunks as the walk produces it.
+impl EntrySink for IndexChunker<'_> {
+    fn next_number(&self) -> u64 {
+        IndexChunker::next_number(self)
+    }
+
+    fn push(&mut self, e: EntryV2) -> Result<()> {
+        IndexChunker::push(self, &e)
+    }
+}
+
+/// Write a v2 archive: header, the blocks sealed in parallel while the walk cuts the index
+/// into sealed chunks, then index chunks, block table, directory and trailer.
+fn write_archive_v2(
+    opts: &BackupOptions,
+    recipients: &[&dyn Recipient],
+    observer: &dyn Observer,
+    sources: &[(Vec<u8>, PathBuf)],
+    exclude: &GlobSet,
+    started: Instant,
+    entropy: Entropy,
+) -> Result<BackupReport> {
+    let (body, keys) = session_header_v2(opts, recipients, entropy)?;
+    let location = Location::parse(&opts.output)?;
+    let sink = storage::create_sink(&location, opts.overwrite)?;
+    let session_id = body.fields.session_id;
+    let meta_keys = MetaKeys {
+        keys: &keys,
+        session_id,
+        compress: opts.compression != Compression::None,
+        entropy,
+    };
+    let mut out = ArchiveWriterV2::begin(sink, &body, meta_keys)?;
+    let run = Run {
+        opts,
+        observer,
+        sources,
+        exclude,
+        own_file: out.local_identity(),
+        fidelity: Fidelity {
+            v2: true,
+            xattrs: opts.xattrs,
+        },
+    };
+    let (walked, chunker, stream_len) = run.walk_and_seal(
+        &keys,
+        session_id,
+        entropy,
+        || IndexChunker::new(meta_keys),
+        |frame| out.push(frame),
+    )?;
+    let chunks = chunker.finish()?;
+    let Walked {
+        totals: mut found,
+        warnings,
+    } = walked;
+    found.warnings = warnings.len() as u64;
+    found.stored_bytes = stream_len;
+    let written = out.finish(chunks, stream_len, found, Vec::new())?;
+    let totals = Totals {
+        files: found.files,
+        dirs: found.dirs,
+        symlinks: found.symlinks,
+        bytes: stream_len,
+        warnings: found.warnings,
+    };
+    Ok(BackupReport {
+        archive: opts.output.clone(),
+        session_id,
+        totals,
+        bytes_read: stream_len,
+        bytes_written: written.len,
+        blocks: written.blocks,
+        warnings,
+        recipients: recipients.iter().map(|r| r.fingerprint()).collect(),
+        duration: started.elapsed(),
+    })
+}
+
+/// The v2 header and sub-keys of a job session: as [`session_header`], with the v2 fields
+/// (a full archive: no parents; unsigned).
+fn session_header_v2(
+    opts: &BackupOptions,
+    recipients: &[&dyn Recipient],
+    entropy: Entropy,
+) -> Result<(HeaderBodyV2, SubKeys)> {
+    let (session_id, stanzas, keys) = new_session(opts, recipients, entropy, SubKeys::derive_v2)?;
+    let fields = HeaderFields {
+        session_id,
+        created_at: entropy.now(),
+        job_name: opts.job_name.clone(),
+        suite: SUITE_V1,
+        block_size: opts.block_size,
+        segment_size: opts.segment_size,
+        compression: opts.compression.code(),
+        content_hash: HASH_SHA256,
+        chain: Vec::new(),
+        signer: None,
+    };
+    Ok((
+        HeaderBodyV2 {
+            fields,
+            recipients: stanzas,
+        },
+        keys,
+    ))
+}
+
 /// The job session's header and sub-keys: a fresh session key, wrapped for every
 /// recipient, and the session id the caller chose or a fresh one.
 fn session_header(
@@ -202,17 +421,7 @@ fn session_header(
     recipients: &[&dyn Recipient],
     entropy: Entropy,
 ) -> Result<(HeaderBody, SubKeys)> {
-    let session_key = entropy.session_key()?;
-    let session_id = match opts.session_id {
-        Some(id) => id,
-        None => new_session_id()?,
-    };
-    let keys = SubKeys::derive(&session_key, &session_id);
-    let stanzas = recipients
-        .iter()
-        .map(|r| r.wrap(&session_key))
-        .collect::<Result<Vec<_>>>()?;
-    drop(session_key);
+    let (session_id, stanzas, keys) = new_session(opts, recipients, entropy, SubKeys::derive)?;
     let body = HeaderBody {
         session_id,
         created_at: entropy.now(),
@@ -225,6 +434,27 @@ fn session_header(
         signature: None,
     };
     Ok((body, keys))
+}
+
+/// A fresh session key wrapped for every recipient, the session id (the caller's or a
+/// fresh one) and the sub-keys `derive` makes; the session key itself is dropped here.
+fn new_session(
+    opts: &BackupOptions,
+    recipients: &[&dyn Recipient],
+    entropy: Entropy,
+    derive: fn(&SessionKey, &SessionId) -> SubKeys,
+) -> Result<(SessionId, Vec<Stanza>, SubKeys)> {
+    let session_key = entropy.session_key()?;
+    let session_id = match opts.session_id {
+        Some(id) => id,
+        None => new_session_id()?,
+    };
+    let keys = derive(&session_key, &session_id);
+    let stanzas = recipients
+        .iter()
+        .map(|r| r.wrap(&session_key))
+        .collect::<Result<Vec<_>>>()?;
+    Ok((session_id, stanzas, keys))
 }
 
 fn validate_options(opts: &BackupOptions, recipients: &[&dyn Recipient]) -> Result<()> {
@@ -269,6 +499,12 @@ fn validate_options(opts: &BackupOptions, recipients: &[&dyn Recipient]) -> Resu
                 .into(),
         ));
     }
+    if opts.format != 1 && opts.format != 2 {
+        return Err(Error::InvalidOption(format!(
+            "format version {} cannot be written (1 or 2)",
+            opts.format
+        )));
+    }
     if opts.job_name.len() > 256 {
         return Err(Error::InvalidOption(
             "job name longer than 256 bytes".into(),
@@ -279,8 +515,8 @@ fn validate_options(opts: &BackupOptions, recipients: &[&dyn Recipient]) -> Resu
 
 /// Each source is stored under its own name at the top of the archive
 /// (`~/projects` → `projects/…`), so two sources must not share a name.
-fn plan_sources(sources: &[PathBuf]) -> Result<Vec<(String, PathBuf)>> {
-    let mut out: Vec<(String, PathBuf)> = Vec::new();
+fn plan_sources(sources: &[PathBuf], v2: bool) -> Result<Vec<(Vec<u8>, PathBuf)>> {
+    let mut out: Vec<(Vec<u8>, PathBuf)> = Vec::new();
     for src in sources {
         src.symlink_metadata().map_err(|e| Error::io(src, e))?;
         let absolute = std::path::absolute(src).map_err(|e| Error::io(src, e))?;
@@ -291,9 +527,13 @@ fn plan_sources(sources: &[PathBuf]) -> Result<Vec<(String, PathBuf)>> {
             normal = std::fs::canonicalize(src).map_err(|e| Error::io(src, e))?;
         }
         let name = match normal.file_name() {
-            Some(n) => n.to_str().map(str::to_owned).ok_or_else(|| {
-                Error::InvalidOption(format!("{}: source name is not UTF-8", src.display()))
-            })?,
+            Some(n) if v2 || n.to_str().is_some() => n.as_bytes().to_vec(),
+            Some(_) => {
+                return Err(Error::InvalidOption(format!(
+                    "{}: source name is not UTF-8",
+                    src.display()
+                )));
+            }
             None => {
                 return Err(Error::InvalidOption(format!(
                     "{}: cannot back up the file system root as one source; name its folders (e.g. /etc /home)",
@@ -301,7 +541,7 @@ fn plan_sources(sources: &[PathBuf]) -> Result<Vec<(String, PathBuf)>> {
                 )));
             }
         };
-        if name == ".." || name == "." {
+        if name == b".." || name == b"." {
             return Err(Error::InvalidOption(format!(
                 "{}: give the folder by name",
                 src.display()
@@ -309,11 +549,14 @@ fn plan_sources(sources: &[PathBuf]) -> Result<Vec<(String, PathBuf)>> {
         }
         if out.iter().any(|(n, _)| *n == name) {
             return Err(Error::InvalidOption(format!(
-                "two sources are both named {name:?}; archive paths would collide"
+                "two sources are both named {:?}; archive paths would collide",
+                String::from_utf8_lossy(&name)
             )));
         }
         out.push((name, src.clone()));
     }
+    // Sources in name order make the whole index path-ordered (FORMAT.md v2.6.2).
+    out.sort_by(|a, b| crate::format::v2::path_cmp(&a.0, &b.0));
     Ok(out)
 }
 
@@ -391,6 +634,8 @@ mod tests {
         opts.block_size = 64 * 1024;
         opts.segment_size = 4096;
         opts.session_id = Some([3; 16]);
+        // The v1 writer's bytes, pinned since before format v2 existed.
+        opts.format = 1;
         let recipients: [&dyn Recipient; 1] = [&FixedRecipient];
         backup_with(&opts, &recipients, &Quiet, Entropy::Fixed(14)).unwrap();
         fs::read(out).unwrap()

@@ -2,8 +2,10 @@
 //! the pipeline to be sealed. Each block is a frame buffer with the plaintext already at
 //! its place in the frame, so sealing works in place.
 
+use sha2::{Digest, Sha256};
 use std::fs::File;
 use std::io::Read;
+use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::error::{Error, Result};
@@ -80,19 +82,55 @@ where
 
     /// Read `file` to its end into the stream. The outer error stops the run (the writer
     /// failed); the inner one is this file's read error, which only skips the file.
-    pub(super) fn read_file(&mut self, file: &mut File) -> Result<std::io::Result<u64>> {
+    pub(super) fn read_file(
+        &mut self,
+        file: &mut File,
+        hasher: Option<&mut Sha256>,
+    ) -> Result<std::io::Result<u64>> {
+        self.read_with(hasher, u64::MAX, |buf, _| file.read(buf))
+    }
+
+    /// Read up to `len` bytes of `file` from `offset` into the stream (positioned reads,
+    /// for the data ranges of a sparse file); stops early at the end of the file.
+    pub(super) fn read_range(
+        &mut self,
+        file: &File,
+        offset: u64,
+        len: u64,
+        hasher: Option<&mut Sha256>,
+    ) -> Result<std::io::Result<u64>> {
+        self.read_with(hasher, len, |buf, done| file.read_at(buf, offset + done))
+    }
+
+    /// Fill the stream with `read` until it returns 0 or `limit` bytes came; each byte is
+    /// also fed to `hasher`. `read` gets the buffer and the bytes read so far.
+    fn read_with(
+        &mut self,
+        mut hasher: Option<&mut Sha256>,
+        limit: u64,
+        mut read: impl FnMut(&mut [u8], u64) -> std::io::Result<usize>,
+    ) -> Result<std::io::Result<u64>> {
         let mut total = 0u64;
         loop {
+            if total == limit {
+                return Ok(Ok(total));
+            }
             let end = FRAME_PREFIX + self.block_size;
             self.current()?;
             let filled = self.filled;
             let block = self.current.as_mut().expect("current block just ensured");
-            let n = match file.read(&mut block.buf[FRAME_PREFIX + filled..end]) {
+            let room =
+                (end - FRAME_PREFIX - filled).min((limit - total).min(usize::MAX as u64) as usize);
+            let buf = &mut block.buf[FRAME_PREFIX + filled..FRAME_PREFIX + filled + room];
+            let n = match read(buf, total) {
                 Ok(0) => return Ok(Ok(total)),
                 Ok(n) => n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(e) => return Ok(Err(e)),
             };
+            if let Some(h) = hasher.as_deref_mut() {
+                h.update(&buf[..n]);
+            }
             total += n as u64;
             self.observer.bytes_done(n as u64);
             self.filled += n;

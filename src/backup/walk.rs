@@ -1,16 +1,24 @@
-//! The walk: each source's tree in file-name order, one index entry per folder, file and
-//! link, file contents read into the stream as they are met. Excluded paths, the archive
+//! The walk: each source's tree in file-name order (which is path order, FORMAT.md
+//! v2.6.2), one index entry per folder, file, link and special file, file contents read
+//! into the stream as they are met (only the data ranges of a sparse file). Excluded paths, the archive
 //! being written and what cannot be read are skipped; each skip the user should know of
 //! becomes a [`Warning`].
 
 use globset::{Glob, GlobSet, GlobSetBuilder};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::ffi::OsStr;
 use std::fs::{File, Metadata};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use super::stream::{Block, BlockStream};
 use crate::error::{Error, Result};
-use crate::format::index::{Entry, KIND_DIR, KIND_FILE, KIND_SYMLINK, Totals};
+use crate::format::v2::{
+    DataRange, EntryV2, Extent, KIND_BLOCK, KIND_CHAR, KIND_DIR, KIND_FIFO, KIND_FILE,
+    KIND_HARDLINK, KIND_SYMLINK, TotalsV2,
+};
 use crate::progress::{Observer, Warning};
 
 /// The exclude patterns as one matcher.
@@ -26,11 +34,26 @@ pub(super) fn build_globs(patterns: &[String]) -> Result<GlobSet> {
         .map_err(|e| Error::InvalidOption(format!("exclude patterns: {e}")))
 }
 
-/// What the walk found: the index entries, their totals and the warnings.
+/// Where the walk's entries go, in walk (= path) order: collected for a v1 index, or cut
+/// into sealed chunks as they come for v2.
+pub(super) trait EntrySink {
+    /// The number the next entry pushed gets (hard links name their first name by it).
+    fn next_number(&self) -> u64;
+    fn push(&mut self, e: EntryV2) -> Result<()>;
+}
+
+/// What the walk found besides its entries: their totals and the warnings.
 pub(super) struct Walked {
-    pub entries: Vec<Entry>,
-    pub totals: Totals,
+    pub totals: TotalsV2,
     pub warnings: Vec<Warning>,
+}
+
+/// Which format the walk records for: v1 keeps files, folders and symlinks with UTF-8
+/// names; v2 keeps every name and kind, hard links, xattrs and holes.
+#[derive(Clone, Copy)]
+pub(super) struct Fidelity {
+    pub v2: bool,
+    pub xattrs: bool,
 }
 
 pub(super) struct Walk<'a> {
@@ -40,6 +63,11 @@ pub(super) struct Walk<'a> {
     /// The archive being written, when it is a local file (device, inode): never backed up.
     own_file: Option<(u64, u64)>,
     one_file_system: bool,
+    fidelity: Fidelity,
+    /// Inodes with more than one name, by (device, inode): the first name's entry number
+    /// and how many names are still to come. Forgotten once all names were met, so it holds
+    /// only inodes whose names are still being walked.
+    links: HashMap<(u64, u64), (u64, u64)>,
 }
 
 impl<'a> Walk<'a> {
@@ -48,17 +76,19 @@ impl<'a> Walk<'a> {
         exclude: &'a GlobSet,
         own_file: Option<(u64, u64)>,
         one_file_system: bool,
+        fidelity: Fidelity,
     ) -> Self {
         Walk {
             found: Walked {
-                entries: Vec::new(),
-                totals: Totals::default(),
+                totals: TotalsV2::default(),
                 warnings: Vec::new(),
             },
             observer,
             exclude,
             own_file,
             one_file_system,
+            fidelity,
+            links: HashMap::new(),
         }
     }
 
@@ -78,9 +108,10 @@ impl<'a> Walk<'a> {
     /// Walk the source at `root`, stored under `name`.
     pub(super) fn source<W>(
         &mut self,
-        name: &str,
+        name: &[u8],
         root: &Path,
         stream: &mut BlockStream<'_, W>,
+        sink: &mut dyn EntrySink,
     ) -> Result<()>
     where
         W: Fn(&mut Block, u64) + Send + Sync + 'static,
@@ -104,14 +135,19 @@ impl<'a> Walk<'a> {
             };
             let skip_folder = entry.file_type().is_dir();
             let rel = entry.path().strip_prefix(root).unwrap_or(Path::new(""));
-            let Some(archive_path) = archive_path(name, rel) else {
+            let archive_path = archive_path(name, rel);
+            if !self.fidelity.v2 && std::str::from_utf8(&archive_path).is_err() {
                 self.warn(entry.path(), "name is not valid UTF-8; skipped".into());
                 if skip_folder {
                     walker.skip_current_dir();
                 }
                 continue;
-            };
-            if entry.depth() > 0 && self.exclude.is_match(&archive_path) {
+            }
+            if entry.depth() > 0
+                && self
+                    .exclude
+                    .is_match(Path::new(OsStr::from_bytes(&archive_path)))
+            {
                 if skip_folder {
                     walker.skip_current_dir();
                 }
@@ -127,8 +163,8 @@ impl<'a> Walk<'a> {
             if Some((meta.dev(), meta.ino())) == self.own_file {
                 continue;
             }
-            if let Some(e) = self.entry(entry.path(), &meta, archive_path, stream)? {
-                self.found.entries.push(e);
+            if let Some(e) = self.entry(entry.path(), &meta, archive_path, stream, sink)? {
+                sink.push(e)?;
             }
         }
         Ok(())
@@ -154,13 +190,32 @@ impl<'a> Walk<'a> {
         &mut self,
         path: &Path,
         meta: &Metadata,
-        archive_path: String,
+        archive_path: Vec<u8>,
         stream: &mut BlockStream<'_, W>,
-    ) -> Result<Option<Entry>>
+        sink: &mut dyn EntrySink,
+    ) -> Result<Option<EntryV2>>
     where
         W: Fn(&mut Block, u64) + Send + Sync + 'static,
     {
-        let mut e = Entry {
+        let ft = meta.file_type();
+        if self.fidelity.v2 && !ft.is_dir() && meta.nlink() > 1 {
+            let key = (meta.dev(), meta.ino());
+            if let Some((first, left)) = self.links.get_mut(&key) {
+                let first = *first;
+                *left -= 1;
+                if *left == 0 {
+                    self.links.remove(&key);
+                }
+                self.found.totals.hardlinks += 1;
+                return Ok(Some(EntryV2 {
+                    path: archive_path,
+                    kind: KIND_HARDLINK,
+                    hardlink_to: Some(first),
+                    ..EntryV2::default()
+                }));
+            }
+        }
+        let mut e = EntryV2 {
             path: archive_path,
             kind: KIND_FILE,
             mode: meta.permissions().mode() & 0o7777,
@@ -168,11 +223,8 @@ impl<'a> Walk<'a> {
             gid: meta.gid(),
             mtime_sec: meta.mtime(),
             mtime_nsec: meta.mtime_nsec().clamp(0, 999_999_999) as u32,
-            size: 0,
-            offset: 0,
-            link_target: None,
+            ..EntryV2::default()
         };
-        let ft = meta.file_type();
         if ft.is_dir() {
             e.kind = KIND_DIR;
             self.found.totals.dirs += 1;
@@ -187,25 +239,59 @@ impl<'a> Walk<'a> {
             if !self.file(path, meta, &mut e, stream)? {
                 return Ok(None);
             }
+        } else if self.fidelity.v2 && (ft.is_fifo() || ft.is_char_device() || ft.is_block_device())
+        {
+            e.kind = if ft.is_fifo() {
+                KIND_FIFO
+            } else if ft.is_char_device() {
+                KIND_CHAR
+            } else {
+                KIND_BLOCK
+            };
+            if e.kind != KIND_FIFO {
+                (e.rdev_major, e.rdev_minor) = crate::fsmeta::rdev_parts(meta.rdev());
+            }
+            self.found.totals.specials += 1;
         } else {
-            self.warn(
-                path,
-                "special file (device, socket or FIFO) not backed up".into(),
-            );
+            let what = if ft.is_socket() {
+                "socket not backed up (a socket cannot be restored)"
+            } else {
+                "special file (device or FIFO) not backed up"
+            };
+            self.warn(path, what.into());
             return Ok(None);
+        }
+        if self.fidelity.v2 && self.fidelity.xattrs {
+            let (xattrs, problems) = crate::fsmeta::read_xattrs(path);
+            e.xattrs = xattrs;
+            for p in problems {
+                self.warn(path, p);
+            }
+        }
+        if self.fidelity.v2 && e.kind != KIND_DIR && meta.nlink() > 1 {
+            // This is the inode's first name: later names become links to this entry.
+            self.links.insert(
+                (meta.dev(), meta.ino()),
+                (sink.next_number(), meta.nlink() - 1),
+            );
         }
         Ok(Some(e))
     }
 
-    fn link_target(&mut self, path: &Path) -> Option<String> {
+    fn link_target(&mut self, path: &Path) -> Option<Vec<u8>> {
         match std::fs::read_link(path) {
-            Ok(t) => match t.into_os_string().into_string() {
-                Ok(t) if !t.is_empty() => Some(t),
-                _ => {
+            Ok(t) => {
+                let t = t.into_os_string().into_vec();
+                if t.is_empty() {
+                    self.warn(path, "link target is empty; skipped".into());
+                    None
+                } else if !self.fidelity.v2 && std::str::from_utf8(&t).is_err() {
                     self.warn(path, "link target is not valid UTF-8; skipped".into());
                     None
+                } else {
+                    Some(t)
                 }
-            },
+            }
             Err(err) => {
                 self.warn(path, format!("cannot read link: {err}"));
                 None
@@ -219,7 +305,7 @@ impl<'a> Walk<'a> {
         &mut self,
         path: &Path,
         meta: &Metadata,
-        e: &mut Entry,
+        e: &mut EntryV2,
         stream: &mut BlockStream<'_, W>,
     ) -> Result<bool>
     where
@@ -232,15 +318,47 @@ impl<'a> Walk<'a> {
                 return Ok(false);
             }
         };
-        e.offset = stream.stream_len();
-        match stream.read_file(&mut file)? {
-            Ok(n) => e.size = n,
+        let offset = stream.stream_len();
+        let ranges = if self.fidelity.v2 {
+            match crate::fsmeta::data_ranges(&file, meta) {
+                Ok(r) => r,
+                Err(err) => {
+                    self.warn(path, format!("cannot find holes, read as dense: {err}"));
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let mut hasher = self.fidelity.v2.then(Sha256::new);
+        let read = match &ranges {
+            None => stream
+                .read_file(&mut file, hasher.as_mut())?
+                .map(|n| (n, n)),
+            Some(ranges) => read_ranges(stream, &file, ranges, hasher.as_mut())?,
+        };
+        let (size, data_len) = match read {
+            Ok(r) => r,
             Err(err) => {
                 // The bytes read so far stay in the stream as unreferenced data; the file
                 // is not listed, so a restore never yields a cut-off copy.
                 self.warn(path, format!("read failed, file skipped: {err}"));
                 return Ok(false);
             }
+        };
+        e.size = size;
+        if let Some(mut ranges) = ranges {
+            if data_len < ranges.iter().map(|r| r.len).sum::<u64>() {
+                // Cut short while read (the file shrank): keep the ranges it still had.
+                let mut left = data_len;
+                ranges.retain_mut(|r| {
+                    r.len = r.len.min(left);
+                    left -= r.len;
+                    r.len > 0
+                });
+                e.size = ranges.last().map_or(0, |r| r.offset + r.len);
+            }
+            e.data_ranges = Some(ranges);
         }
         if e.size != meta.len() {
             // Written to while it was read (or a procfs/sysfs file, whose listed size is
@@ -254,10 +372,49 @@ impl<'a> Walk<'a> {
                 ),
             );
         }
+        // v1 records where even an empty file sits in the stream; v2 needs no extent there.
+        if data_len > 0 || !self.fidelity.v2 {
+            e.extents = vec![Extent {
+                archive: 0,
+                offset,
+                len: data_len,
+            }];
+        }
+        e.content_hash = hasher.map(|h| h.finalize().into());
         self.found.totals.files += 1;
         self.observer.file_done(path, e.size);
         Ok(true)
     }
+}
+
+/// Read the data ranges of a sparse file into the stream: `(size, data bytes)` read, or
+/// the file's read error. A range cut short (the file shrank) ends the read there; the
+/// size is the one listed when the ranges were found.
+fn read_ranges<W>(
+    stream: &mut BlockStream<'_, W>,
+    file: &File,
+    ranges: &[DataRange],
+    mut hasher: Option<&mut Sha256>,
+) -> Result<std::io::Result<(u64, u64)>>
+where
+    W: Fn(&mut Block, u64) + Send + Sync + 'static,
+{
+    let size = match file.metadata() {
+        Ok(m) => m.len(),
+        Err(e) => return Ok(Err(e)),
+    };
+    let mut data = 0u64;
+    for r in ranges {
+        let n = match stream.read_range(file, r.offset, r.len, hasher.as_deref_mut())? {
+            Ok(n) => n,
+            Err(e) => return Ok(Err(e)),
+        };
+        data += n;
+        if n < r.len {
+            break;
+        }
+    }
+    Ok(Ok((size, data)))
 }
 
 fn io_reason(e: &dyn std::fmt::Display) -> String {
@@ -266,7 +423,7 @@ fn io_reason(e: &dyn std::fmt::Display) -> String {
 
 /// Files and bytes below the sources (metadata only), for progress totals.
 pub(super) fn estimate(
-    sources: &[(String, PathBuf)],
+    sources: &[(Vec<u8>, PathBuf)],
     exclude: &GlobSet,
     one_file_system: bool,
 ) -> (u64, u64) {
@@ -279,7 +436,8 @@ pub(super) fn estimate(
             .into_iter();
         while let Some(Ok(entry)) = walker.next() {
             let rel = entry.path().strip_prefix(root).unwrap_or(Path::new(""));
-            if entry.depth() > 0 && archive_path(name, rel).is_some_and(|p| exclude.is_match(p)) {
+            let p = archive_path(name, rel);
+            if entry.depth() > 0 && exclude.is_match(Path::new(OsStr::from_bytes(&p))) {
                 if entry.file_type().is_dir() {
                     walker.skip_current_dir();
                 }
@@ -294,12 +452,12 @@ pub(super) fn estimate(
     (files, bytes)
 }
 
-/// `name` joined with the walked relative path, `/`-separated; `None` if not UTF-8.
-fn archive_path(name: &str, rel: &Path) -> Option<String> {
-    let mut p = name.to_string();
+/// `name` joined with the walked relative path, `/`-separated, as bytes.
+fn archive_path(name: &[u8], rel: &Path) -> Vec<u8> {
+    let mut p = name.to_vec();
     for c in rel.components() {
-        p.push('/');
-        p.push_str(c.as_os_str().to_str()?);
+        p.push(b'/');
+        p.extend_from_slice(c.as_os_str().as_bytes());
     }
-    Some(p)
+    p
 }

@@ -5,7 +5,7 @@ use clap::Args;
 use std::path::{Path, PathBuf};
 
 use coffer::archive::Archive;
-use coffer::format::{FORMAT_VERSION, hex};
+use coffer::format::hex;
 use coffer::recipient::Fingerprint;
 
 use super::report::{PerArchive, rfc3339};
@@ -41,9 +41,9 @@ fn compression_name(code: u8) -> &'static str {
 }
 
 fn info_json(path: &Path, ar: &Archive) -> serde_json::Value {
-    let h = ar.header();
+    let h = ar.params();
     let recipients: Vec<serde_json::Value> = h
-        .recipients
+        .stanzas
         .iter()
         .map(|s| {
             serde_json::json!({
@@ -55,7 +55,7 @@ fn info_json(path: &Path, ar: &Archive) -> serde_json::Value {
     serde_json::json!({
         "path": path.to_string_lossy(),
         "ok": true,
-        "format_version": FORMAT_VERSION,
+        "format_version": h.version,
         "session_id": hex(&h.session_id),
         "job_name": h.job_name,
         "created_at": rfc3339(h.created_at),
@@ -63,18 +63,18 @@ fn info_json(path: &Path, ar: &Archive) -> serde_json::Value {
         "block_size": h.block_size,
         "segment_size": h.segment_size,
         "compression": compression_name(h.compression),
-        "block_count": ar.trailer().block_count,
+        "block_count": h.block_count,
         "size": ar.file_len(),
         "recipients": recipients,
     })
 }
 
 fn print_info(path: &Path, ar: &Archive) -> anyhow::Result<()> {
-    let h = ar.header();
+    let h = ar.params();
     outln!("{}", safe_path(path))?;
     outln!(
         "  format:      coffer v{} (AES-256-CBC + HMAC-SHA256, RSA-OAEP-SHA256)",
-        FORMAT_VERSION
+        h.version
     )?;
     outln!("  session:     {}", hex(&h.session_id))?;
     // The job name and labels are not authenticated without a key: anyone who can write
@@ -82,7 +82,7 @@ fn print_info(path: &Path, ar: &Archive) -> anyhow::Result<()> {
     let job = if h.job_name.is_empty() {
         "-".into()
     } else {
-        safe(&h.job_name)
+        safe(h.job_name)
     };
     outln!("  job:         {job}")?;
     let created = rfc3339(h.created_at);
@@ -93,13 +93,13 @@ fn print_info(path: &Path, ar: &Archive) -> anyhow::Result<()> {
         human(h.segment_size as u64)
     )?;
     outln!("  compression: {}", compression_name(h.compression))?;
-    outln!("  blocks:      {}", ar.trailer().block_count)?;
+    outln!("  blocks:      {}", h.block_count)?;
     outln!(
         "  size:        {} ({} bytes)",
         human(ar.file_len()),
         ar.file_len()
     )?;
-    for (i, s) in h.recipients.iter().enumerate() {
+    for (i, s) in h.stanzas.iter().enumerate() {
         let lead = if i == 0 {
             "recipients: "
         } else {

@@ -5,12 +5,15 @@ use serde::Serialize;
 use std::path::PathBuf;
 
 use coffer::archive::Archive;
-use coffer::format::index::{Entry, KIND_DIR, KIND_SYMLINK};
+use coffer::format::hex;
+use coffer::format::v2::{
+    EntryV2, KIND_BLOCK, KIND_CHAR, KIND_DIR, KIND_FIFO, KIND_HARDLINK, KIND_SYMLINK,
+};
 use coffer::recipient::Identity;
 
 use super::keys::load_identity;
 use super::report::{PerArchive, rfc3339};
-use super::ui::{outln, safe, safe_path};
+use super::ui::{escape_invalid, outln, safe_bytes, safe_path};
 
 #[derive(Args)]
 pub struct ListArgs {
@@ -32,28 +35,65 @@ pub fn run(a: ListArgs) -> anyhow::Result<u8> {
     let identity = load_identity(&a.identity)?;
     let mut out = PerArchive::new(a.json);
     for path in &a.archives {
-        let opened = Archive::open(path).and_then(|ar| ar.unlock(&identity as &dyn Identity));
-        let unlocked = match opened {
-            Ok(u) => u,
+        let opened = Archive::open(path).and_then(|ar| {
+            let u = ar.unlock(&identity as &dyn Identity)?;
+            Ok((ar, u))
+        });
+        let (ar, unlocked) = match opened {
+            Ok(x) => x,
             Err(e) => {
                 out.fail(path, e);
                 continue;
             }
         };
-        let entries = &unlocked.index.entries;
+        // Entries are printed as the index is read (chunk by chunk for v2); a hard link
+        // shows its first name, looked up by number.
+        let first_name = |n: Option<u64>| -> coffer::Result<Option<Vec<u8>>> {
+            n.map(|n| unlocked.entry(&ar, n).map(|t| t.path))
+                .transpose()
+        };
         if a.json {
-            out.push_entries(path, entries.iter().map(EntryJson::new))?;
+            out.push_entries_with(path, |emit| {
+                let mut failure = None;
+                let read = unlocked.for_each_entry(&ar, |_, e| {
+                    let to = first_name(e.hardlink_to)?;
+                    if let Err(err) = emit(EntryJson::new(&e, to.as_deref())) {
+                        failure = Some(err);
+                        return Err(coffer::Error::Cancelled);
+                    }
+                    Ok(())
+                });
+                match failure {
+                    Some(err) => Err(err),
+                    None => read.map_err(Into::into),
+                }
+            })?;
             continue;
         }
         if a.archives.len() > 1 {
             outln!("{}:", safe_path(path))?;
         }
-        for e in entries {
-            if a.long {
-                print_long(e)?;
+        let mut failure = None;
+        let read = unlocked.for_each_entry(&ar, |_, e| {
+            let printed = if a.long {
+                first_name(e.hardlink_to).map(|to| print_long(&e, to.as_deref()))
             } else {
-                outln!("{}", safe(&e.path))?;
+                Ok(outln!("{}", safe_bytes(&e.path)))
+            };
+            match printed {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(err)) => {
+                    failure = Some(err);
+                    Err(coffer::Error::Cancelled)
+                }
+                Err(e) => Err(e),
             }
+        });
+        if let Some(err) = failure {
+            return Err(err);
+        }
+        if let Err(e) = read {
+            out.fail(path, e);
         }
     }
     out.finish()
@@ -63,63 +103,114 @@ fn kind_name(kind: u8) -> &'static str {
     match kind {
         KIND_DIR => "dir",
         KIND_SYMLINK => "symlink",
+        KIND_HARDLINK => "hardlink",
+        KIND_FIFO => "fifo",
+        KIND_CHAR => "chardev",
+        KIND_BLOCK => "blockdev",
         _ => "file",
     }
 }
 
-/// One entry of `list --json`, serialized on its own as the document is written. The
-/// fields are in the order serde_json wrote them when each entry was a `serde_json::Value`
-/// (sorted by key): the output stays byte for byte what it was.
+/// Bytes as JSON text: a name that is valid UTF-8 as itself; otherwise with each byte that
+/// is not as `\xNN` (for reading), and the exact bytes in hex next to it (`path_hex`).
+fn text_and_hex(b: &[u8]) -> (String, Option<String>) {
+    match std::str::from_utf8(b) {
+        Ok(s) => (s.to_string(), None),
+        Err(_) => (escape_invalid(b), Some(hex(b))),
+    }
+}
+
+/// One entry of `list --json`, serialized on its own as the document is written. Fields
+/// in sorted order (as serde_json writes a `Value`); the optional ones only when they
+/// apply, so a listing of plain files reads as it always did.
 #[derive(Serialize)]
-struct EntryJson<'a> {
+struct EntryJson {
     gid: u32,
+    /// Hard link: the path of the inode's first name in the archive.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    link_to: Option<String>,
     /// Permission bits in octal, at least four digits (`0644`).
     mode: String,
     /// RFC 3339 UTC, or null for a time chrono cannot show.
     mtime: Option<String>,
     mtime_unix: i64,
-    path: &'a str,
+    path: String,
+    /// The path's exact bytes in hex, present only when the path is not valid UTF-8.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    path_hex: Option<String>,
+    /// Devices: `major:minor`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rdev: Option<String>,
     size: u64,
-    target: Option<&'a str>,
+    target: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    target_hex: Option<String>,
     #[serde(rename = "type")]
     kind: &'static str,
     uid: u32,
+    /// Extended attribute names (values are not listed).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    xattrs: Vec<String>,
 }
 
-impl<'a> EntryJson<'a> {
-    fn new(e: &'a Entry) -> Self {
+impl EntryJson {
+    fn new(e: &EntryV2, link_to: Option<&[u8]>) -> Self {
+        let (path, path_hex) = text_and_hex(&e.path);
+        let (target, target_hex) = match &e.link_target {
+            Some(t) => {
+                let (t, h) = text_and_hex(t);
+                (Some(t), h)
+            }
+            None => (None, None),
+        };
         EntryJson {
             gid: e.gid,
+            link_to: link_to.map(|p| text_and_hex(p).0),
             mode: format!("{:04o}", e.mode),
             mtime: rfc3339(e.mtime_sec),
             mtime_unix: e.mtime_sec,
-            path: &e.path,
+            path,
+            path_hex,
+            rdev: matches!(e.kind, KIND_CHAR | KIND_BLOCK)
+                .then(|| format!("{}:{}", e.rdev_major, e.rdev_minor)),
             size: e.size,
-            target: e.link_target.as_deref(),
+            target,
+            target_hex,
             kind: kind_name(e.kind),
             uid: e.uid,
+            xattrs: e.xattrs.iter().map(|x| text_and_hex(&x.name).0).collect(),
         }
     }
 }
 
-/// `drwxr-xr-x         4096 2026-11-27T02:00:00Z etc`, as `ls -l` shows it.
-fn print_long(e: &Entry) -> anyhow::Result<()> {
+/// `drwxr-xr-x         4096 2026-11-27T02:00:00Z etc`, as `ls -l` shows it (a hard link as
+/// `h`, with the name it links to).
+fn print_long(e: &EntryV2, link_to: Option<&[u8]>) -> anyhow::Result<()> {
     let t = match e.kind {
         KIND_DIR => 'd',
         KIND_SYMLINK => 'l',
+        KIND_HARDLINK => 'h',
+        KIND_FIFO => 'p',
+        KIND_CHAR => 'c',
+        KIND_BLOCK => 'b',
         _ => '-',
     };
-    let link = e
-        .link_target
-        .as_ref()
-        .map(|t| format!(" -> {}", safe(t)))
-        .unwrap_or_default();
+    let link = match (&e.link_target, link_to) {
+        (Some(t), _) => format!(" -> {}", safe_bytes(t)),
+        (None, Some(to)) => format!(" link to {}", safe_bytes(to)),
+        _ => String::new(),
+    };
+    let size = if matches!(e.kind, KIND_CHAR | KIND_BLOCK) {
+        format!("{}, {}", e.rdev_major, e.rdev_minor)
+    } else {
+        e.size.to_string()
+    };
     outln!(
         "{t}{} {:>12} {} {}{link}",
         mode_string(e.mode),
-        e.size,
+        size,
         rfc3339(e.mtime_sec).as_deref().unwrap_or("-"),
-        safe(&e.path)
+        safe_bytes(&e.path)
     )
 }
 

@@ -35,6 +35,9 @@ pub struct RestoreArgs {
     /// both for a full-system restore of archives you made yourself
     #[arg(long)]
     preserve_special_bits: bool,
+    /// Do not restore extended attributes and ACLs
+    #[arg(long)]
+    no_xattrs: bool,
     /// Print nothing but errors and warnings
     #[arg(short, long)]
     quiet: bool,
@@ -53,6 +56,7 @@ pub fn run(a: RestoreArgs) -> anyhow::Result<u8> {
         patterns: a.patterns,
         preserve_owner: a.preserve_owner,
         preserve_special_bits: a.preserve_special_bits,
+        skip_xattrs: a.no_xattrs,
     };
     let progress = Progress::new("restore", a.quiet || a.json);
     let result = restore::restore(&archive, &unlocked, &opts, &progress);
@@ -87,6 +91,8 @@ fn summary_json(report: &RestoreReport, archive: &Path, target: &Path) -> serde_
         "files": report.files,
         "dirs": report.dirs,
         "symlinks": report.symlinks,
+        "hardlinks": report.hardlinks,
+        "specials": report.specials,
         "bytes": report.bytes,
         "blocks": report.blocks,
         "archive_bytes_read": report.archive_bytes_read,

@@ -131,18 +131,22 @@ impl PerArchive {
         }
     }
 
-    /// With `--json`, the document `{"entries": [...], "ok": true, "path": PATH}` of an
-    /// archive that was read, each entry written as it is serialized, never all of them
-    /// at once. A write error (a closed pipe) is returned at once, to stop the command.
-    pub fn push_entries<T: Serialize>(
+    /// With `--json`, an archive's listing whose entries `produce` hands over one by one as
+    /// it reads them (a v2 index is read chunk by chunk, so nothing holds them all). An
+    /// error `produce` meets midway ends the listing with `"ok": false` and the error, the
+    /// entries before it kept; a write error (a closed pipe) is returned at once.
+    pub fn push_entries_with<T: Serialize>(
         &mut self,
         path: &Path,
-        entries: impl IntoIterator<Item = T>,
+        produce: impl FnOnce(&mut dyn FnMut(T) -> anyhow::Result<()>) -> anyhow::Result<()>,
     ) -> anyhow::Result<()> {
-        match &mut self.json {
-            Some(json) => json.push_entries(&path.to_string_lossy(), entries),
-            None => Ok(()),
+        let Some(json) = &mut self.json else {
+            return Ok(());
+        };
+        if json.push_entries_with(&path.to_string_lossy(), produce)? {
+            self.failed = true;
         }
+        Ok(())
     }
 
     /// Mark the command failed without reporting anything (the caller has).
@@ -231,29 +235,63 @@ impl<W: Write> ArchivesJson<W> {
         });
     }
 
+    /// The document `{"entries": [...], "ok": true, "path": PATH}` of an archive, each
+    /// entry written as it is serialized.
+    #[cfg(test)]
     fn push_entries<T: Serialize>(
         &mut self,
         path: &str,
         entries: impl IntoIterator<Item = T>,
     ) -> anyhow::Result<()> {
+        self.push_entries_with(path, |emit| entries.into_iter().try_for_each(emit))
+            .map(|_| ())
+    }
+
+    /// An archive's listing `{"entries": [...], "ok": true, "path": PATH}` with the entries
+    /// `produce` hands over, each written as it is serialized; true when `produce` failed
+    /// (its error is then in the document, with `"ok": false`).
+    fn push_entries_with<T: Serialize>(
+        &mut self,
+        path: &str,
+        produce: impl FnOnce(&mut dyn FnMut(T) -> anyhow::Result<()>) -> anyhow::Result<()>,
+    ) -> anyhow::Result<bool> {
+        let mut failed = false;
         self.write_with(|out, before| {
             open_archive(out, before)?;
-            // The keys in the order serde_json writes a `Value`'s: sorted.
             out.write_all(b"{\n      \"entries\": [")?;
             let mut any = false;
-            for entry in entries {
-                out.write_all(if any { b",\n        " } else { b"\n        " })?;
-                out.write_all(json_text_at(&entry, ENTRY_DEPTH).as_bytes())?;
+            let mut write_error: Option<io::Error> = None;
+            let produced = produce(&mut |entry: T| {
+                let written = out
+                    .write_all(if any { b",\n        " } else { b"\n        " })
+                    .and_then(|()| out.write_all(json_text_at(&entry, ENTRY_DEPTH).as_bytes()));
                 any = true;
+                written.map_err(|e| {
+                    let stop = anyhow::anyhow!("{e}");
+                    write_error = Some(e);
+                    stop
+                })
+            });
+            if let Some(e) = write_error {
+                return Err(e);
             }
             if any {
                 out.write_all(b"\n      ")?;
             }
-            out.write_all(b"],\n      \"ok\": true,\n      \"path\": ")?;
+            out.write_all(b"],\n      ")?;
+            if let Err(err) = produced {
+                failed = true;
+                out.write_all(b"\"error\": ")?;
+                out.write_all(json_text_at(&one_line(&err), ARCHIVE_DEPTH).as_bytes())?;
+                out.write_all(b",\n      \"ok\": false,\n      \"path\": ")?;
+            } else {
+                out.write_all(b"\"ok\": true,\n      \"path\": ")?;
+            }
             out.write_all(json_text_at(path, ARCHIVE_DEPTH).as_bytes())?;
             out.write_all(b"\n    }")
         });
-        self.take_error()
+        self.take_error()?;
+        Ok(failed)
     }
 
     /// Close the document (with its final newline) and flush; a write error not reported

@@ -176,10 +176,20 @@ pub fn safe(s: &str) -> Cow<'_, str> {
 /// A path made safe to print as [`safe`] does; bytes that are not UTF-8 are shown as
 /// `\xNN` rather than all as the same U+FFFD.
 pub fn safe_path(p: &Path) -> Cow<'_, str> {
-    let bytes = p.as_os_str().as_bytes();
+    safe_bytes(p.as_os_str().as_bytes())
+}
+
+/// A name from an archive (bytes) made safe to print, as [`safe_path`].
+pub fn safe_bytes(bytes: &[u8]) -> Cow<'_, str> {
     if let Ok(s) = std::str::from_utf8(bytes) {
         return safe(s);
     }
+    Cow::Owned(escape_invalid(bytes))
+}
+
+/// Bytes as text with every byte that is not part of valid UTF-8 written `\xNN` and
+/// everything else made safe as [`safe`] does.
+pub fn escape_invalid(bytes: &[u8]) -> String {
     let mut out = String::with_capacity(bytes.len() + 16);
     for chunk in bytes.utf8_chunks() {
         out.push_str(&safe(chunk.valid()));
@@ -187,7 +197,7 @@ pub fn safe_path(p: &Path) -> Cow<'_, str> {
             out.push_str(&format!("\\x{b:02x}"));
         }
     }
-    Cow::Owned(out)
+    out
 }
 
 /// One JSON document, pretty-printed. serde_json escapes C0 controls but writes DEL, C1

@@ -34,7 +34,7 @@ pub struct Entry {
 }
 
 /// Where a block's frame sits, counted from the end of the header.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BlockRef {
     pub offset: u64,
     pub frame_len: u32,

@@ -10,10 +10,25 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::RestoreReport;
-use super::target::{Meta, NewFile, Target, set_meta};
+use super::target::{Meta, MetaProblems, NewFile, Target, set_meta_with_xattrs};
+use crate::archive::verify::frame_tag_is;
 use crate::archive::{Archive, Unlocked};
 use crate::error::{Error, Result};
-use crate::format::index::{Entry, KIND_FILE, KIND_SYMLINK};
+use crate::format::index::BlockRef;
+use crate::format::v2::Xattr;
+use crate::format::v2::{DataRange, EntryV2 as Entry, KIND_FILE, KIND_SYMLINK};
+use sha2::{Digest, Sha256};
+use std::os::fd::AsFd;
+
+/// Where a file's data bytes start in the archive's stream.
+fn pos(e: &Entry) -> u64 {
+    e.extents.first().map_or(0, |x| x.offset)
+}
+
+/// How many data bytes a file has (its size, or the bytes of its data ranges).
+fn dlen(e: &Entry) -> u64 {
+    e.data_len()
+}
 use crate::fsutil::{CHUNK, ChunkWriter, reopen_direct};
 use crate::pipeline::{self, sink_stopped, slot_count};
 use crate::progress::{Observer, Warning};
@@ -25,16 +40,30 @@ pub(super) fn write_contents(
     archive: &Archive,
     unlocked: &Unlocked,
     policy: &Arc<Policy>,
-    selected: &[&Entry],
+    mut files: Vec<Entry>,
     observer: &dyn Observer,
     report: &mut RestoreReport,
 ) -> Result<()> {
-    let (files, empty): (Vec<&Entry>, Vec<&Entry>) = selected
+    // This build restores data held in this archive only: one extent each, as a full
+    // backup writes them (FORMAT.md v2.7.3). Extents into parents are incremental chains.
+    if let Some(e) = files
         .iter()
-        .copied()
+        .find(|e| e.extents.len() > 1 || e.extents.iter().any(|x| x.archive != 0))
+    {
+        return Err(Error::InvalidOption(format!(
+            "{}: {:?} has its data in {} pieces or in a parent archive (an incremental chain), which this build cannot restore",
+            archive.path().display(),
+            String::from_utf8_lossy(&e.path),
+            e.extents.len()
+        )));
+    }
+    // Files are written in stream order, as their blocks arrive.
+    files.sort_by_key(pos);
+    let (files, empty): (Vec<&Entry>, Vec<&Entry>) = files
+        .iter()
         .filter(|e| e.kind == KIND_FILE)
-        .partition(|e| e.size > 0);
-    let block_size = archive.header().block_size as u64;
+        .partition(|e| dlen(e) > 0);
+    let block_size = archive.params().block_size as u64;
     let needed = needed_blocks(&files, block_size);
 
     // A file that lies wholly inside one block is written by the worker that opened and
@@ -98,10 +127,9 @@ fn run_blocks(
     in_block: Arc<InBlockFiles>,
     writer: &mut FileWriter<'_>,
 ) -> Result<u64> {
-    let index = &unlocked.index;
-    let block_size = archive.header().block_size as u64;
-    let last_block = index.blocks.len() as u64 - u64::from(!index.blocks.is_empty());
-    let blocks = &index.blocks;
+    let block_size = archive.params().block_size as u64;
+    let count = unlocked.block_count();
+    let last_block = count.saturating_sub(1);
     let reader = archive.source();
     let data_start = archive.data_start();
     let mut archive_bytes = 0u64;
@@ -111,18 +139,26 @@ fn run_blocks(
         slot_count(),
         move |feed| {
             for &b in needed {
+                let (r, tag) = unlocked.block(archive, b)?;
                 let mut slot: Slot = feed.take().ok_or_else(sink_stopped)?;
-                let r = &blocks[b as usize];
                 slot.frame.resize(r.frame_len as usize, 0);
                 reader.read_exact_at(&mut slot.frame, data_start + r.offset)?;
                 slot.block = b;
+                slot.r = r;
                 slot.last = b == last_block;
                 slot.raw_len = r.raw_len as usize;
+                // v2: the frame must be the one the block table recorded (what a signature
+                // covers), besides carrying a valid tag.
+                slot.tag_differs = tag.is_some_and(|t| !frame_tag_is(&slot.frame, &t));
                 feed.submit(slot);
             }
             Ok(())
         },
         move |slot: &mut Slot, _seq| {
+            if slot.tag_differs {
+                slot.failure = Some(OpenError::Tag);
+                return;
+            }
             match work_sealer.open_in_place(&mut slot.frame, slot.block, slot.last, &mut slot.plain)
             {
                 Ok(Opened::InFrame(range)) => slot.plain_range = Some(range),
@@ -141,7 +177,7 @@ fn run_blocks(
         },
         |slot, _seq| {
             if let Some(e) = slot.failure.take() {
-                return Err(archive.block_error(slot.block, &blocks[slot.block as usize], e));
+                return Err(archive.block_error(slot.block, &slot.r, e));
             }
             for w in slot.warnings.drain(..) {
                 writer.warned(w);
@@ -166,6 +202,8 @@ struct Slot {
     frame: Vec<u8>,
     plain: Vec<u8>,
     block: u64,
+    r: BlockRef,
+    tag_differs: bool,
     last: bool,
     /// Plaintext length the index gives for this block.
     raw_len: usize,
@@ -190,7 +228,7 @@ impl Slot {
 
 /// The first and last block a (non-empty) file's bytes lie in.
 fn block_span(e: &Entry, block_size: u64) -> (u64, u64) {
-    (e.offset / block_size, (e.offset + e.size - 1) / block_size)
+    (pos(e) / block_size, (pos(e) + dlen(e) - 1) / block_size)
 }
 
 /// The selected files that lie wholly inside one block, in stream order, with what a
@@ -207,28 +245,25 @@ impl InBlockFiles {
     fn write_files_of(&self, slot: &mut Slot) {
         let start = slot.block * self.block_size;
         let end = start + self.block_size;
-        let first = self.entries.partition_point(|e| e.offset < start);
-        let count = self.entries[first..].partition_point(|e| e.offset < end);
+        let first = self.entries.partition_point(|e| pos(e) < start);
+        let count = self.entries[first..].partition_point(|e| pos(e) < end);
         for e in &self.entries[first..first + count] {
-            let from = (e.offset - start) as usize;
-            let Some(data) = slot.plain().get(from..from + e.size as usize) else {
+            let from = (pos(e) - start) as usize;
+            let Some(data) = slot.plain().get(from..from + dlen(e) as usize) else {
                 slot.failure = Some(OpenError::Malformed(format!(
-                    "the index places {} beyond the block's data",
-                    e.path
+                    "the index places {:?} beyond the block's data",
+                    String::from_utf8_lossy(&e.path)
                 )));
                 return;
             };
             let mut warnings = Vec::new();
             let written = self.policy.create(e, false).and_then(|mut pf| {
-                pf.new
-                    .file
-                    .write_all(data)
-                    .map_err(|err| Error::io(pf.new.dest(), err))?;
+                pf.write(data)?;
                 self.policy.finish(pf, e, &mut warnings)
             });
             slot.warnings.append(&mut warnings);
             match written {
-                Ok(dest) => slot.files_done.push((dest, e.size)),
+                Ok(dest) => slot.files_done.push((dest, dlen(e))),
                 Err(err) => {
                     slot.write_failure = Some(err);
                     return;
@@ -253,8 +288,10 @@ pub(super) struct Policy {
     preserve_owner: bool,
     /// Set-uid/set-gid are kept (decided once, in [`Policy::new`]).
     keep_special_bits: bool,
-    /// Entries whose set-uid/set-gid bits were cleared.
+    /// Entries whose set-uid/set-gid bits (or file capabilities) were cleared.
     special_cleared: AtomicU64,
+    skip_xattrs: bool,
+    root: bool,
 }
 
 impl Policy {
@@ -268,11 +305,43 @@ impl Policy {
             keep_special_bits: opts.preserve_special_bits
                 && (opts.preserve_owner || !rustix::process::geteuid().is_root()),
             special_cleared: AtomicU64::new(0),
+            skip_xattrs: opts.skip_xattrs,
+            root: rustix::process::geteuid().is_root(),
         })
     }
 
     pub fn overwrite(&self) -> bool {
         self.overwrite
+    }
+
+    /// Whether the restore runs as root (device nodes, `trusted.*` attributes).
+    pub fn is_root(&self) -> bool {
+        self.root
+    }
+
+    /// The extended attributes to give `e`: none with `skip_xattrs`; without
+    /// `preserve_special_bits`, no file capabilities (`security.capability`), which grant
+    /// privileges as set-uid does and are as untrusted in an archive anyone with a public key
+    /// can write (counted with the cleared set-uid bits).
+    pub fn xattrs(&self, e: &Entry) -> Vec<Xattr> {
+        if self.skip_xattrs {
+            return Vec::new();
+        }
+        let mut out = Vec::with_capacity(e.xattrs.len());
+        for x in &e.xattrs {
+            if x.name == b"security.capability" && !self.keep_special_bits {
+                self.special_cleared.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            out.push(x.clone());
+        }
+        out
+    }
+
+    /// Owner, extended attributes, mode and times, in that order (FORMAT.md v2.10.2 step
+    /// 18: `chown` clears `security.capability`, so attributes follow it).
+    pub fn apply_meta(&self, fd: impl AsFd, e: &Entry) -> MetaProblems {
+        set_meta_with_xattrs(fd, &self.meta(e), &self.xattrs(e))
     }
 
     /// Files and folders whose set-uid/set-gid bits were cleared so far.
@@ -301,9 +370,12 @@ impl Policy {
     fn create(&self, e: &Entry, chunked: bool) -> Result<PartialFile> {
         let new = self.target.create_file(&e.path)?;
         // Small files gain nothing from it and would pay for two I/O threads each.
-        let direct = (chunked && e.size >= CHUNK as u64)
+        let direct = (chunked && dlen(e) >= CHUNK as u64)
             .then(|| reopen_direct(&new.file))
             .flatten();
+        // A sparse file is written at its ranges' offsets, never through the sequential
+        // chunk writer.
+        let direct = direct.filter(|_| e.data_ranges.is_none());
         let chunked = match direct {
             Some(direct) => {
                 let plain = new
@@ -318,6 +390,8 @@ impl Policy {
             new,
             chunked,
             written: 0,
+            ranges: e.data_ranges.clone().map(|r| (r, 0, 0)),
+            hasher: e.content_hash.map(|_| Sha256::new()),
         })
     }
 
@@ -332,7 +406,20 @@ impl Policy {
         if let Some(writer) = pf.chunked.take() {
             writer.finish()?;
         }
-        for message in set_meta(&pf.new.file, &self.meta(e)) {
+        if pf.ranges.is_some() || dlen(e) < e.size {
+            // The holes after the last data range.
+            pf.new.set_len(e.size)?;
+        }
+        if let (Some(h), Some(want)) = (pf.hasher.take(), e.content_hash)
+            && h.finalize()[..] != want[..]
+        {
+            // Every byte came from a block whose tag verified: the archive's writer
+            // referenced the wrong bytes. The temporary file is removed when `pf` drops.
+            return Err(Error::ContentMismatch {
+                path: pf.new.dest().to_path_buf(),
+            });
+        }
+        for message in self.apply_meta(&pf.new.file, e) {
             note(warnings, pf.new.dest(), message);
         }
         pf.new.commit(self.overwrite)
@@ -344,7 +431,48 @@ struct PartialFile {
     new: NewFile,
     /// Large files are written in aligned chunks, bypassing the page cache when it can.
     chunked: Option<ChunkWriter>,
+    /// Data bytes written so far.
     written: u64,
+    /// A sparse file's data ranges, the one being filled and the bytes of it written.
+    ranges: Option<(Vec<DataRange>, usize, u64)>,
+    /// The content hash being computed, when the entry records one.
+    hasher: Option<Sha256>,
+}
+
+impl PartialFile {
+    /// Write the next data bytes: in order for a dense file; at their ranges' offsets for a
+    /// sparse one (the holes between stay holes).
+    fn write(&mut self, mut data: &[u8]) -> Result<()> {
+        if let Some(h) = self.hasher.as_mut() {
+            h.update(data);
+        }
+        self.written += data.len() as u64;
+        let dest = self.new.dest().to_path_buf();
+        match (&mut self.chunked, &mut self.ranges) {
+            (Some(writer), _) => writer.write_all(data),
+            (None, None) => self
+                .new
+                .file
+                .write_all(data)
+                .map_err(|err| Error::io(&dest, err)),
+            (None, Some((ranges, k, done))) => {
+                while !data.is_empty() {
+                    let r = ranges.get(*k).ok_or_else(|| {
+                        Error::Internal("data past a sparse file's ranges".into())
+                    })?;
+                    let n = ((r.len - *done) as usize).min(data.len());
+                    self.new.write_at(r.offset + *done, &data[..n])?;
+                    data = &data[n..];
+                    *done += n as u64;
+                    if *done == r.len {
+                        *k += 1;
+                        *done = 0;
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
 }
 
 struct FileWriter<'a> {
@@ -367,7 +495,7 @@ impl FileWriter<'_> {
         for w in warnings {
             self.warned(w);
         }
-        self.restored(&finished?, e.size);
+        self.restored(&finished?, dlen(e));
         Ok(())
     }
 
@@ -392,7 +520,7 @@ impl FileWriter<'_> {
                     return Ok(());
                 }
                 let e = self.files[self.next];
-                if e.offset >= end {
+                if pos(e) >= end {
                     return Ok(());
                 }
                 let pf = self.open(e)?;
@@ -400,28 +528,20 @@ impl FileWriter<'_> {
             }
             let e = self.files[self.next];
             let pf = self.current.as_mut().unwrap();
-            let file_pos = e.offset + pf.written;
+            let file_pos = pos(e) + pf.written;
             if file_pos < start {
                 return Err(Error::Internal(format!(
-                    "internal error: block at {start} skipped data of {}",
-                    e.path
+                    "internal error: block at {start} skipped data of {:?}",
+                    String::from_utf8_lossy(&e.path)
                 )));
             }
             let from = (file_pos - start) as usize;
-            let take = ((e.size - pf.written) as usize).min(data.len().saturating_sub(from));
+            let take = ((dlen(e) - pf.written) as usize).min(data.len().saturating_sub(from));
             if take > 0 {
-                match &mut pf.chunked {
-                    Some(writer) => writer.write_all(&data[from..from + take])?,
-                    None => pf
-                        .new
-                        .file
-                        .write_all(&data[from..from + take])
-                        .map_err(|err| Error::io(pf.new.dest(), err))?,
-                }
-                pf.written += take as u64;
+                pf.write(&data[from..from + take])?;
                 self.observer.bytes_done(take as u64);
             }
-            if pf.written == e.size {
+            if pf.written == dlen(e) {
                 let pf = self.current.take().unwrap();
                 self.next += 1;
                 self.finish(pf, e)?;

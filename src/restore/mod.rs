@@ -16,12 +16,17 @@ use std::time::{Duration, Instant};
 pub use select::select;
 
 use files::Policy;
-use target::set_meta;
+use target::{SpecialKind, not_permitted};
 
 use crate::archive::{Archive, Unlocked};
 use crate::error::{Error, Result};
-use crate::format::index::{Entry, KIND_DIR, KIND_FILE, KIND_SYMLINK};
+use crate::format::v2::{
+    EntryV2 as Entry, KIND_BLOCK, KIND_CHAR, KIND_DIR, KIND_FIFO, KIND_FILE, KIND_HARDLINK,
+    KIND_SYMLINK,
+};
 use crate::progress::{Observer, Warning};
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
 
 /// Where and what to restore. Shared by the command line and jobs.
 #[derive(Clone, Debug, Default)]
@@ -38,6 +43,8 @@ pub struct RestoreOptions {
     /// can write an archive, so these bits are not trusted unless asked for. As root they
     /// are kept only with `preserve_owner` (and only where the owner could be set).
     pub preserve_special_bits: bool,
+    /// Do not restore extended attributes and ACLs.
+    pub skip_xattrs: bool,
 }
 
 /// What a restore did.
@@ -46,6 +53,9 @@ pub struct RestoreReport {
     pub files: u64,
     pub dirs: u64,
     pub symlinks: u64,
+    pub hardlinks: u64,
+    /// FIFOs and device nodes.
+    pub specials: u64,
     /// Bytes of file data written.
     pub bytes: u64,
     /// Blocks read, authenticated and decrypted.
@@ -63,7 +73,7 @@ pub struct RestoreReport {
 }
 
 /// Restore `archive` (already unlocked) into `opts.target`: plan, then folders, file
-/// contents, links and folder metadata, in that order.
+/// contents, hard links, symlinks, special files and folder metadata, in that order.
 pub fn restore(
     archive: &Archive,
     unlocked: &Unlocked,
@@ -71,7 +81,14 @@ pub fn restore(
     observer: &dyn Observer,
 ) -> Result<RestoreReport> {
     let started = Instant::now();
-    let selected = select(&unlocked.index.entries, &opts.patterns)?;
+    // Every entry is read (and validated) before anything is written.
+    let mut entries = Vec::with_capacity(unlocked.entry_count().min(1 << 20) as usize);
+    unlocked.for_each_entry(archive, |_, e| {
+        entries.push(e);
+        Ok(())
+    })?;
+    let selected = select(&entries, &opts.patterns)?;
+    let links = resolve_links(&entries, &selected)?;
     plan(&selected, opts)?;
     if observer.wants_totals() {
         let files = selected.iter().filter(|e| e.kind == KIND_FILE);
@@ -80,13 +97,64 @@ pub fn restore(
     let policy = Arc::new(Policy::new(opts)?);
     let mut report = RestoreReport::default();
     make_folders(&policy, &selected, &mut report)?;
-    files::write_contents(archive, unlocked, &policy, &selected, observer, &mut report)?;
-    make_links(&policy, &selected, observer, &mut report)?;
+    // A hard link whose first name is not restored gets that name's data and metadata as
+    // an object of its own.
+    let copies: Vec<Entry> = links
+        .iter()
+        .filter(|(_, (_, how))| matches!(how, Link::Copy))
+        .map(|(link, (t, _))| Entry {
+            path: link.path.clone(),
+            ..entries[*t as usize].clone()
+        })
+        .collect();
+    let mut objects: Vec<&Entry> = selected.clone();
+    objects.extend(copies.iter());
+    let files: Vec<Entry> = objects
+        .iter()
+        .filter(|e| e.kind == KIND_FILE)
+        .map(|e| (*e).clone())
+        .collect();
+    files::write_contents(archive, unlocked, &policy, files, observer, &mut report)?;
+    make_hard_links(&policy, &entries, &links, &mut report)?;
+    make_links(&policy, &objects, observer, &mut report)?;
+    make_specials(&policy, &objects, observer, &mut report)?;
     set_folder_metadata(&policy, &selected, observer, &mut report)?;
     report.special_bits_cleared = policy.special_cleared();
     report.duration = started.elapsed();
     report.remote_fetched = archive.source().fetched();
     Ok(report)
+}
+
+/// How a selected hard link is restored: linked to its first name, or (when that name is
+/// not restored) as a copy of it.
+enum Link {
+    Linked,
+    Copy,
+}
+
+/// Each selected hard link with its first name's entry number and how it is restored.
+/// Validation already checked that the number precedes the link and names a file, symlink,
+/// FIFO or device.
+fn resolve_links<'a>(
+    entries: &[Entry],
+    selected: &[&'a Entry],
+) -> Result<Vec<(&'a Entry, (u64, Link))>> {
+    let chosen: std::collections::HashSet<&[u8]> =
+        selected.iter().map(|e| e.path.as_slice()).collect();
+    let mut out = Vec::new();
+    for e in selected.iter().filter(|e| e.kind == KIND_HARDLINK) {
+        let t = e.hardlink_to.unwrap_or(u64::MAX);
+        let target = entries.get(t as usize).ok_or_else(|| {
+            Error::Internal(format!("hard link to entry {t}, which is not in the index"))
+        })?;
+        let how = if chosen.contains(target.path.as_slice()) {
+            Link::Linked
+        } else {
+            Link::Copy
+        };
+        out.push((*e, (t, how)));
+    }
+    Ok(out)
 }
 
 /// Refuse conflicts before anything is written: a target that is not a folder, a folder
@@ -101,7 +169,7 @@ fn plan(selected: &[&Entry], opts: &RestoreOptions) -> Result<()> {
         )));
     }
     for e in selected {
-        let dest = target.join(&e.path);
+        let dest = target.join(OsStr::from_bytes(&e.path));
         if let Ok(m) = dest.symlink_metadata() {
             let ok = if e.kind == KIND_DIR {
                 m.is_dir()
@@ -126,6 +194,29 @@ fn make_folders(policy: &Policy, selected: &[&Entry], report: &mut RestoreReport
     Ok(())
 }
 
+/// Hard links, after the files they name are in place: `linkat` to the first name.
+fn make_hard_links(
+    policy: &Policy,
+    entries: &[Entry],
+    links: &[(&Entry, (u64, Link))],
+    report: &mut RestoreReport,
+) -> Result<()> {
+    for (link, (t, how)) in links {
+        let target = &entries[*t as usize];
+        match how {
+            Link::Linked => {
+                policy
+                    .target
+                    .hard_link(&target.path, &link.path, policy.overwrite())?;
+                report.hardlinks += 1;
+            }
+            // Made as objects of their own with the other entries of their kind.
+            Link::Copy => {}
+        }
+    }
+    Ok(())
+}
+
 /// Links last of the entries: nothing of the restore is ever written through them.
 fn make_links(
     policy: &Policy,
@@ -136,14 +227,68 @@ fn make_links(
     for e in selected.iter().filter(|e| e.kind == KIND_SYMLINK) {
         let link_target = e.link_target.as_deref().unwrap_or_default();
         let meta = policy.meta(e);
-        let problems = policy
-            .target
-            .symlink(&e.path, link_target, &meta, policy.overwrite())?;
+        let problems = policy.target.symlink_with_xattrs(
+            &e.path,
+            link_target,
+            &meta,
+            &policy.xattrs(e),
+            policy.overwrite(),
+        )?;
         let dest = policy.target.display(&e.path);
         for message in problems {
             warn(report, observer, &dest, message);
         }
         report.symlinks += 1;
+    }
+    Ok(())
+}
+
+/// FIFOs and device nodes. Devices only as root (a warning otherwise, as tar does).
+fn make_specials(
+    policy: &Policy,
+    selected: &[&Entry],
+    observer: &dyn Observer,
+    report: &mut RestoreReport,
+) -> Result<()> {
+    for e in selected
+        .iter()
+        .filter(|e| matches!(e.kind, KIND_FIFO | KIND_CHAR | KIND_BLOCK))
+    {
+        let dest = policy.target.display(&e.path);
+        let kind = match e.kind {
+            KIND_FIFO => SpecialKind::Fifo,
+            KIND_CHAR => SpecialKind::Char,
+            _ => SpecialKind::Block,
+        };
+        if kind != SpecialKind::Fifo && !policy.is_root() {
+            warn(
+                report,
+                observer,
+                &dest,
+                "device node not restored: creating devices needs root".into(),
+            );
+            continue;
+        }
+        let meta = policy.meta(e);
+        let made = policy.target.special(
+            &e.path,
+            kind,
+            (e.rdev_major, e.rdev_minor),
+            &meta,
+            &policy.xattrs(e),
+            policy.overwrite(),
+        );
+        let problems = match made {
+            Err(err) if not_permitted(&err) => {
+                warn(report, observer, &dest, format!("not restored: {err}"));
+                continue;
+            }
+            made => made?,
+        };
+        for message in problems {
+            warn(report, observer, &dest, message);
+        }
+        report.specials += 1;
     }
     Ok(())
 }
@@ -165,7 +310,7 @@ fn set_folder_metadata(
         let dest = policy.target.display(&e.path);
         match policy.target.dir(&e.path) {
             Ok(dir) => {
-                for message in set_meta(&*dir, &policy.meta(e)) {
+                for message in policy.apply_meta(&*dir, e) {
                     warn(report, observer, &dest, message);
                 }
             }

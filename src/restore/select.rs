@@ -3,9 +3,17 @@
 
 use globset::{Glob, GlobSet, GlobSetBuilder};
 use std::collections::HashSet;
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
 
 use crate::error::{Error, Result};
-use crate::format::index::{Entry, KIND_DIR, parent};
+use crate::format::v2::{EntryV2 as Entry, KIND_DIR, parent};
+
+/// An archive path (bytes) as the path glob patterns are matched against.
+fn as_path(p: &[u8]) -> &Path {
+    Path::new(OsStr::from_bytes(p))
+}
 
 /// Entries chosen by the patterns, plus the folders above them.
 ///
@@ -20,10 +28,10 @@ pub fn select<'a>(entries: &'a [Entry], patterns: &[String]) -> Result<Vec<&'a E
     let set = build_patterns(patterns)?;
     let mut matched = vec![false; patterns.len()];
     let mut chosen = vec![false; entries.len()];
-    let mut chosen_dirs: HashSet<&str> = HashSet::new();
+    let mut chosen_dirs: HashSet<&[u8]> = HashSet::new();
     let mut hits = Vec::new();
     for (i, e) in entries.iter().enumerate() {
-        set.matches_into(e.path.as_str(), &mut hits);
+        set.matches_into(as_path(&e.path), &mut hits);
         for &h in &hits {
             matched[h] = true;
         }
@@ -43,10 +51,10 @@ pub fn select<'a>(entries: &'a [Entry], patterns: &[String]) -> Result<Vec<&'a E
     }
     // Children come after their folders, so walking backwards meets every chosen entry
     // before the folders it needs.
-    let mut needed: HashSet<&str> = HashSet::new();
+    let mut needed: HashSet<&[u8]> = HashSet::new();
     let mut wanted = chosen;
     for (i, e) in entries.iter().enumerate().rev() {
-        if wanted[i] || needed.contains(e.path.as_str()) {
+        if wanted[i] || needed.contains(e.path.as_slice()) {
             wanted[i] = true;
             if let Some(p) = parent(&e.path) {
                 needed.insert(p);
@@ -75,21 +83,20 @@ fn build_patterns(patterns: &[String]) -> Result<GlobSet> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::format::index::{KIND_FILE, KIND_SYMLINK};
+    use crate::format::v2::{KIND_FILE, KIND_SYMLINK};
 
     fn entry(path: &str, kind: u8) -> Entry {
         Entry {
             path: path.into(),
             kind,
             mode: 0o644,
-            uid: 0,
-            gid: 0,
-            mtime_sec: 0,
-            mtime_nsec: 0,
-            size: 0,
-            offset: 0,
-            link_target: (kind == KIND_SYMLINK).then(|| "x".into()),
+            link_target: (kind == KIND_SYMLINK).then(|| b"x".to_vec()),
+            ..Entry::default()
         }
+    }
+
+    fn text(e: &Entry) -> &str {
+        std::str::from_utf8(&e.path).unwrap()
     }
 
     /// The selection rule written the obvious way (quadratic: every ancestor of every
@@ -102,18 +109,14 @@ mod tests {
                 if set.is_match(cur) {
                     return true;
                 }
-                p = parent(cur);
+                p = cur.rfind('/').map(|i| &cur[..i]);
             }
             false
         };
-        let chosen: Vec<&str> = entries
-            .iter()
-            .map(|e| e.path.as_str())
-            .filter(|p| covered(p))
-            .collect();
+        let chosen: Vec<&str> = entries.iter().map(text).filter(|p| covered(p)).collect();
         entries
             .iter()
-            .map(|e| e.path.as_str())
+            .map(text)
             .filter(|p| {
                 chosen
                     .iter()
@@ -149,7 +152,7 @@ mod tests {
             let got: Vec<&str> = select(&entries, &patterns)
                 .unwrap()
                 .into_iter()
-                .map(|e| e.path.as_str())
+                .map(text)
                 .collect();
             assert_eq!(got, reference(&entries, &patterns), "{patterns:?}");
         }

@@ -75,13 +75,6 @@ pub(crate) type MetaProblems = Vec<String>;
 
 /// What kind of special file [`Target::special`] makes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[cfg_attr(
-    not(test),
-    expect(
-        dead_code,
-        reason = "called by the format v2 restore, being integrated"
-    )
-)]
 pub(crate) enum SpecialKind {
     Fifo,
     Char,
@@ -243,6 +236,7 @@ impl Target {
     /// opened, so their owner and time are set by name: that happens inside a private
     /// staging folder (ours, 0700) where nobody else can swap the name for a hard link to
     /// another file, and the finished link is then renamed into place.
+    #[cfg(test)]
     pub fn symlink(
         &self,
         rel: impl AsRef<[u8]>,
@@ -314,13 +308,6 @@ impl Target {
     /// Whether to make devices at all is the caller's policy: a device node from an archive
     /// anyone with a public key could have written (say `/dev/sda`'s numbers, mode 0666) is
     /// raw access to hardware, so it deserves the same trust as set-uid bits.
-    #[cfg_attr(
-        not(test),
-        expect(
-            dead_code,
-            reason = "called by the format v2 restore, being integrated"
-        )
-    )]
     pub fn special(
         &self,
         rel: impl AsRef<[u8]>,
@@ -402,13 +389,6 @@ impl Target {
     /// and swaps that name for a hard link to another file of theirs on the same file
     /// system makes `new` name that file instead; linking changes neither its content nor
     /// its owner or mode.
-    #[cfg_attr(
-        not(test),
-        expect(
-            dead_code,
-            reason = "called by the format v2 restore, being integrated"
-        )
-    )]
     pub fn hard_link(
         &self,
         existing: impl AsRef<[u8]>,
@@ -459,14 +439,8 @@ impl Target {
     }
 }
 
-/// Set owner, then mode, then times on an open file or folder; what could not be set is
-/// returned (a warning each). The owner goes first because changing it clears the set-uid
-/// and set-gid bits the mode may then set.
-pub(crate) fn set_meta(fd: impl AsFd, meta: &Meta) -> MetaProblems {
-    set_meta_with_xattrs(fd, meta, &[])
-}
-
-/// [`set_meta`] with extended attributes: owner, then `xattrs`, then mode, then times
+/// Set owner, extended attributes, mode and times on an open file or folder; what could not be set is returned (a warning each). The owner goes first because changing it clears the set-uid and set-gid bits the mode may then set (and `security.capability`);
+///: owner, then `xattrs`, then mode, then times
 /// (docs/FORMAT.md v2.10.2 step 18). The attributes come after the owner because `chown`
 /// clears `security.capability`, and before the mode so that the archived mode has the
 /// last word over the permission bits a POSIX ACL (`system.posix_acl_access`) implies.
@@ -556,13 +530,6 @@ fn xattr_problem(x: &Xattr, e: Errno) -> String {
 /// Whether `err` is the kernel refusing an operation for lack of privilege (`EPERM`,
 /// `EACCES`): what [`Target::special`] returns for a device made without root, which the
 /// caller reports as a warning rather than stopping the restore.
-#[cfg_attr(
-    not(test),
-    expect(
-        dead_code,
-        reason = "called by the format v2 restore, being integrated"
-    )
-)]
 pub(crate) fn not_permitted(err: &Error) -> bool {
     matches!(err, Error::Io { source, .. } if source.kind() == std::io::ErrorKind::PermissionDenied)
 }
@@ -623,13 +590,6 @@ impl NewFile {
     /// Write `bytes` at `offset` (`pwrite`, the file position is not used), for a sparse
     /// file's data ranges: a new file is all hole, so bytes never written stay holes once
     /// [`NewFile::set_len`] gives the file its size. Errors name the final path.
-    #[cfg_attr(
-        not(test),
-        expect(
-            dead_code,
-            reason = "called by the format v2 restore, being integrated"
-        )
-    )]
     pub fn write_at(&self, offset: u64, bytes: &[u8]) -> Result<()> {
         self.file
             .write_all_at(bytes, offset)
@@ -638,13 +598,6 @@ impl NewFile {
 
     /// Give the file its logical size (`ftruncate`): after the last data range of a sparse
     /// file, so a trailing hole is a hole and not written zeros.
-    #[cfg_attr(
-        not(test),
-        expect(
-            dead_code,
-            reason = "called by the format v2 restore, being integrated"
-        )
-    )]
     pub fn set_len(&self, size: u64) -> Result<()> {
         self.file
             .set_len(size)

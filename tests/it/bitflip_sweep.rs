@@ -108,7 +108,8 @@ impl Sweep {
         let u = a.unlock(&identity(&alice_key())).unwrap();
         // One zstd block (the text) and raw ones (random data), so both paths are swept.
         assert!(
-            u.index
+            u.v1_index()
+                .unwrap()
                 .blocks
                 .iter()
                 .any(|b| (b.frame_len as usize) < b.raw_len as usize)
@@ -116,9 +117,9 @@ impl Sweep {
         let bytes = fs::read(&archive).unwrap();
         let s = Sweep {
             data_start: a.data_start() as usize,
-            blocks: u.index.blocks.clone(),
-            index_at: (a.data_start() + a.trailer().index_offset) as usize,
-            index_len: a.trailer().index_len as usize,
+            blocks: u.v1_index().unwrap().blocks.clone(),
+            index_at: (a.data_start() + a.v1_trailer().unwrap().index_offset) as usize,
+            index_len: a.v1_trailer().unwrap().index_len as usize,
             t,
             src_parent,
             bytes,

@@ -86,7 +86,7 @@ fn block_crc_mismatch_with_a_valid_tag_is_refused_by_restore_and_both_verifies()
     let identity = identity(&key);
     let unlocked = archive.unlock(&identity).unwrap();
     let start = archive.data_start() as usize;
-    let frame = start..start + unlocked.index.blocks[0].frame_len as usize;
+    let frame = start..start + unlocked.v1_index().unwrap().blocks[0].frame_len as usize;
     assert_only_the_crc_is_wrong(&t, &path, frame, &key);
 
     assert_checksum_error(
@@ -125,8 +125,8 @@ fn index_crc_mismatch_with_a_valid_tag_is_refused_by_every_reader() {
     let key = vector_key(&t);
     let path = vector("index-crc-mismatch-tag-ok");
     let archive = Archive::open(&path).unwrap();
-    let index_at = (archive.data_start() + archive.trailer().index_offset) as usize;
-    let index = index_at..index_at + archive.trailer().index_len as usize;
+    let index_at = (archive.data_start() + archive.v1_trailer().unwrap().index_offset) as usize;
+    let index = index_at..index_at + archive.v1_trailer().unwrap().index_len as usize;
     assert_only_the_crc_is_wrong(&t, &path, index, &key);
 
     // Restore, list and the keyed verify all unlock first, and unlocking refuses the index.

@@ -409,7 +409,10 @@ fn check_outcome(v: &Vector) -> Vec<String> {
             req_str(&v.manifest.top, "error")
         )),
         ("error", Err(e)) => {
-            let want = req_str(&v.manifest.top, "error");
+            // A vector made for v1-only readers may state what a reader of v1 and v2
+            // reports instead (a "future" version 2 is a v2 header now).
+            let want = get_str(&v.manifest.top, "error_v1_v2_reader")
+                .unwrap_or_else(|| req_str(&v.manifest.top, "error"));
             if variant_name(&e) != want {
                 problems.push(format!(
                     "expected error {want}, got {}: {e}",
@@ -481,7 +484,7 @@ fn fixed_key_vectors_follow_the_documented_key_hierarchy() {
             continue;
         }
         let archive = Archive::open(&v.archive()).unwrap();
-        let raw = archive.raw_header();
+        let raw = archive.v1_raw_header().unwrap();
         let session_id = raw.body.session_id;
 
         // The identity's stanza unwraps to a key that verifies the header MAC, and so does

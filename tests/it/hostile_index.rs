@@ -494,7 +494,13 @@ fn block_table_pointing_outside_the_file_is_refused() {
     let probe = Craft::new(entries.clone(), data.clone());
     probe.write(&s.archive());
     let a = coffer::archive::Archive::open(&s.archive()).unwrap();
-    let honest = a.unlock(&identity(&alice_key())).unwrap().index.blocks;
+    let honest = a
+        .unlock(&identity(&alice_key()))
+        .unwrap()
+        .v1_index()
+        .unwrap()
+        .blocks
+        .clone();
     drop(a);
     assert_eq!(honest.len(), 2);
     let mut far = honest.clone();

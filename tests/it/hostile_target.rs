@@ -182,7 +182,13 @@ fn regression_backup_of_dotdot_is_named_after_the_folder() {
     .unwrap();
     let a = Archive::open(&archive).unwrap();
     let u = a.unlock(&identity(&alice_key())).unwrap();
-    let paths: Vec<&str> = u.index.entries.iter().map(|e| e.path.as_str()).collect();
+    let paths: Vec<&str> = u
+        .v1_index()
+        .unwrap()
+        .entries
+        .iter()
+        .map(|e| e.path.as_str())
+        .collect();
     assert_eq!(paths, ["project", "project/sub", "project/sub/file"]);
 
     // And `coffer backup ..` from inside a folder, through the binary.

@@ -403,11 +403,11 @@ fn not_an_archive_is_one_error_line_with_a_hint() {
 fn future_format_version_is_refused_by_name() {
     let f = fixture();
     let mut bytes = fs::read(&f.archive).unwrap();
-    bytes[8..10].copy_from_slice(&2u16.to_le_bytes());
+    bytes[8..10].copy_from_slice(&3u16.to_le_bytes());
     let future = f.t.join("future.coffer");
     fs::write(&future, &bytes).unwrap();
     let e = info_fails(&future);
-    assert!(e.contains("version 2"), "{e}");
+    assert!(e.contains("version 3"), "{e}");
     assert!(e.contains("not supported"), "{e}");
 }
 

@@ -137,7 +137,7 @@ fn warnings_are_recorded_and_exit_1() {
     assert_eq!(r.state, SessionState::Warnings);
     assert_eq!(r.warning_count, 1);
     assert!(
-        r.warnings[0].contains("app.sock") && r.warnings[0].contains("special file"),
+        r.warnings[0].contains("app.sock") && r.warnings[0].contains("socket not backed up"),
         "{:?}",
         r.warnings
     );

@@ -66,7 +66,13 @@ fn archive_value(path: &Path) -> Value {
     let id = identity(&alice_key());
     match Archive::open(path).and_then(|a| a.unlock(&id as &dyn Identity)) {
         Ok(u) => {
-            let entries: Vec<Value> = u.index.entries.iter().map(entry_value).collect();
+            let entries: Vec<Value> = u
+                .v1_index()
+                .unwrap()
+                .entries
+                .iter()
+                .map(entry_value)
+                .collect();
             json!({"path": path.to_string_lossy(), "ok": true, "entries": entries})
         }
         Err(e) => json!({"path": path.to_string_lossy(), "ok": false, "error": e.to_string()}),

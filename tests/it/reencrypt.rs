@@ -23,19 +23,20 @@ fn session_key_of(archive: &Path, key: &Path) -> (SessionKey, SessionId) {
     let a = Archive::open(archive).unwrap();
     let id = identity(key);
     let sk = a
-        .header()
+        .v1_header()
+        .unwrap()
         .recipients
         .iter()
         .find_map(|s| id.unwrap_stanza(s).unwrap())
         .expect("the key has a stanza in this archive");
-    (sk, a.header().session_id)
+    (sk, a.v1_header().unwrap().session_id)
 }
 
 /// What a removed recipient holding `session_key` can do: write itself a stanza and a
 /// header MAC (both need nothing but the session key) over the archive's other bytes.
 fn forge_stanza(archive: &Path, out: &Path, me: &dyn Recipient, session_key: &SessionKey) {
     let a = Archive::open(archive).unwrap();
-    let mut body = a.header().clone();
+    let mut body = a.v1_header().unwrap().clone();
     body.recipients.push(me.wrap(session_key).unwrap());
     let keys = SubKeys::derive(session_key, &body.session_id);
     let mut bytes = seal_header(&body, &keys);
@@ -52,8 +53,14 @@ fn regression_rekey_remove_did_not_lock_out_the_removed_key() {
     // Bob unwrapped the session key while he was a recipient, and kept it.
     let (old_key, old_id) = session_key_of(&f.archive, &bob_key());
     let before = Archive::open(&f.archive).unwrap();
-    let old_header = before.header().clone();
-    let old_entries = before.unlock(&alice).unwrap().index.entries;
+    let old_header = before.v1_header().unwrap().clone();
+    let old_entries = before
+        .unlock(&alice)
+        .unwrap()
+        .v1_index()
+        .unwrap()
+        .entries
+        .clone();
     drop(before);
 
     // A header-only removal keeps the session key: bob is no longer listed, but his old
@@ -67,7 +74,7 @@ fn regression_rekey_remove_did_not_lock_out_the_removed_key() {
     let a = Archive::open(&header_only).unwrap();
     assert!(matches!(a.unlock(&bob), Err(Error::WrongKey { .. })));
     assert!(header_mac_ok(
-        a.raw_header(),
+        a.v1_raw_header().unwrap(),
         &SubKeys::derive(&old_key, &old_id)
     ));
     let forged = f.t.join("forged-header-only.coffer");
@@ -90,38 +97,39 @@ fn regression_rekey_remove_did_not_lock_out_the_removed_key() {
     assert_ne!(report.session_id, old_id);
     assert_eq!(report.recipients, vec![fp(&alice_pub())]);
     let a = Archive::open(&f.archive).unwrap();
-    let new_id = a.header().session_id;
+    let new_id = a.v1_header().unwrap().session_id;
     assert_eq!(new_id, report.session_id);
     // Same content, so the same job name, creation time and block layout parameters.
-    assert_eq!(a.header().created_at, old_header.created_at);
-    assert_eq!(a.header().job_name, old_header.job_name);
-    assert_eq!(a.header().block_size, old_header.block_size);
-    assert_eq!(a.header().compression, old_header.compression);
+    assert_eq!(a.v1_header().unwrap().created_at, old_header.created_at);
+    assert_eq!(a.v1_header().unwrap().job_name, old_header.job_name);
+    assert_eq!(a.v1_header().unwrap().block_size, old_header.block_size);
+    assert_eq!(a.v1_header().unwrap().compression, old_header.compression);
     assert_eq!(
-        a.header().recipients[0].label,
+        a.v1_header().unwrap().recipients[0].label,
         old_header.recipients[0].label
     );
 
     assert!(matches!(a.unlock(&bob), Err(Error::WrongKey { .. })));
-    for s in &a.header().recipients {
+    for s in &a.v1_header().unwrap().recipients {
         assert!(bob.unwrap_stanza(s).unwrap().is_none());
     }
     let u = a.unlock(&alice).unwrap();
     assert_eq!(
-        u.index.entries, old_entries,
+        u.v1_index().unwrap().entries,
+        old_entries,
         "entries must stay as they were"
     );
-    let index_at = a.data_start() + a.trailer().index_offset;
+    let index_at = a.data_start() + a.v1_trailer().unwrap().index_offset;
     let index_section = fs::read(&f.archive).unwrap()
-        [index_at as usize..(index_at + a.trailer().index_len) as usize]
+        [index_at as usize..(index_at + a.v1_trailer().unwrap().index_len) as usize]
         .to_vec();
-    let h = a.header();
-    let last = u.index.blocks.len() as u64 - 1;
+    let h = a.v1_header().unwrap();
+    let last = u.v1_index().unwrap().blocks.len() as u64 - 1;
     let (mut compressed, mut raw) = (0, 0);
     for id in [old_id, new_id] {
         let keys = SubKeys::derive(&old_key, &id);
         assert!(
-            !header_mac_ok(a.raw_header(), &keys),
+            !header_mac_ok(a.v1_raw_header().unwrap(), &keys),
             "header MAC under the old key"
         );
         assert_eq!(
@@ -131,7 +139,7 @@ fn regression_rekey_remove_did_not_lock_out_the_removed_key() {
         );
         let old_sealer = BlockSealer::new(&keys, id, h.block_size, h.segment_size, h.compression());
         let mut frame = Vec::new();
-        for (i, r) in u.index.blocks.iter().enumerate() {
+        for (i, r) in u.v1_index().unwrap().blocks.iter().enumerate() {
             a.read_frame(r, &mut frame).unwrap();
             if frame[8] & FLAG_ZSTD != 0 {
                 compressed += 1;
@@ -173,7 +181,8 @@ fn reencrypt_through_the_binary_removes_a_key_and_keeps_the_data() {
     let old = Archive::open(&f.archive).unwrap();
     let (old_session, old_labels) = (
         old.session_id_hex(),
-        old.header()
+        old.v1_header()
+            .unwrap()
             .recipients
             .iter()
             .map(|s| s.label.clone())
@@ -252,7 +261,8 @@ fn reencrypt_through_the_binary_removes_a_key_and_keeps_the_data() {
         vec![fp(&alice_pub()), fp(&carol_pub())]
     );
     let labels: Vec<String> = a
-        .header()
+        .v1_header()
+        .unwrap()
         .recipients
         .iter()
         .map(|s| s.label.clone())
@@ -312,13 +322,13 @@ fn reencrypt_alone_rotates_the_session_key() {
         vec![fp(&alice_pub()), fp(&bob_pub())]
     );
     let a = Archive::open(&f.archive).unwrap();
-    assert_ne!(a.header().session_id, old_id);
+    assert_ne!(a.v1_header().unwrap().session_id, old_id);
     let (new_key, _) = session_key_of(&f.archive, &bob_key());
-    let old_keys = SubKeys::derive(&old_key, &a.header().session_id);
-    assert!(!header_mac_ok(a.raw_header(), &old_keys));
+    let old_keys = SubKeys::derive(&old_key, &a.v1_header().unwrap().session_id);
+    assert!(!header_mac_ok(a.v1_raw_header().unwrap(), &old_keys));
     assert!(header_mac_ok(
-        a.raw_header(),
-        &SubKeys::derive(&new_key, &a.header().session_id)
+        a.v1_raw_header().unwrap(),
+        &SubKeys::derive(&new_key, &a.v1_header().unwrap().session_id)
     ));
     drop(a);
     assert!(data_section(&f.archive) != old_data);
@@ -333,10 +343,10 @@ fn reencrypt_of_a_damaged_block_fails_and_leaves_the_original() {
     let a = Archive::open(&f.archive).unwrap();
     let u = a.unlock(&identity(&alice_key())).unwrap();
     // A block past the first, so the new archive is well under way when it is met.
-    let k = u.index.blocks.len() / 2;
+    let k = u.v1_index().unwrap().blocks.len() / 2;
     assert!(k > 1);
-    let at = (a.data_start() + u.index.blocks[k].offset) as usize;
-    let len = u.index.blocks[k].frame_len as usize;
+    let at = (a.data_start() + u.v1_index().unwrap().blocks[k].offset) as usize;
+    let len = u.v1_index().unwrap().blocks[k].frame_len as usize;
     drop(a);
 
     for (forged, expect) in [
@@ -393,7 +403,14 @@ fn reencrypt_an_archive_without_data_blocks() {
         coffer::Compression::None,
         &[&alice_pub()],
     );
-    assert_eq!(Archive::open(&archive).unwrap().trailer().block_count, 0);
+    assert_eq!(
+        Archive::open(&archive)
+            .unwrap()
+            .v1_trailer()
+            .unwrap()
+            .block_count,
+        0
+    );
     rekey(&archive, &alice_key())
         .arg("--reencrypt")
         .assert()

@@ -142,7 +142,7 @@ fn add_a_recipient_keeps_every_data_byte_and_the_new_key_restores() {
     );
     let a = Archive::open(&f.archive).unwrap();
     assert_eq!(a.session_id_hex(), old_session);
-    assert_eq!(a.header().recipients[1].label, "bob");
+    assert_eq!(a.v1_header().unwrap().recipients[1].label, "bob");
     drop(a);
 
     f.restores_with(&f.archive, &bob_key(), "bob-out");
@@ -461,7 +461,7 @@ fn a_failed_rekey_leaves_the_original_intact() {
 
     // A damaged archive (its index fails authentication) is not re-blessed.
     let a = Archive::open(&f.archive).unwrap();
-    let index_at = (a.data_start() + a.trailer().index_offset) as usize;
+    let index_at = (a.data_start() + a.v1_trailer().unwrap().index_offset) as usize;
     drop(a);
     let mut damaged = original.clone();
     damaged[index_at + 40] ^= 0x01;

@@ -195,7 +195,13 @@ fn archive_written_inside_its_own_source_does_not_contain_itself() {
     assert!(report.warnings.is_empty());
     let a = Archive::open(&archive).unwrap();
     let u = a.unlock(&identity(&alice_key())).unwrap();
-    let paths: Vec<&str> = u.index.entries.iter().map(|e| e.path.as_str()).collect();
+    let paths: Vec<&str> = u
+        .v1_index()
+        .unwrap()
+        .entries
+        .iter()
+        .map(|e| e.path.as_str())
+        .collect();
     assert_eq!(paths, ["tree", "tree/f"]);
     assert_eq!(names(&src), ["f", "self.coffer"]);
 }

@@ -251,7 +251,8 @@ fn restoring_one_tiny_file_reads_a_small_fraction_of_the_archive() {
     let a = coffer::archive::Archive::open(&archive).unwrap();
     let u = a.unlock(&identity(&alice_key())).unwrap();
     let e = u
-        .index
+        .v1_index()
+        .unwrap()
         .entries
         .iter()
         .find(|e| e.path == "big/d5/file013.bin")

@@ -54,9 +54,9 @@ impl Fixture {
         let a = Archive::open(&archive).unwrap();
         let u = a.unlock(&identity(&alice_key())).unwrap();
         let data_start = a.data_start() as usize;
-        let index_at = data_start + a.trailer().index_offset as usize;
-        let index_len = a.trailer().index_len as usize;
-        let blocks = u.index.blocks.clone();
+        let index_at = data_start + a.v1_trailer().unwrap().index_offset as usize;
+        let index_len = a.v1_trailer().unwrap().index_len as usize;
+        let blocks = u.v1_index().unwrap().blocks.clone();
         let bytes = fs::read(&archive).unwrap();
         assert_eq!(index_at + index_len + TRAILER_LEN, bytes.len());
         // The good archive restores (so every failure below is caused by the damage).
@@ -219,7 +219,11 @@ fn forged_header_with_fixed_checksum_fails_authentication() {
 fn forged_wrapped_key_of_the_identity_is_reported_as_tampering_of_the_archive() {
     let fx = Fixture::new();
     let good = fx.t.join("good.coffer");
-    let wrapped = Archive::open(&good).unwrap().header().recipients[0]
+    let wrapped = Archive::open(&good)
+        .unwrap()
+        .v1_header()
+        .unwrap()
+        .recipients[0]
         .wrapped_key
         .clone();
     let at = fx

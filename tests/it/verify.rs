@@ -47,8 +47,8 @@ fn fixture() -> Fixture {
     let a = Archive::open(&archive).unwrap();
     let u = a.unlock(&identity(&alice_key())).unwrap();
     let data_start = a.data_start() as usize;
-    let index_at = data_start + a.trailer().index_offset as usize;
-    let blocks = u.index.blocks.clone();
+    let index_at = data_start + a.v1_trailer().unwrap().index_offset as usize;
+    let blocks = u.v1_index().unwrap().blocks.clone();
     let bytes = fs::read(&archive).unwrap();
     Fixture {
         t,

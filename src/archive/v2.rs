@@ -1,0 +1,391 @@
+//! Reading a v2 archive (docs/FORMAT.md v2.10.2): the keyless checks of header and
+//! trailer at open; with a key, the header MAC and the directory at unlock; then index
+//! chunks and block-table chunks opened on demand, each authenticated (and its tag matched
+//! against the directory's record) before a byte of it is used. Entries are validated
+//! chunk by chunk, so memory stays flat in the number of entries.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use super::{Archive, Unlocked, View};
+use crate::error::{Error, Result};
+use crate::format::header::{self, PREFIX_LEN, SUFFIX_LEN};
+use crate::format::index::BlockRef;
+use crate::format::v2::validate::{
+    Ancestors, ChunkCheck, EntryError, RawHeaderV2, check_block_chunk, check_directory,
+    check_trailer, decode_block_chunk, decode_chunk, decode_directory,
+};
+use crate::format::v2::{
+    BLOCKS_PER_CHUNK, BlockRefV2, Directory, EntryV2, KIND_DIR, KIND_HARDLINK, META_BLOCKS,
+    META_DIRECTORY, META_INDEX, TRAILER_LEN, TRAILER_MAGIC, TrailerV2,
+};
+use crate::keys::SubKeys;
+use crate::seal::meta::open_meta;
+use crate::seal::{BlockSealer, OpenError};
+use crate::storage::ArchiveSource;
+
+/// How many opened index chunks a reader keeps for random access (hard-link targets).
+const CHUNK_CACHE: usize = 4;
+
+/// A v2 archive's header and trailer, checked without a key (steps 1–7).
+pub struct OpenV2 {
+    pub header: RawHeaderV2,
+    pub trailer: TrailerV2,
+}
+
+impl OpenV2 {
+    pub(super) fn open(
+        source: &dyn ArchiveSource,
+        path: &Path,
+        prefix: &[u8; PREFIX_LEN],
+        file_len: u64,
+    ) -> Result<Self> {
+        let body_len = u32::from_le_bytes(prefix[10..14].try_into().expect("4 bytes"));
+        if body_len > header::MAX_BODY_LEN {
+            return Err(Error::Corrupt {
+                path: path.to_path_buf(),
+                offset: 10,
+                detail: format!(
+                    "header claims {body_len} bytes (limit {})",
+                    header::MAX_BODY_LEN
+                ),
+            });
+        }
+        let header_len = (PREFIX_LEN + body_len as usize + SUFFIX_LEN) as u64;
+        if file_len < header_len + TRAILER_LEN as u64 {
+            return Err(Error::Truncated {
+                path: path.to_path_buf(),
+                detail: "ends inside the header".into(),
+            });
+        }
+        let mut bytes = vec![0u8; header_len as usize];
+        source.read_exact_at(&mut bytes, 0)?;
+        let header = RawHeaderV2::parse(bytes).map_err(|e| super::header_error(path, e))?;
+        let mut tb = [0u8; TRAILER_LEN];
+        let trailer_at = file_len - TRAILER_LEN as u64;
+        source.read_exact_at(&mut tb, trailer_at)?;
+        let trailer = TrailerV2::decode(&tb).map_err(|detail| {
+            if tb[32..40] == TRAILER_MAGIC {
+                Error::Corrupt {
+                    path: path.to_path_buf(),
+                    offset: trailer_at,
+                    detail: detail.into(),
+                }
+            } else {
+                Error::Truncated {
+                    path: path.to_path_buf(),
+                    detail: detail.into(),
+                }
+            }
+        })?;
+        let signed = header.body.fields.signer.is_some();
+        check_trailer(&trailer, file_len, header_len, signed).map_err(|detail| Error::Corrupt {
+            path: path.to_path_buf(),
+            offset: trailer_at,
+            detail,
+        })?;
+        Ok(OpenV2 { header, trailer })
+    }
+
+    /// Steps 9–12 after the session key: the directory, authenticated and checked.
+    pub(super) fn unlock(&self, archive: &Archive, keys: Arc<SubKeys>) -> Result<Unlocked> {
+        let f = &self.header.body.fields;
+        let t = &self.trailer;
+        let dir_at = archive.data_start() + t.index_offset + t.index_len - t.directory_len as u64;
+        let mut frame = vec![0u8; t.directory_len as usize];
+        archive.source.read_exact_at(&mut frame, dir_at)?;
+        let plain = open_meta(&keys, &f.session_id, META_DIRECTORY, 0, true, &frame, None)
+            .map_err(|e| meta_error(archive.path(), "the index directory", dir_at, e))?;
+        let corrupt = |detail: String| Error::Corrupt {
+            path: archive.path().to_path_buf(),
+            offset: dir_at,
+            detail,
+        };
+        let directory = decode_directory(&plain).map_err(corrupt)?;
+        check_directory(&directory, t, f).map_err(corrupt)?;
+        let mut starts = Vec::with_capacity(directory.chunks.len());
+        let mut n = 0u64;
+        for c in &directory.chunks {
+            starts.push(n);
+            n += u64::from(c.entry_count);
+        }
+        let sealer = Arc::new(BlockSealer::new(
+            &keys,
+            f.session_id,
+            f.block_size,
+            f.segment_size,
+            if f.compression == 0 {
+                crate::format::Compression::None
+            } else {
+                crate::format::Compression::Zstd(0)
+            },
+        ));
+        let index = IndexV2 {
+            directory,
+            keys,
+            session_id: f.session_id,
+            block_size: f.block_size,
+            chain_len: f.chain.len(),
+            block_count: t.block_count,
+            index_offset: t.index_offset,
+            starts,
+            chunks: Mutex::new(Vec::new()),
+            blocks: Mutex::new(None),
+        };
+        Ok(Unlocked {
+            view: View::V2(Box::new(index)),
+            sealer,
+        })
+    }
+}
+
+/// A block-table chunk in use: its number and each block's (data offset, record).
+type BlockChunk = (usize, Vec<(u64, BlockRefV2)>);
+
+/// A v2 archive's authenticated directory and what opening its chunks needs.
+pub(crate) struct IndexV2 {
+    pub(crate) directory: Directory,
+    keys: Arc<SubKeys>,
+    session_id: crate::keys::SessionId,
+    block_size: u32,
+    chain_len: usize,
+    block_count: u64,
+    index_offset: u64,
+    /// The number of each chunk's first entry.
+    starts: Vec<u64>,
+    /// Recently opened index chunks, newest last.
+    chunks: Mutex<Vec<(usize, Arc<Vec<EntryV2>>)>>,
+    blocks: Mutex<Option<Arc<BlockChunk>>>,
+}
+
+impl IndexV2 {
+    pub(crate) fn block_count(&self) -> u64 {
+        self.block_count
+    }
+
+    /// Open, authenticate, decode and check index chunk `k` (rules of v2.7.2 but the
+    /// parent rule, which needs the entries before the chunk).
+    fn open_chunk(&self, archive: &Archive, k: usize) -> Result<Vec<EntryV2>> {
+        let r = &self.directory.chunks[k];
+        let at = archive.data_start() + r.offset;
+        let mut frame = vec![0u8; r.frame_len as usize];
+        archive.source.read_exact_at(&mut frame, at)?;
+        let last = k + 1 == self.directory.chunks.len();
+        let what = format!("index chunk {k}");
+        let plain = open_meta(
+            &self.keys,
+            &self.session_id,
+            META_INDEX,
+            k as u64,
+            last,
+            &frame,
+            Some(&r.tag),
+        )
+        .map_err(|e| meta_error(archive.path(), &what, at, e))?;
+        let entries = decode_chunk(&plain).map_err(|detail| Error::Corrupt {
+            path: archive.path().to_path_buf(),
+            offset: at,
+            detail: format!("{what}: {detail}"),
+        })?;
+        let mut check = ChunkCheck::new(k, &self.directory, self.chain_len);
+        let first = self.starts[k];
+        for (i, e) in entries.iter().enumerate() {
+            check
+                .check(e, first + i as u64)
+                .map_err(|err| entry_error(archive.path(), at, err))?;
+        }
+        check
+            .finish(entries.len() as u32)
+            .map_err(|err| entry_error(archive.path(), at, err))?;
+        Ok(entries)
+    }
+
+    /// Chunk `k` through the small cache.
+    fn chunk(&self, archive: &Archive, k: usize) -> Result<Arc<Vec<EntryV2>>> {
+        if let Some((_, c)) = self.cache().iter().find(|(n, _)| *n == k) {
+            return Ok(Arc::clone(c));
+        }
+        let c = Arc::new(self.open_chunk(archive, k)?);
+        let mut cache = self.cache();
+        if cache.len() == CHUNK_CACHE {
+            cache.remove(0);
+        }
+        cache.push((k, Arc::clone(&c)));
+        Ok(c)
+    }
+
+    fn cache(&self) -> std::sync::MutexGuard<'_, Vec<(usize, Arc<Vec<EntryV2>>)>> {
+        self.chunks.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The chunk holding entry `n`.
+    fn chunk_of(&self, n: u64) -> Option<usize> {
+        if n >= self.directory.entry_count {
+            return None;
+        }
+        Some(self.starts.partition_point(|&s| s <= n) - 1)
+    }
+
+    pub(crate) fn entry(&self, archive: &Archive, n: u64) -> Result<EntryV2> {
+        let k = self.chunk_of(n).ok_or_else(|| Error::Corrupt {
+            path: archive.path().to_path_buf(),
+            offset: archive.data_start() + self.index_offset,
+            detail: format!("entry {n} is past the end of the index"),
+        })?;
+        let c = self.chunk(archive, k)?;
+        Ok(c[(n - self.starts[k]) as usize].clone())
+    }
+
+    /// Every entry in order, each chunk checked whole before its entries are handed out;
+    /// parents and hard-link targets are checked as they are met.
+    pub(crate) fn for_each_entry(
+        &self,
+        archive: &Archive,
+        f: &mut dyn FnMut(u64, EntryV2) -> Result<()>,
+    ) -> Result<()> {
+        let mut ancestors = Ancestors::new();
+        for k in 0..self.directory.chunks.len() {
+            let at = archive.data_start() + self.directory.chunks[k].offset;
+            let entries = self.open_chunk(archive, k)?;
+            let first = self.starts[k];
+            for e in &entries {
+                ancestors
+                    .check_parent(e)
+                    .map_err(|err| entry_error(archive.path(), at, err))?;
+                if e.kind == KIND_HARDLINK {
+                    let t = e.hardlink_to.unwrap_or(u64::MAX);
+                    let kind = if t >= first {
+                        entries[(t - first) as usize].kind
+                    } else {
+                        self.entry(archive, t)?.kind
+                    };
+                    if kind == KIND_DIR || kind == KIND_HARDLINK {
+                        return Err(Error::Corrupt {
+                            path: archive.path().to_path_buf(),
+                            offset: at,
+                            detail: format!(
+                                "entry {:?}: a hard link to a folder or to another link",
+                                String::from_utf8_lossy(&e.path)
+                            ),
+                        });
+                    }
+                }
+            }
+            for (i, e) in entries.into_iter().enumerate() {
+                f(first + i as u64, e)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Block `i`'s place, plaintext length and recorded tag, from its block-table chunk.
+    pub(crate) fn block(&self, archive: &Archive, i: u64) -> Result<(BlockRef, Option<[u8; 32]>)> {
+        if i >= self.block_count {
+            return Err(Error::Internal(format!(
+                "block {i} is not in the block table"
+            )));
+        }
+        let k = (i / BLOCKS_PER_CHUNK as u64) as usize;
+        let chunk = {
+            let mut held = self.blocks.lock().unwrap_or_else(|p| p.into_inner());
+            match held.as_ref() {
+                Some(c) if c.0 == k => Arc::clone(c),
+                _ => {
+                    let c = Arc::new(self.open_block_chunk(archive, k)?);
+                    *held = Some(Arc::clone(&c));
+                    c
+                }
+            }
+        };
+        let (offset, r) = chunk.1[(i % BLOCKS_PER_CHUNK as u64) as usize];
+        let raw_len = if i + 1 < self.block_count {
+            self.block_size
+        } else {
+            (self.directory.stream_len - (self.block_count - 1) * u64::from(self.block_size)) as u32
+        };
+        Ok((
+            BlockRef {
+                offset,
+                frame_len: r.frame_len,
+                raw_len,
+            },
+            Some(r.tag),
+        ))
+    }
+
+    fn open_block_chunk(&self, archive: &Archive, k: usize) -> Result<BlockChunk> {
+        let r = &self.directory.block_chunks[k];
+        let at = archive.data_start() + r.offset;
+        let mut frame = vec![0u8; r.frame_len as usize];
+        archive.source.read_exact_at(&mut frame, at)?;
+        let last = k + 1 == self.directory.block_chunks.len();
+        let what = format!("block-table chunk {k}");
+        let plain = open_meta(
+            &self.keys,
+            &self.session_id,
+            META_BLOCKS,
+            k as u64,
+            last,
+            &frame,
+            Some(&r.tag),
+        )
+        .map_err(|e| meta_error(archive.path(), &what, at, e))?;
+        let corrupt = |detail: String| Error::Corrupt {
+            path: archive.path().to_path_buf(),
+            offset: at,
+            detail: format!("{what}: {detail}"),
+        };
+        let records = decode_block_chunk(&plain).map_err(corrupt)?;
+        let trailer = &archive.v2().expect("a v2 archive").trailer;
+        check_block_chunk(&records, k, &self.directory, trailer, self.block_size)
+            .map_err(corrupt)?;
+        let mut offset = r.first_block_offset;
+        let placed = records
+            .into_iter()
+            .map(|rec| {
+                let here = offset;
+                offset += u64::from(rec.frame_len);
+                (here, rec)
+            })
+            .collect();
+        Ok((k, placed))
+    }
+}
+
+/// The error for a meta frame that did not open.
+fn meta_error(path: &Path, what: &str, offset: u64, e: OpenError) -> Error {
+    match e {
+        OpenError::Tag => Error::Tampered {
+            path: path.to_path_buf(),
+            what: what.to_string(),
+            offset,
+        },
+        OpenError::Checksum => Error::Corrupt {
+            path: path.to_path_buf(),
+            offset,
+            detail: format!("{what}: checksum mismatch (storage damage)"),
+        },
+        OpenError::Malformed(m) => Error::Corrupt {
+            path: path.to_path_buf(),
+            offset,
+            detail: format!("{what}: {m}"),
+        },
+    }
+}
+
+fn entry_error(path: &Path, offset: u64, e: EntryError) -> Error {
+    match e {
+        EntryError::Unsafe {
+            path: entry,
+            reason,
+        } => Error::UnsafePath {
+            path: String::from_utf8_lossy(&entry).into_owned(),
+            reason: format!("{reason}, in {}", path.display()),
+        },
+        EntryError::Corrupt(detail) => Error::Corrupt {
+            path: path.to_path_buf(),
+            offset,
+            detail,
+        },
+    }
+}
