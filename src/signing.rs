@@ -297,9 +297,11 @@ impl SigningKey {
         &self.public.source
     }
 
-    /// PKCS#8 PEM text of the private key (zeroized when dropped).
+    /// PKCS#8 PEM text of the private key (zeroized when dropped): the RFC 8410 v1 form
+    /// `openssl genpkey` and `ssh-keygen -m PKCS8` write, without the optional public key
+    /// (the v2 form ed25519-dalek writes by default is refused by OpenSSL 3.0).
     pub fn to_pkcs8_pem(&self) -> Result<Zeroizing<String>> {
-        self.key
+        self.keypair_bytes()
             .to_pkcs8_pem(LineEnding::LF)
             .map_err(|e| Error::Internal(format!("cannot encode private key: {e}")))
     }
@@ -307,9 +309,18 @@ impl SigningKey {
     /// PKCS#8 PEM protected by `passphrase`: PBES2 with scrypt + AES-256-CBC, the scheme
     /// of passphrase-protected identities.
     pub fn to_encrypted_pkcs8_pem(&self, passphrase: &str) -> Result<Zeroizing<String>> {
-        self.key
+        self.keypair_bytes()
             .to_pkcs8_encrypted_pem(passphrase, LineEnding::LF)
             .map_err(|e| Error::Crypto(format!("cannot encrypt private key: {e}")))
+    }
+
+    /// The secret alone, for PKCS#8 v1; `KeypairBytes` wipes it on drop (ed25519's
+    /// `zeroize`, Cargo.toml).
+    fn keypair_bytes(&self) -> ed25519_dalek::pkcs8::KeypairBytes {
+        ed25519_dalek::pkcs8::KeypairBytes {
+            secret_key: self.key.to_bytes(),
+            public_key: None,
+        }
     }
 }
 
@@ -577,6 +588,10 @@ mod tests {
             unhex::<32>(T1_SECRET),
             "openssl's PEM holds TEST 1's secret"
         );
+        // What coffer writes is byte for byte what openssl writes, so OpenSSL 3.0 (which
+        // refuses PKCS#8 v2 Ed25519 keys) reads coffer's keys.
+        assert_eq!(*sk.to_pkcs8_pem().unwrap(), T1_PRIVATE_PEM);
+        assert_eq!(vk.to_pem().unwrap(), T1_PUBLIC_PEM);
     }
 
     #[test]
