@@ -222,8 +222,13 @@ impl SigningKey {
             ));
         }
         let key = if text.contains("-----BEGIN OPENSSH PRIVATE KEY-----") {
-            let mut key = ssh_key::PrivateKey::from_openssh(text)
-                .map_err(|e| bad(format!("cannot read OpenSSH private key: {e}")))?;
+            let mut key = ssh_key::PrivateKey::from_openssh(text).map_err(|e| match e {
+                // coffer's ssh-key reads RSA and ed25519 keys only; any other is not a signer.
+                ssh_key::Error::AlgorithmUnknown => bad(not_ed25519(
+                    "an OpenSSH key of another type (ECDSA, FIDO or other)",
+                )),
+                e => bad(format!("cannot read OpenSSH private key: {e}")),
+            })?;
             // The algorithm is stored in the clear: refuse another kind of key before
             // asking for a passphrase that would be of no use.
             if key.algorithm() != ssh_key::Algorithm::Ed25519 {
@@ -419,6 +424,19 @@ fn parse_pem_public(
 
 /// One `ssh-ed25519 BASE64 [comment]` line.
 fn parse_ssh_public(line: &str, path: &Path) -> std::result::Result<VerifyingKey, String> {
+    // Name another key type before parsing: ssh-key is built without ECDSA support, so it
+    // would only say "unknown algorithm".
+    let kind = line.split_whitespace().next().unwrap_or_default();
+    if kind != "ssh-ed25519"
+        && ["ssh-", "ecdsa-", "sk-"]
+            .iter()
+            .any(|p| kind.starts_with(p))
+    {
+        return Err(not_ed25519(&format!(
+            "an OpenSSH {} key",
+            clean_label(kind)
+        )));
+    }
     let key = ssh_key::PublicKey::from_openssh(line)
         .map_err(|e| format!("not an OpenSSH public key or PEM block: {e}"))?;
     let ed = key
@@ -755,7 +773,7 @@ mod tests {
     }
 
     #[test]
-    fn rsa_keys_are_refused_as_signers() {
+    fn rsa_and_ecdsa_keys_are_refused_as_signers() {
         let dir = tempfile::tempdir().unwrap();
         let rsa = crate::recipient::RsaIdentity::generate(2048).unwrap();
         let private = write(dir.path(), "ops.key", &rsa.to_pkcs8_pem().unwrap());
@@ -796,6 +814,20 @@ mod tests {
         );
         let e = detail(VerifyingKey::load(&dir.path().join("id_rsa.pub")).unwrap_err());
         assert!(e.contains("line 1") && e.contains("ssh-rsa"), "{e}");
+        let ec = dir.path().join("id_ecdsa");
+        assert!(ssh_keygen(&[
+            "-q",
+            "-t",
+            "ecdsa",
+            "-N",
+            "",
+            "-f",
+            ec.to_str().unwrap()
+        ]));
+        let e = detail(SigningKey::load(&ec, &no_passphrase).unwrap_err());
+        assert!(e.contains("ECDSA") && e.contains("must be Ed25519"), "{e}");
+        let e = detail(VerifyingKey::load(&dir.path().join("id_ecdsa.pub")).unwrap_err());
+        assert!(e.contains("ecdsa") && e.contains("must be Ed25519"), "{e}");
     }
 
     #[test]
