@@ -443,10 +443,10 @@ fn parse_ssh_public(line: &str, path: &Path) -> std::result::Result<VerifyingKey
         .key_data()
         .ed25519()
         .ok_or_else(|| not_ed25519(&format!("an OpenSSH {} key", key.algorithm())))?;
-    let label = if key.comment().to_string().is_empty() {
+    let label = if key.comment().is_empty() {
         label_from_path(path)
     } else {
-        clean_label(&key.comment().to_string())
+        clean_label(key.comment().as_ref())
     };
     VerifyingKey::from_bytes(&ed.0, label, path).map_err(detail_of)
 }
