@@ -84,10 +84,9 @@ fn signing_keygen(a: &KeygenArgs, public_path: &Path) -> anyhow::Result<u8> {
     coffer::fsutil::write_atomic(&a.output, pem.as_bytes(), 0o600, a.force)?;
     let public_pem = key.verifying_key().to_pem()?;
     coffer::fsutil::write_atomic(public_path, public_pem.as_bytes(), 0o644, a.force)?;
-    // Read both files back through the loaders backup (--sign-with) and restore/verify
-    // (--signer) use: a key file that does not load, or names another key, is found now
-    // rather than at the first signed backup. The passphrase is the one just given, not
-    // asked again.
+    // Read both files back through the loaders every command uses for these keys: a key
+    // file that does not load, or names another key, is found now rather than on the day
+    // it is needed. The passphrase is the one just given, not asked again.
     let given = |_: &Path| Ok(Zeroizing::new(pass.as_deref().cloned().unwrap_or_default()));
     let private = load_signing_key(&a.output, &given)?;
     let public = load_signers(&[public_path.to_path_buf()])?;
@@ -106,7 +105,7 @@ fn signing_keygen(a: &KeygenArgs, public_path: &Path) -> anyhow::Result<u8> {
     }
     outln!("{}", key.fingerprint())?;
     eprintln!(
-        "wrote {} (private Ed25519 signing key, keep it on this backup host: --sign-with) and {} (public, give it to the hosts that restore or verify: --signer)",
+        "wrote {} (private Ed25519 signing key, keep it on the backup host that signs) and {} (public, give it to the hosts that check its signatures)",
         safe_path(&a.output),
         safe_path(public_path)
     );

@@ -90,7 +90,7 @@ pub fn load_signing_key(path: &Path, passphrase: &PassphraseFn<'_>) -> anyhow::R
     Ok(key)
 }
 
-/// The verifying keys of every `--signer` file: each a `.pub` (SPKI PEM or `ssh-ed25519`
+/// The verifying keys in each of `paths`: each a `.pub` (SPKI PEM or `ssh-ed25519`
 /// line) or an allowed-signers file of several. A key named by two files counts once.
 pub fn load_signers(paths: &[PathBuf]) -> anyhow::Result<Vec<VerifyingKey>> {
     let mut all: Vec<VerifyingKey> = Vec::new();
