@@ -65,6 +65,7 @@ pub mod recipient;
 pub mod restore;
 #[doc(hidden)]
 pub mod seal;
+pub mod signing;
 pub mod storage;
 
 pub use archive::{Archive, RekeyOptions, RekeyReport, Unlocked, VerifyReport, rekey};
@@ -74,6 +75,7 @@ pub use format::Compression;
 pub use progress::{Observer, Quiet, Warning};
 pub use recipient::{Fingerprint, Identity, Recipient, RsaIdentity, RsaRecipient};
 pub use restore::{RestoreOptions, RestoreReport, restore};
+pub use signing::{SigningKey, VerifyingKey, load_allowed_signers};
 pub use storage::Location;
 
 /// Plaintext bytes per block unless the user chooses otherwise (1 MiB, as Veeam).

@@ -1,14 +1,16 @@
 //! Key material as the command line meets it: the passphrase of a protected private key
 //! (from `--passphrase-file`, COFFER_PASSPHRASE_FILE or the terminal), private keys
-//! (identities) and public keys (recipients) loaded from files. The keys themselves, and
-//! every use of them, are the library's; `coffer keygen` is `cmd_keygen`.
+//! (identities) and public keys (recipients) loaded from files, and archive signing keys
+//! and the verifying keys of allowed signers. The keys themselves, and every use of them,
+//! are the library's; `coffer keygen` is `cmd_keygen`.
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use zeroize::Zeroizing;
 
-use coffer::recipient::{RsaIdentity, RsaRecipient};
+use coffer::recipient::{PassphraseFn, RsaIdentity, RsaRecipient};
+use coffer::signing::{SigningKey, VerifyingKey};
 
 use super::ui::safe_path;
 
@@ -73,8 +75,38 @@ pub fn new_passphrase(key: &Path) -> anyhow::Result<Zeroizing<String>> {
 /// Load a private key, asking for its passphrase only if it has one, and warn when the
 /// file is readable by other users.
 pub fn load_identity(path: &Path) -> anyhow::Result<RsaIdentity> {
-    use std::os::unix::fs::PermissionsExt;
     let identity = RsaIdentity::load_with(path, &read_passphrase)?;
+    warn_if_readable(path);
+    Ok(identity)
+}
+
+/// Load an archive signing key (PKCS#8 PEM or OpenSSH ed25519), calling `passphrase` only
+/// if the key is protected, and warn when the file is readable by other users. Commands
+/// pass [`read_passphrase`] (--passphrase-file, COFFER_PASSPHRASE_FILE or the terminal);
+/// `keygen` passes the passphrase it was just given.
+pub fn load_signing_key(path: &Path, passphrase: &PassphraseFn<'_>) -> anyhow::Result<SigningKey> {
+    let key = SigningKey::load(path, passphrase)?;
+    warn_if_readable(path);
+    Ok(key)
+}
+
+/// The verifying keys in each of `paths`: each a `.pub` (SPKI PEM or `ssh-ed25519`
+/// line) or an allowed-signers file of several. A key named by two files counts once.
+pub fn load_signers(paths: &[PathBuf]) -> anyhow::Result<Vec<VerifyingKey>> {
+    let mut all: Vec<VerifyingKey> = Vec::new();
+    for p in paths {
+        for key in coffer::signing::load_allowed_signers(p)? {
+            if !all.contains(&key) {
+                all.push(key);
+            }
+        }
+    }
+    Ok(all)
+}
+
+/// A private key that other users can read is no longer private: say so.
+fn warn_if_readable(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
     if let Ok(m) = std::fs::metadata(path)
         && m.permissions().mode() & 0o077 != 0
     {
@@ -84,7 +116,6 @@ pub fn load_identity(path: &Path) -> anyhow::Result<RsaIdentity> {
             m.permissions().mode() & 0o777
         );
     }
-    Ok(identity)
 }
 
 /// Every public key in each file (a file may hold several).

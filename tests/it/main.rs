@@ -25,6 +25,7 @@ mod job_daemon;
 mod job_retention;
 mod job_run;
 mod json_output;
+mod keygen_signing;
 mod list;
 mod list_json_stream;
 mod progress_terminal;
