@@ -61,7 +61,7 @@ fn meta_mac(keys: &SubKeys, session_id: &SessionId, n: u64, authenticated: &[u8]
 /// that produced such a plaintext has a bug, and sealing it would write an archive every
 /// reader refuses.
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn seal_meta(
+pub fn seal_meta(
     keys: &SubKeys,
     session_id: &SessionId,
     kind: u8,
@@ -130,7 +130,7 @@ pub fn meta_frame_tag(frame: &[u8]) -> [u8; 32] {
 /// one, equality with `expected_tag` ([`OpenError::Tag`]); `FLAG_LAST` = `last`
 /// ([`OpenError::Malformed`]); then decryption, padding and decompression to exactly
 /// `raw_len` bytes ([`OpenError::Malformed`]). Returns the plaintext, to decode exactly.
-pub(crate) fn open_meta(
+pub fn open_meta(
     keys: &SubKeys,
     session_id: &SessionId,
     kind: u8,
@@ -206,7 +206,7 @@ fn header_mac(keys: &SubKeys, authenticated: &[u8]) -> HmacSha256 {
 }
 
 /// Encode a v2 header and close it with its MAC (context `coffer/v2/header`) and CRC.
-pub(crate) fn seal_header_v2(body: &HeaderBodyV2, keys: &SubKeys) -> Vec<u8> {
+pub fn seal_header_v2(body: &HeaderBodyV2, keys: &SubKeys) -> Vec<u8> {
     let mut bytes = body.encode_unsealed();
     let tag: [u8; 32] = header_mac(keys, &bytes).finalize().into_bytes().into();
     header::close(&mut bytes, &tag);
@@ -214,7 +214,7 @@ pub(crate) fn seal_header_v2(body: &HeaderBodyV2, keys: &SubKeys) -> Vec<u8> {
 }
 
 /// Check a v2 header's MAC (constant time).
-pub(crate) fn header_v2_mac_ok(raw: &RawHeaderV2, keys: &SubKeys) -> bool {
+pub fn header_v2_mac_ok(raw: &RawHeaderV2, keys: &SubKeys) -> bool {
     let (authenticated, tag) = raw.authenticated_and_tag();
     header_mac(keys, authenticated).verify_slice(tag).is_ok()
 }

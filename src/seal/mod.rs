@@ -9,7 +9,8 @@
 
 mod compress;
 mod lanes;
-pub(crate) mod meta;
+/// Format v2 meta frames and header (public for tests that craft hostile archives).
+pub mod meta;
 
 use aes::Aes256;
 use cipher::consts::U16;
@@ -41,7 +42,7 @@ const HEADER_MAC_CONTEXT: &[u8] = b"coffer/v1/header";
 /// variant exists under `cfg(test)` alone, so neither the binary nor a library user can
 /// write an archive with predictable nonces, even by accident.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Entropy {
+pub enum Entropy {
     /// The thread-local CSPRNG (seeded from the OS) and the system clock.
     Os,
     /// SHA-256(seed ‖ purpose ‖ counter) and a fixed creation time: the golden-archive
