@@ -17,17 +17,22 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use super::writer::ArchiveWriter;
+use super::meta_writer::{IndexChunker, MetaKeys};
+use super::verify::frame_tag_is;
+use super::writer::{ArchiveWriter, ArchiveWriterV2};
 use super::{Archive, Unlocked, View};
 use crate::error::{Error, Result};
 use crate::format::Compression;
 use crate::format::frame::FRAME_PREFIX;
 use crate::format::header::{self, HeaderBody, Stanza};
+use crate::format::index::BlockRef;
 use crate::format::index::Index;
+use crate::format::v2::{HeaderBodyV2, HeaderFields};
 use crate::keys::{SessionId, SessionKey, SubKeys, new_session_id};
 use crate::pipeline::{self, sink_stopped, slot_count};
 use crate::progress::Observer;
 use crate::recipient::{Fingerprint, Identity, Recipient};
+use crate::seal::meta::seal_header_v2;
 use crate::seal::{BlockSealer, Entropy, OpenError, Opened, seal_header};
 use crate::storage::{self, Location};
 
@@ -77,17 +82,20 @@ pub fn rekey(
 ) -> Result<RekeyReport> {
     let path = &real_path(path)?;
     let archive = Archive::open(path)?;
-    let Some(v1_header) = archive.v1_header().cloned() else {
-        return Err(Error::InvalidOption(format!(
-            "{}: rekey of a format {} archive is not supported by this build",
-            path.display(),
-            archive.version()
-        )));
-    };
     let (session_key, keys) = archive.session_keys(identity)?;
     let keys = Arc::new(keys);
-    // Refuse to re-bless a damaged archive: the index must authenticate too.
+    // Refuse to re-bless a damaged archive: the index must authenticate too (v2: every
+    // index chunk, opened and checked as `list` would).
     let unlocked = archive.unlock_with(Arc::clone(&keys))?;
+    if archive.version() == 2 {
+        unlocked.for_each_entry(&archive, |_, _| Ok(()))?;
+        if !archive.params().chain.is_empty() {
+            return Err(Error::InvalidOption(format!(
+                "{}: an incremental archive cannot be rekeyed alone (its chain is rekeyed as a whole)",
+                path.display()
+            )));
+        }
+    }
     let staying = staying_recipients(&archive, identity, opts)?;
     let keep = if opts.reencrypt {
         Some(match_keep(opts.keep, &staying, path)?)
@@ -100,43 +108,71 @@ pub fn rekey(
     };
 
     let location = Location::parse(path)?;
-    let (body, blocks) = match keep {
+    let (stanzas, session_id, blocks) = match keep {
         None => {
             // The index was only checked; an archive of millions of entries need not hold
             // it through the copy.
             drop(unlocked);
-            let mut body = v1_header.clone();
-            body.recipients = staying.into_iter().cloned().collect();
+            let mut stanzas: Vec<Stanza> = staying.into_iter().cloned().collect();
             for r in opts.add {
-                body.recipients.push(r.wrap(&session_key)?);
+                stanzas.push(r.wrap(&session_key)?);
             }
             drop(session_key);
-            copy_with_header(&archive, &seal_header(&body, &keys), &location, observer)?;
-            (body, archive.params().block_count)
+            let header = rekeyed_header(&archive, stanzas.clone(), &keys)?;
+            copy_with_header(&archive, &header, &location, observer)?;
+            let p = archive.params();
+            (stanzas, p.session_id, p.block_count)
         }
         Some(keep) => {
             drop(session_key);
             let new_key = SessionKey::generate()?;
-            let body = reencrypted_header(&v1_header, &staying, &keep, opts.add, &new_key)?;
-            let new_keys = SubKeys::derive(&new_key, &body.session_id);
-            drop(new_key);
+            let stanzas = reencrypted_stanzas(&staying, &keep, opts.add, &new_key)?;
+            let session_id = new_session_id()?;
             let sink = storage::create_sink_keeping_mode(&location)?;
-            let out = ArchiveWriter::begin(sink, &body, &new_keys, Entropy::Os)?;
-            let blocks = reencrypt(&archive, unlocked, out, opts.cancel.as_deref(), observer)?;
-            (body, blocks)
+            let cancel = opts.cancel.as_deref();
+            let blocks = match archive.v1_header() {
+                Some(v1) => {
+                    // Same content, so the same job name and creation time; everything
+                    // secret and the session id are new.
+                    let body = HeaderBody {
+                        session_id,
+                        recipients: stanzas.clone(),
+                        ..v1.clone()
+                    };
+                    let new_keys = SubKeys::derive(&new_key, &session_id);
+                    drop(new_key);
+                    let out = ArchiveWriter::begin(sink, &body, &new_keys, Entropy::Os)?;
+                    reencrypt(&archive, unlocked, out, cancel, observer)?
+                }
+                None => {
+                    let old = &archive.v2().expect("v1 or v2").header.body.fields;
+                    let body = HeaderBodyV2 {
+                        fields: HeaderFields {
+                            session_id,
+                            // A signature is over the old session's tags: the new
+                            // archive is unsigned (FORMAT.md v2.9.6).
+                            signer: None,
+                            ..old.clone()
+                        },
+                        recipients: stanzas.clone(),
+                    };
+                    let new_keys = SubKeys::derive_v2(&new_key, &session_id);
+                    drop(new_key);
+                    reencrypt_v2(
+                        &archive, &unlocked, sink, &body, &new_keys, cancel, observer,
+                    )?
+                }
+            };
+            (stanzas, session_id, blocks)
         }
     };
     Ok(RekeyReport {
         archive: path.clone(),
         added: opts.add.iter().map(|r| r.fingerprint()).collect(),
         removed: opts.remove.to_vec(),
-        recipients: body
-            .recipients
-            .iter()
-            .map(|s| Fingerprint(s.fingerprint))
-            .collect(),
+        recipients: stanzas.iter().map(|s| Fingerprint(s.fingerprint)).collect(),
         reencrypted: opts.reencrypt,
-        session_id: body.session_id,
+        session_id,
         blocks,
     })
 }
@@ -194,15 +230,14 @@ fn staying_recipients<'a>(
     Ok(staying)
 }
 
-/// The header of the re-encrypted archive: `new_key` wrapped for every staying recipient
-/// (through its `keep` public key) and every added one, under a new session id.
-fn reencrypted_header(
-    old: &HeaderBody,
+/// The stanzas of the re-encrypted archive: `new_key` wrapped for every staying recipient
+/// (through its `keep` public key, keeping its label) and every added one.
+fn reencrypted_stanzas(
     staying: &[&Stanza],
     keep: &[&dyn Recipient],
     add: &[&dyn Recipient],
     new_key: &SessionKey,
-) -> Result<HeaderBody> {
+) -> Result<Vec<Stanza>> {
     let mut recipients = Vec::with_capacity(staying.len() + add.len());
     for (stanza, r) in staying.iter().zip(keep) {
         // The same recipient keeps the name `info` shows for it.
@@ -213,13 +248,33 @@ fn reencrypted_header(
     for r in add {
         recipients.push(r.wrap(new_key)?);
     }
-    // Same content, so the same job name and creation time; everything secret and the
-    // session id are new.
-    Ok(HeaderBody {
-        session_id: new_session_id()?,
-        recipients,
-        ..old.clone()
-    })
+    Ok(recipients)
+}
+
+/// The archive's header with `stanzas` in place of its recipients, sealed again under the
+/// session's (unchanged) header key. v2: every byte before the recipients (what a signature
+/// covers) is kept exactly.
+fn rekeyed_header(archive: &Archive, stanzas: Vec<Stanza>, keys: &SubKeys) -> Result<Vec<u8>> {
+    if let Some(v1) = archive.v1_header() {
+        let body = HeaderBody {
+            recipients: stanzas,
+            ..v1.clone()
+        };
+        return Ok(seal_header(&body, keys));
+    }
+    let raw = &archive.v2().expect("v1 or v2").header;
+    let body = HeaderBodyV2 {
+        fields: raw.body.fields.clone(),
+        recipients: stanzas,
+    };
+    let (encoded, r) = body.encode();
+    if encoded[..r] != *raw.signed_body() {
+        // Postcard is canonical, so this cannot happen; if it did, a signature would break.
+        return Err(Error::Internal(
+            "re-encoding the header changed its signed fields".into(),
+        ));
+    }
+    Ok(seal_header_v2(&body, keys))
 }
 
 /// A local archive path with every link resolved, once: the replacement is then written
@@ -303,15 +358,16 @@ thread_local! {
 struct Slot {
     frame: Vec<u8>,
     block: u64,
+    r: BlockRef,
     last: bool,
     /// Plaintext length the index gives for this block.
     raw_len: usize,
     failure: Option<OpenError>,
 }
 
-/// Stream every block of `archive` into `out`, a new archive begun under new keys: same
-/// block boundaries and plaintext, so the index entries stay valid as they are and only
-/// the block table is new. Returns the number of blocks.
+/// Stream every block of a v1 `archive` into `out`, a new archive begun under new keys:
+/// same block boundaries and plaintext, so the index entries stay valid as they are and
+/// only the block table is new. Returns the number of blocks.
 fn reencrypt(
     archive: &Archive,
     unlocked: Unlocked,
@@ -319,74 +375,146 @@ fn reencrypt(
     cancel: Option<&AtomicBool>,
     observer: &dyn Observer,
 ) -> Result<u64> {
-    let Unlocked {
-        view: View::V1(index),
-        sealer: old,
-    } = unlocked
-    else {
+    let h = out.header();
+    let new = Arc::new(resealer(
+        h.session_id,
+        h.block_size,
+        h.segment_size,
+        h.compression,
+        out.keys(),
+    ));
+    reseal_blocks(archive, &unlocked, new, cancel, observer, |frame| {
+        out.push(frame)
+    })?;
+    let View::V1(index) = unlocked.view else {
         return Err(Error::Internal(
             "re-encryption of a v2 archive as v1".into(),
         ));
     };
     let Index {
         entries,
-        blocks,
         stream_len,
         totals,
+        ..
     } = index;
-    let new = Arc::new(resealer(out.header(), out.keys()));
+    Ok(out.finish(entries, stream_len, totals)?.blocks)
+}
+
+/// Open every block of `archive` (tag first) and seal its plaintext again with `new`, in
+/// parallel; the new frames go to `push` in order.
+fn reseal_blocks(
+    archive: &Archive,
+    unlocked: &Unlocked,
+    new: Arc<BlockSealer>,
+    cancel: Option<&AtomicBool>,
+    observer: &dyn Observer,
+    mut push: impl FnMut(&[u8]) -> Result<()>,
+) -> Result<()> {
+    let old = Arc::clone(&unlocked.sealer);
     let frame_capacity = new.frame_capacity();
-    let last = blocks.len().saturating_sub(1) as u64;
-    observer.totals(blocks.len() as u64, stream_len);
-    let blocks = &blocks;
+    let count = unlocked.block_count();
+    let last = count.saturating_sub(1);
+    observer.totals(count, unlocked.stream_len());
     pipeline::run(
         slot_count(),
         |feed| {
-            for (i, r) in blocks.iter().enumerate() {
+            for i in 0..count {
                 if cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
                     return Err(Error::Cancelled);
                 }
+                let (r, tag) = unlocked.block(archive, i)?;
                 let mut slot: Slot = feed.take().ok_or_else(sink_stopped)?;
                 if slot.frame.capacity() < frame_capacity {
                     slot.frame.reserve_exact(frame_capacity - slot.frame.len());
                 }
-                archive.read_frame(r, &mut slot.frame)?;
-                slot.block = i as u64;
-                slot.last = slot.block == last;
+                archive.read_frame(&r, &mut slot.frame)?;
+                slot.block = i;
+                slot.r = r;
+                slot.last = i == last;
                 slot.raw_len = r.raw_len as usize;
+                if tag.is_some_and(|t| !frame_tag_is(&slot.frame, &t)) {
+                    slot.failure = Some(OpenError::Tag);
+                }
                 feed.submit(slot);
             }
             Ok(())
         },
-        move |slot: &mut Slot, _| reseal(&old, &new, slot),
+        move |slot: &mut Slot, _| {
+            if slot.failure.is_none() {
+                reseal(&old, &new, slot)
+            }
+        },
         |slot, _| {
             if let Some(e) = slot.failure.take() {
-                return Err(archive.block_error(slot.block, &blocks[slot.block as usize], e));
+                return Err(archive.block_error(slot.block, &slot.r, e));
             }
-            out.push(&slot.frame)?;
+            push(&slot.frame)?;
             observer.bytes_done(slot.raw_len as u64);
             observer.bytes_written(slot.frame.len() as u64);
             Ok(())
         },
+    )
+}
+
+/// [`reencrypt`] for a v2 archive: the blocks sealed again into a v2 writer, then the
+/// same entries (their stream offsets hold: block boundaries are kept) cut into index
+/// chunks under the new keys. Returns the number of blocks.
+fn reencrypt_v2(
+    archive: &Archive,
+    unlocked: &Unlocked,
+    sink: Box<dyn storage::ArchiveSink>,
+    body: &HeaderBodyV2,
+    keys: &SubKeys,
+    cancel: Option<&AtomicBool>,
+    observer: &dyn Observer,
+) -> Result<u64> {
+    let f = &body.fields;
+    let meta_keys = MetaKeys {
+        keys,
+        session_id: f.session_id,
+        compress: f.compression != 0,
+        entropy: Entropy::Os,
+    };
+    let mut out = ArchiveWriterV2::begin(sink, body, meta_keys)?;
+    let new = Arc::new(resealer(
+        f.session_id,
+        f.block_size,
+        f.segment_size,
+        f.compression,
+        keys,
+    ));
+    reseal_blocks(archive, unlocked, new, cancel, observer, |frame| {
+        out.push(frame)
+    })?;
+    let mut chunker = IndexChunker::new(meta_keys)?;
+    unlocked.for_each_entry(archive, |_, e| chunker.push(&e))?;
+    let View::V2(index) = &unlocked.view else {
+        return Err(Error::Internal("a v1 index in a v2 re-encryption".into()));
+    };
+    let written = out.finish(
+        chunker.finish()?,
+        index.directory.stream_len,
+        index.directory.totals,
+        Vec::new(),
     )?;
-    Ok(out.finish(entries, stream_len, totals)?.blocks)
+    Ok(written.blocks)
 }
 
 /// The sealer for the new archive's blocks.
-fn resealer(body: &HeaderBody, keys: &SubKeys) -> BlockSealer {
+fn resealer(
+    session_id: SessionId,
+    block_size: u32,
+    segment_size: u32,
+    compression: u8,
+    keys: &SubKeys,
+) -> BlockSealer {
     // The header records only whether blocks are compressed, not the level; the backup
     // default keeps a re-encryption as fast as a backup.
-    let compression = match body.compression() {
-        Compression::None => Compression::None,
-        Compression::Zstd(_) => Compression::Zstd(crate::DEFAULT_ZSTD_LEVEL),
+    let compression = match compression {
+        0 => Compression::None,
+        _ => Compression::Zstd(crate::DEFAULT_ZSTD_LEVEL),
     };
-    BlockSealer::new(
-        keys,
-        body.session_id,
-        body.block_size,
-        body.segment_size,
-        compression,
-    )
+    BlockSealer::new(keys, session_id, block_size, segment_size, compression)
 }
 
 /// Open one old frame and seal its plaintext again in place (on a worker thread); a frame

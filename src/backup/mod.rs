@@ -79,7 +79,7 @@ impl BackupOptions {
             session_id: None,
             cancel: None,
             xattrs: true,
-            format: 1,
+            format: 2,
         }
     }
 }

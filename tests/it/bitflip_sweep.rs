@@ -96,7 +96,7 @@ impl Sweep {
         fs::create_dir_all(root.join("empty_dir")).unwrap();
         std::os::unix::fs::symlink("a.txt", root.join("link")).unwrap();
         let archive = t.join("good.coffer");
-        let report = backup_with(
+        let report = backup_v1_with(
             &[&root],
             &archive,
             SMALL_BLOCK,

@@ -9,7 +9,6 @@ use std::sync::Mutex;
 
 use crate::common::*;
 use coffer::Compression;
-use coffer::archive::Archive;
 use coffer::backup::Observer;
 use coffer::restore::RestoreOptions;
 use coffer::{Error, backup};
@@ -180,16 +179,14 @@ fn regression_backup_of_dotdot_is_named_after_the_folder() {
         &backup::Quiet,
     )
     .unwrap();
-    let a = Archive::open(&archive).unwrap();
-    let u = a.unlock(&identity(&alice_key())).unwrap();
-    let paths: Vec<&str> = u
-        .v1_index()
-        .unwrap()
-        .entries
-        .iter()
-        .map(|e| e.path.as_str())
+    let paths: Vec<Vec<u8>> = entries_of(&archive, &alice_key())
+        .into_iter()
+        .map(|e| e.path)
         .collect();
-    assert_eq!(paths, ["project", "project/sub", "project/sub/file"]);
+    assert_eq!(
+        paths,
+        [&b"project"[..], b"project/sub", b"project/sub/file"]
+    );
 
     // And `coffer backup ..` from inside a folder, through the binary.
     let archive2 = t.join("b.coffer");

@@ -135,7 +135,7 @@ fn text_shows_every_header_field_without_a_key() {
     let size = fs::metadata(&f.archive).unwrap().len();
 
     assert!(stdout.starts_with(s(&f.archive)), "{stdout}");
-    assert!(stdout.contains("coffer v1"), "format version: {stdout}");
+    assert!(stdout.contains("coffer v2"), "format version: {stdout}");
     assert!(
         stdout.contains(&format!("session:     {}", hex(&f.report.session_id))),
         "session id: {stdout}"
@@ -209,7 +209,7 @@ fn json_has_every_field_and_no_file_name() {
     let a = &archives[0];
     assert_eq!(a["path"], s(&f.archive));
     assert_eq!(a["ok"], true);
-    assert_eq!(a["format_version"], 1);
+    assert_eq!(a["format_version"], 2);
     assert_eq!(a["session_id"], hex(&f.report.session_id));
     assert_eq!(a["job_name"], "nightly-db");
     let created = a["created_at_unix"].as_i64().unwrap();

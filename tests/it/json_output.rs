@@ -145,13 +145,8 @@ fn backup_json_with_warnings_is_still_one_document() {
     let t = TestDir::new();
     let root = t.join("t");
     write_file(&root.join("ok.txt"), b"fine\n", 0o644);
-    // A FIFO is skipped with a warning (exit 1).
-    let fifo = root.join("pipe");
-    let status = std::process::Command::new("mkfifo")
-        .arg(&fifo)
-        .status()
-        .expect("mkfifo");
-    assert!(status.success());
+    // A socket is skipped with a warning (exit 1): it cannot be restored.
+    let _socket = std::os::unix::net::UnixListener::bind(root.join("app.sock")).unwrap();
     let (doc, stderr) = run_json(
         coffer_cmd()
             .arg("backup")
@@ -167,7 +162,7 @@ fn backup_json_with_warnings_is_still_one_document() {
     assert_eq!(warnings.len(), 1, "{doc}");
     has(&warnings[0], "path", T::Str);
     has(&warnings[0], "message", T::Str);
-    assert!(warnings[0]["path"].as_str().unwrap().ends_with("pipe"));
+    assert!(warnings[0]["path"].as_str().unwrap().ends_with("app.sock"));
     // The warning may be printed on stderr as it happens, never on stdout.
     assert!(!stderr.contains('{'), "{stderr}");
 }
@@ -419,11 +414,11 @@ fn json_with_a_non_utf8_archive_path_is_still_a_document() {
 }
 
 #[test]
-fn backup_json_with_a_non_utf8_file_name_reports_the_warning() {
+fn regression_a_non_utf8_file_name_was_skipped_and_is_now_stored() {
     let t = TestDir::new();
     let root = t.join("t");
     write_file(&root.join("ok.txt"), b"fine\n", 0o644);
-    write_file(&non_utf8(&root, b"bad-", ".txt"), b"skipped\n", 0o644);
+    write_file(&non_utf8(&root, b"bad-", ".txt"), b"kept\n", 0o644);
     let archive = t.join("a.coffer");
     let (doc, _) = run_json(
         coffer_cmd()
@@ -434,11 +429,26 @@ fn backup_json_with_a_non_utf8_file_name_reports_the_warning() {
             .arg("-r")
             .arg(alice_pub())
             .arg("--json"),
-        1,
+        0,
     );
-    let warnings = doc["warnings"].as_array().unwrap();
-    assert_eq!(warnings.len(), 1, "{doc}");
-    has(&warnings[0], "path", T::Str);
-    assert!(warnings[0]["message"].as_str().unwrap().contains("UTF-8"));
-    assert_eq!(doc["files"], 1);
+    assert_eq!(doc["warnings"].as_array().unwrap().len(), 0, "{doc}");
+    assert_eq!(doc["files"], 2);
+    // `list --json` shows the name readably and its exact bytes in `path_hex`.
+    let (list, _) = run_json(
+        coffer_cmd()
+            .arg("list")
+            .arg(&archive)
+            .arg("-i")
+            .arg(alice_key())
+            .arg("--json"),
+        0,
+    );
+    let entries = list["archives"][0]["entries"].as_array().unwrap();
+    let bad = entries
+        .iter()
+        .find(|e| e.get("path_hex").is_some())
+        .unwrap_or_else(|| panic!("no path_hex in {list}"));
+    let hex: String = b"t/bad-".iter().map(|b| format!("{b:02x}")).collect();
+    assert!(bad["path_hex"].as_str().unwrap().starts_with(&hex), "{bad}");
+    assert!(bad["path"].as_str().unwrap().contains("\\x"), "{bad}");
 }

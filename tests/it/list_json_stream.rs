@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use crate::common::*;
 use coffer::archive::Archive;
-use coffer::format::index::{Entry, KIND_DIR, KIND_SYMLINK};
+use coffer::format::v2::{EntryV2 as Entry, KIND_DIR, KIND_SYMLINK};
 use coffer::{Compression, Identity};
 use serde_json::{Value, json};
 
@@ -48,7 +48,7 @@ fn kind_name(kind: u8) -> &'static str {
 /// An entry as `list --json` built it when the document was one `serde_json::Value`.
 fn entry_value(e: &Entry) -> Value {
     json!({
-        "path": e.path,
+        "path": String::from_utf8(e.path.clone()).unwrap(),
         "type": kind_name(e.kind),
         "mode": format!("{:04o}", e.mode),
         "size": e.size,
@@ -57,22 +57,24 @@ fn entry_value(e: &Entry) -> Value {
         "mtime_unix": e.mtime_sec,
         "uid": e.uid,
         "gid": e.gid,
-        "target": e.link_target,
+        "target": e.link_target.clone().map(|t| String::from_utf8(t).unwrap()),
     })
 }
 
 /// One archive's part of the reference document, read through the library.
 fn archive_value(path: &Path) -> Value {
     let id = identity(&alice_key());
-    match Archive::open(path).and_then(|a| a.unlock(&id as &dyn Identity)) {
-        Ok(u) => {
-            let entries: Vec<Value> = u
-                .v1_index()
-                .unwrap()
-                .entries
-                .iter()
-                .map(entry_value)
-                .collect();
+    let read = Archive::open(path).and_then(|a| {
+        let u = a.unlock(&id as &dyn Identity)?;
+        let mut entries = Vec::new();
+        u.for_each_entry(&a, |_, e| {
+            entries.push(entry_value(&e));
+            Ok(())
+        })?;
+        Ok(entries)
+    });
+    match read {
+        Ok(entries) => {
             json!({"path": path.to_string_lossy(), "ok": true, "entries": entries})
         }
         Err(e) => json!({"path": path.to_string_lossy(), "ok": false, "error": e.to_string()}),

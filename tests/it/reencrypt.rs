@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use crate::common::*;
-use crate::rekey::{data_section, fixture, fp, recipients_of, refused, rekey};
+use crate::rekey::{data_section, fixture_v1 as fixture, fp, recipients_of, refused, rekey};
 use coffer::Error;
 use coffer::archive::{Archive, RekeyOptions};
 use coffer::backup::Quiet;
@@ -396,7 +396,7 @@ fn reencrypt_an_archive_without_data_blocks() {
     fs::create_dir_all(src.join("a/b")).unwrap();
     fs::write(src.join("a/empty"), b"").unwrap();
     let archive: PathBuf = t.join("e.coffer");
-    backup_with(
+    backup_v1_with(
         &[&src],
         &archive,
         SMALL_BLOCK,

@@ -120,11 +120,7 @@ fn default_block_size_with_a_multi_megabyte_file() {
     );
     assert_eq!(report.blocks, 3);
     assert_eq!(
-        Archive::open(&archive)
-            .unwrap()
-            .v1_header()
-            .unwrap()
-            .block_size,
+        Archive::open(&archive).unwrap().params().block_size,
         1 << 20
     );
     // Incompressible data is stored raw, so the archive is a little larger than the data.
@@ -173,22 +169,8 @@ fn compressible_content_shrinks_with_zstd_and_round_trips() {
         nlen > text.len() as u64,
         "uncompressed archive {nlen} bytes"
     );
-    assert_eq!(
-        Archive::open(&zstd)
-            .unwrap()
-            .v1_header()
-            .unwrap()
-            .compression,
-        1
-    );
-    assert_eq!(
-        Archive::open(&none)
-            .unwrap()
-            .v1_header()
-            .unwrap()
-            .compression,
-        0
-    );
+    assert_eq!(Archive::open(&zstd).unwrap().params().compression, 1);
+    assert_eq!(Archive::open(&none).unwrap().params().compression, 0);
     for a in [&zstd, &none] {
         let target = t.join(format!("out-{}", a.file_stem().unwrap().to_string_lossy()));
         try_restore(a, &alice_key(), &target, &[], false).unwrap();

@@ -300,7 +300,7 @@ fn archive_bytes(t: &TestDir) -> Vec<u8> {
     let src = t.join("src");
     write_file(&src.join("data.bin"), &pseudo_random(64 << 10, 5), 0o644);
     let out = t.join("a.coffer");
-    backup_with(
+    backup_v1_with(
         &[&src],
         &out,
         SMALL_BLOCK,

@@ -193,16 +193,11 @@ fn archive_written_inside_its_own_source_does_not_contain_itself() {
         &[&alice_pub()],
     );
     assert!(report.warnings.is_empty());
-    let a = Archive::open(&archive).unwrap();
-    let u = a.unlock(&identity(&alice_key())).unwrap();
-    let paths: Vec<&str> = u
-        .v1_index()
-        .unwrap()
-        .entries
-        .iter()
-        .map(|e| e.path.as_str())
+    let paths: Vec<Vec<u8>> = entries_of(&archive, &alice_key())
+        .into_iter()
+        .map(|e| e.path)
         .collect();
-    assert_eq!(paths, ["tree", "tree/f"]);
+    assert_eq!(paths, [&b"tree"[..], b"tree/f"]);
     assert_eq!(names(&src), ["f", "self.coffer"]);
 }
 

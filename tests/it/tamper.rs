@@ -43,7 +43,7 @@ impl Fixture {
         write_file(&root.join("c.txt"), b"small file in block 5\n", 0o600);
         write_file(&root.join("d.bin"), &pseudo_random(70_000, 12), 0o644);
         let archive = t.join("good.coffer");
-        let report = backup_with(
+        let report = backup_v1_with(
             &[&root],
             &archive,
             SMALL_BLOCK,
@@ -424,7 +424,7 @@ fn block_from_another_session_is_refused() {
     // Same tree, same key, same block layout: only the session differs.
     let fx = Fixture::new();
     let other = fx.t.join("other.coffer");
-    backup_with(
+    backup_v1_with(
         &[&fx.src_parent.join("t")],
         &other,
         SMALL_BLOCK,

@@ -36,7 +36,7 @@ fn fixture() -> Fixture {
     write_file(&root.join("b.bin"), &pseudo_random(6 * b + 999, 5), 0o644);
     write_file(&root.join("c.txt"), &compressible(3 * b), 0o644);
     let archive = t.join("good.coffer");
-    let report = backup_with(
+    let report = backup_v1_with(
         &[&root],
         &archive,
         SMALL_BLOCK,

@@ -73,11 +73,7 @@ fn each_recipient_key_unlocks_and_the_key_form_does_not_matter() {
         let u = a
             .unlock(&identity(&k))
             .unwrap_or_else(|e| panic!("{}: {e}", k.display()));
-        assert_eq!(
-            u.v1_index().unwrap().entries.len(),
-            2,
-            "docs and docs/a.txt"
-        );
+        assert_eq!(u.entry_count(), 2, "docs and docs/a.txt");
     }
     // A private key given as a recipient stands for its public half.
     assert_eq!(

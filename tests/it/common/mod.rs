@@ -420,6 +420,21 @@ pub fn partial_files(dir: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
+/// A file of `size` bytes that takes seconds to back up but little disk space: one byte
+/// every `size / 16384` bytes. Format v2 stores only a sparse file's data ranges, so a file
+/// of holes alone would be read at once; 16,384 ranges are more than an entry holds
+/// (8,192), so the smallest holes are read as data, about half the file, as zeros from
+/// the page cache (64 MiB of disk for the written blocks).
+pub fn slow_sparse_file(path: &Path, size: u64) {
+    use std::os::unix::fs::FileExt;
+    let f = fs::File::create(path).unwrap();
+    f.set_len(size).unwrap();
+    let step = size / 16_384;
+    for i in 0..16_384u64 {
+        f.write_all_at(b"x", i * step).unwrap();
+    }
+}
+
 /// Back up `sources` to `output` through the library.
 pub fn backup_with(
     sources: &[&Path],
@@ -437,6 +452,40 @@ pub fn backup_with(
     opts.block_size = block_size;
     opts.compression = compression;
     backup(&opts, &refs, &Quiet).unwrap_or_else(|e| panic!("backup failed: {e}"))
+}
+
+/// [`backup_with`] writing format v1: for the tests of v1 readers that reach into the v1
+/// layout (v1 archives stay readable forever).
+pub fn backup_v1_with(
+    sources: &[&Path],
+    output: &Path,
+    block_size: u32,
+    compression: Compression,
+    recipients: &[&Path],
+) -> BackupReport {
+    let rs: Vec<RsaRecipient> = recipients.iter().map(|p| recipient(p)).collect();
+    let refs: Vec<&dyn Recipient> = rs.iter().map(|r| r as &dyn Recipient).collect();
+    let mut opts = BackupOptions::new(
+        sources.iter().map(|p| p.to_path_buf()).collect(),
+        output.to_path_buf(),
+    );
+    opts.block_size = block_size;
+    opts.compression = compression;
+    opts.format = 1;
+    backup(&opts, &refs, &Quiet).unwrap_or_else(|e| panic!("backup failed: {e}"))
+}
+
+/// Every entry of an archive (either format), in index order.
+pub fn entries_of(archive: &Path, key: &Path) -> Vec<coffer::format::v2::EntryV2> {
+    let a = coffer::archive::Archive::open(archive).unwrap();
+    let u = a.unlock(&identity(key)).unwrap();
+    let mut out = Vec::new();
+    u.for_each_entry(&a, |_, e| {
+        out.push(e);
+        Ok(())
+    })
+    .unwrap();
+    out
 }
 
 /// Open, unlock and restore through the library, returning the first error.

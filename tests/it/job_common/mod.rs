@@ -94,12 +94,11 @@ impl World {
     }
 
     /// A folder holding one sparse file of `gib` GiB: reading it takes a while (seconds),
-    /// but it costs no disk space and no time to make.
+    /// but it costs little disk space and no time to make.
     pub fn slow_tree(&self, name: &str, gib: u64) -> PathBuf {
         let root = self.join(name);
         std::fs::create_dir_all(&root).unwrap();
-        let f = std::fs::File::create(root.join("sparse.img")).unwrap();
-        f.set_len(gib << 30).unwrap();
+        crate::common::slow_sparse_file(&root.join("sparse.img"), gib << 30);
         root
     }
 
