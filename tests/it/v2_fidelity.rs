@@ -1038,3 +1038,113 @@ fn restore_without_root_skips_devices_and_trusted_xattrs_with_warnings() {
     assert_eq!(xattr(&f, "user.kept").as_deref(), Some(&b"u"[..]));
     assert_eq!(xattr(&f, "trusted.lost"), None);
 }
+
+#[test]
+fn hard_link_between_two_sources_restores_as_one_inode() {
+    let t = Scratch::new();
+    let one = t.join("one");
+    let two = t.join("two");
+    write_file(&one.join("f"), b"shared by two sources\n", 0o644);
+    fs::create_dir_all(&two).unwrap();
+    fs::hard_link(one.join("f"), two.join("g")).unwrap();
+    let archive = t.join("a.coffer");
+    // Given in reverse: the archive orders sources by name, so one/f is the first name.
+    let report = backup_v2(&[&two, &one], &archive);
+    assert!(report.warnings.is_empty(), "{:?}", report.warnings);
+    let out = t.join("out");
+    let summary = restore_json(&archive, &out, &[]);
+    assert_eq!(summary["hardlinks"], 1, "{summary}");
+    let f = fs::symlink_metadata(out.join("one/f")).unwrap();
+    let g = fs::symlink_metadata(out.join("two/g")).unwrap();
+    assert_eq!((f.dev(), f.ino()), (g.dev(), g.ino()));
+    assert_eq!(f.nlink(), 2);
+    assert_eq!(
+        fs::read(out.join("two/g")).unwrap(),
+        b"shared by two sources\n"
+    );
+}
+
+#[test]
+fn block_device_and_large_device_numbers_are_recreated() {
+    if !is_root() {
+        skip!("making device nodes needs root");
+    }
+    use rustix::fs::{CWD, FileType, Mode, makedev, mknodat};
+    let t = Scratch::new();
+    let src = t.join("src");
+    fs::create_dir_all(&src).unwrap();
+    // Numbers past 8 bits of major and 20 bits of minor use every part of the encoding.
+    let nodes = [
+        ("loop", FileType::BlockDevice, makedev(7, 0)),
+        (
+            "big-char",
+            FileType::CharacterDevice,
+            makedev(4000, 1_000_000),
+        ),
+        ("big-block", FileType::BlockDevice, makedev(259, 300_000)),
+    ];
+    for (name, kind, dev) in nodes {
+        if let Err(e) = mknodat(CWD, src.join(name), kind, Mode::from_raw_mode(0o600), dev) {
+            skip!("cannot make device node {name} here: {e}");
+        }
+    }
+    let archive = t.join("a.coffer");
+    let report = backup_v2(&[&src], &archive);
+    assert!(report.warnings.is_empty(), "{:?}", report.warnings);
+    let doc: Value = serde_json::from_slice(&list_cli(&archive, &["--json"])).unwrap();
+    let entries = doc["archives"][0]["entries"].as_array().unwrap();
+    let rdev_of = |p: &str| {
+        entries
+            .iter()
+            .find(|e| e["path"] == p)
+            .map(|e| (e["type"].clone(), e["rdev"].clone()))
+    };
+    assert_eq!(
+        rdev_of("src/big-char"),
+        Some((Value::from("chardev"), Value::from("4000:1000000")))
+    );
+    assert_eq!(
+        rdev_of("src/loop"),
+        Some((Value::from("blockdev"), Value::from("7:0")))
+    );
+    let out = t.join("out");
+    let summary = restore_json(&archive, &out, &[]);
+    assert_eq!(summary["specials"], 3, "{summary}");
+    for (name, kind, dev) in nodes {
+        let m = fs::symlink_metadata(out.join("src").join(name)).unwrap();
+        assert_eq!(
+            m.file_type().is_block_device(),
+            kind == FileType::BlockDevice,
+            "{name}"
+        );
+        assert_eq!(
+            m.file_type().is_char_device(),
+            kind == FileType::CharacterDevice,
+            "{name}"
+        );
+        assert_eq!(m.rdev(), dev, "{name}: rdev");
+        assert_eq!(m.mode() & 0o7777, 0o600, "{name}: mode");
+    }
+}
+
+#[test]
+fn source_folder_with_a_non_utf8_name_round_trips() {
+    let t = Scratch::new();
+    let src = bpath(&t.join(""), b"r\xe9sum\xe9s");
+    write_file(&src.join("cv.txt"), b"cv\n", 0o644);
+    let archive = t.join("a.coffer");
+    let report = backup_v2(&[&src], &archive);
+    assert!(report.warnings.is_empty(), "{:?}", report.warnings);
+    let text = String::from_utf8(list_cli(&archive, &[])).unwrap();
+    assert!(
+        text.lines().any(|l| l == "r\\xe9sum\\xe9s/cv.txt"),
+        "{text}"
+    );
+    let out = t.join("out");
+    restore_cli(&archive, &out, &[]);
+    assert_eq!(names(&out), vec![b"r\xe9sum\xe9s".to_vec()]);
+    assert_eq!(
+        fs::read(bpath(&out, b"r\xe9sum\xe9s/cv.txt")).unwrap(),
+        b"cv\n"
+    );
+}
