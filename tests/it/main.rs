@@ -39,5 +39,6 @@ mod selective_restore;
 mod special_bits;
 mod tamper;
 mod terminal_escapes;
+mod v2_fidelity;
 mod verify;
 mod wrong_key;
