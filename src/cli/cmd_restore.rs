@@ -70,7 +70,7 @@ pub fn run(a: RestoreArgs) -> anyhow::Result<u8> {
     // A policy, not a failure: said even with -q, on stderr, and the exit code stays 0.
     if report.special_bits_cleared > 0 && !a.json {
         eprintln!(
-            "note: set-uid/set-gid bits cleared on {} files or folders (an archive can be written by anyone with a recipient's public key)",
+            "note: set-uid/set-gid bits or file capabilities cleared on {} files or folders (an archive can be written by anyone with a recipient's public key)",
             report.special_bits_cleared
         );
         eprintln!(

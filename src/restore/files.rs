@@ -319,29 +319,11 @@ impl Policy {
         self.root
     }
 
-    /// The extended attributes to give `e`: none with `skip_xattrs`; without
-    /// `preserve_special_bits`, no file capabilities (`security.capability`), which grant
-    /// privileges as set-uid does and are as untrusted in an archive anyone with a public key
-    /// can write (counted with the cleared set-uid bits).
-    pub fn xattrs(&self, e: &Entry) -> Vec<Xattr> {
-        if self.skip_xattrs {
-            return Vec::new();
-        }
-        let mut out = Vec::with_capacity(e.xattrs.len());
-        for x in &e.xattrs {
-            if x.name == b"security.capability" && !self.keep_special_bits {
-                self.special_cleared.fetch_add(1, Ordering::Relaxed);
-                continue;
-            }
-            out.push(x.clone());
-        }
-        out
-    }
-
     /// Owner, extended attributes, mode and times, in that order (FORMAT.md v2.10.2 step
     /// 18: `chown` clears `security.capability`, so attributes follow it).
     pub fn apply_meta(&self, fd: impl AsFd, e: &Entry) -> MetaProblems {
-        set_meta_with_xattrs(fd, &self.meta(e), &self.xattrs(e))
+        let (meta, xattrs) = self.meta(e);
+        set_meta_with_xattrs(fd, &meta, &xattrs)
     }
 
     /// Files and folders whose set-uid/set-gid bits were cleared so far.
@@ -350,18 +332,38 @@ impl Policy {
     }
     /// What of `e`'s metadata to apply. Set-uid and set-gid are cleared unless asked for
     /// (counted); the sticky bit stays, since it only ever restricts.
-    pub fn meta(&self, e: &Entry) -> Meta {
+    ///
+    /// Also the extended attributes to give `e`: none with `skip_xattrs`; without
+    /// `preserve_special_bits`, no file capabilities (`security.capability`), which grant
+    /// privileges as set-uid does and are as untrusted in an archive anyone with a public
+    /// key can write. An entry that loses either is counted once.
+    pub fn meta(&self, e: &Entry) -> (Meta, Vec<Xattr>) {
+        let mut cleared = false;
         let mut mode = e.mode & 0o7777;
         if !self.keep_special_bits && mode & 0o6000 != 0 && e.kind != KIND_SYMLINK {
             mode &= !0o6000;
+            cleared = true;
+        }
+        let mut xattrs = Vec::new();
+        if !self.skip_xattrs {
+            for x in &e.xattrs {
+                if x.name == b"security.capability" && !self.keep_special_bits {
+                    cleared = true;
+                    continue;
+                }
+                xattrs.push(x.clone());
+            }
+        }
+        if cleared {
             self.special_cleared.fetch_add(1, Ordering::Relaxed);
         }
-        Meta {
+        let meta = Meta {
             owner: self.preserve_owner.then_some((e.uid, e.gid)),
             mode,
             mtime_sec: e.mtime_sec,
             mtime_nsec: e.mtime_nsec,
-        }
+        };
+        (meta, xattrs)
     }
 
     /// Open a file's temporary name in its folder.

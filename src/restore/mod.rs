@@ -115,9 +115,10 @@ pub fn restore(
         .map(|e| (*e).clone())
         .collect();
     files::write_contents(archive, unlocked, &policy, files, observer, &mut report)?;
-    make_hard_links(&policy, &entries, &links, &mut report)?;
     make_links(&policy, &objects, observer, &mut report)?;
     make_specials(&policy, &objects, observer, &mut report)?;
+    // Last of the objects: a link's first name may be a file, a symlink, a FIFO or a device.
+    make_hard_links(&policy, &links, &mut report)?;
     set_folder_metadata(&policy, &selected, observer, &mut report)?;
     report.special_bits_cleared = policy.special_cleared();
     report.duration = started.elapsed();
@@ -128,7 +129,8 @@ pub fn restore(
 /// How a selected hard link is restored: linked to its first name, or (when that name is
 /// not restored) as a copy of it.
 enum Link {
-    Linked,
+    /// A second name of the object restored at this path.
+    To(Vec<u8>),
     Copy,
 }
 
@@ -141,6 +143,9 @@ fn resolve_links<'a>(
 ) -> Result<Vec<(&'a Entry, (u64, Link))>> {
     let chosen: std::collections::HashSet<&[u8]> =
         selected.iter().map(|e| e.path.as_slice()).collect();
+    // When the first name is not restored, the first selected link of its set becomes the
+    // object and the others link to it: the names stay one inode.
+    let mut stand_in: std::collections::HashMap<u64, Vec<u8>> = Default::default();
     let mut out = Vec::new();
     for e in selected.iter().filter(|e| e.kind == KIND_HARDLINK) {
         let t = e.hardlink_to.unwrap_or(u64::MAX);
@@ -148,8 +153,11 @@ fn resolve_links<'a>(
             Error::Internal(format!("hard link to entry {t}, which is not in the index"))
         })?;
         let how = if chosen.contains(target.path.as_slice()) {
-            Link::Linked
+            Link::To(target.path.clone())
+        } else if let Some(first) = stand_in.get(&t) {
+            Link::To(first.clone())
         } else {
+            stand_in.insert(t, e.path.clone());
             Link::Copy
         };
         out.push((*e, (t, how)));
@@ -194,20 +202,19 @@ fn make_folders(policy: &Policy, selected: &[&Entry], report: &mut RestoreReport
     Ok(())
 }
 
-/// Hard links, after the files they name are in place: `linkat` to the first name.
+/// Hard links, after the objects they name are in place: `linkat` to the first name (or
+/// to the link that stands in for it).
 fn make_hard_links(
     policy: &Policy,
-    entries: &[Entry],
     links: &[(&Entry, (u64, Link))],
     report: &mut RestoreReport,
 ) -> Result<()> {
-    for (link, (t, how)) in links {
-        let target = &entries[*t as usize];
+    for (link, (_, how)) in links {
         match how {
-            Link::Linked => {
+            Link::To(existing) => {
                 policy
                     .target
-                    .hard_link(&target.path, &link.path, policy.overwrite())?;
+                    .hard_link(existing, &link.path, policy.overwrite())?;
                 report.hardlinks += 1;
             }
             // Made as objects of their own with the other entries of their kind.
@@ -226,12 +233,12 @@ fn make_links(
 ) -> Result<()> {
     for e in selected.iter().filter(|e| e.kind == KIND_SYMLINK) {
         let link_target = e.link_target.as_deref().unwrap_or_default();
-        let meta = policy.meta(e);
+        let (meta, xattrs) = policy.meta(e);
         let problems = policy.target.symlink_with_xattrs(
             &e.path,
             link_target,
             &meta,
-            &policy.xattrs(e),
+            &xattrs,
             policy.overwrite(),
         )?;
         let dest = policy.target.display(&e.path);
@@ -269,13 +276,13 @@ fn make_specials(
             );
             continue;
         }
-        let meta = policy.meta(e);
+        let (meta, xattrs) = policy.meta(e);
         let made = policy.target.special(
             &e.path,
             kind,
             (e.rdev_major, e.rdev_minor),
             &meta,
-            &policy.xattrs(e),
+            &xattrs,
             policy.overwrite(),
         );
         let problems = match made {

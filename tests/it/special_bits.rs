@@ -105,7 +105,7 @@ fn restore_says_how_many_special_bits_it_cleared() {
     // A policy, not a failure: exit 0.
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     assert!(
-        stderr.contains("set-uid/set-gid bits cleared on 2 files or folders"),
+        stderr.contains("set-uid/set-gid bits or file capabilities cleared on 2 files or folders"),
         "{stderr}"
     );
     assert!(stderr.contains("--preserve-special-bits"), "{stderr}");

@@ -318,6 +318,15 @@ fn hard_link_set_across_folders_restores_as_one_inode_with_its_data_stored_once(
         !only.join("src/c").exists(),
         "the third name was restored too"
     );
+
+    // The second and third names without the first: still one inode between them.
+    let two = t.join("two");
+    restore_json(&archive, &two, &["src/b/second", "src/c/third"]);
+    let b = fs::symlink_metadata(two.join("src/b/second")).unwrap();
+    let c = fs::symlink_metadata(two.join("src/c/third")).unwrap();
+    assert_eq!((b.ino(), b.nlink()), (c.ino(), 2), "{b:?} {c:?}");
+    assert_eq!(fs::read(two.join("src/c/third")).unwrap(), data);
+    assert!(!two.join("src/a").exists());
 }
 
 /// The value of extended attribute `name` of `path` (never following a link), `None` if
@@ -727,8 +736,6 @@ fn socket_in_the_source_is_skipped_with_a_warning_naming_it() {
 }
 
 #[test]
-#[ignore = "bug: restore::make_hard_links runs before make_links and make_specials, so \
-            linkat to a symlink or FIFO first name fails with ENOENT and the restore stops"]
 fn hard_linked_fifo_and_symlink_restore_as_one_inode_each() {
     use rustix::fs::{CWD, FileType, Mode, mknodat};
     let t = Scratch::new();
@@ -899,8 +906,6 @@ fn xattrs_on_a_symlink_and_a_fifo_round_trip() {
 }
 
 #[test]
-#[ignore = "bug: restore::files::Policy counts one entry twice, once in Policy::meta for \
-            the set-uid bit and again in Policy::xattrs for security.capability"]
 fn setuid_file_with_a_capability_counts_once_in_special_bits_cleared() {
     if !is_root() {
         skip!("setting file capabilities needs root");
