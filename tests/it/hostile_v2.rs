@@ -65,7 +65,15 @@ impl Parts {
     /// session key unwrapped, the directory, every index chunk and every block-table chunk
     /// opened (tags checked against the directory) and decoded.
     fn load(archive: &Path, key: &Path) -> Parts {
-        let bytes = fs::read(archive).unwrap();
+        Parts::load_with(&fs::read(archive).unwrap(), key)
+    }
+
+    /// [`Parts::load`] of archive bytes, with alice's key.
+    fn load_bytes(bytes: &[u8]) -> Parts {
+        Parts::load_with(bytes, &alice_key())
+    }
+
+    fn load_with(bytes: &[u8], key: &Path) -> Parts {
         let body_len = u32::from_le_bytes(bytes[10..14].try_into().unwrap()) as usize;
         let h = PREFIX_LEN + body_len + SUFFIX_LEN;
         let header = RawHeaderV2::parse(bytes[..h].to_vec()).expect("a v2 header");
@@ -297,6 +305,23 @@ struct Sealed {
 
 fn chunks_of(entries: &[EntryV2], per_chunk: usize) -> Vec<Chunk> {
     entries.chunks(per_chunk).map(Chunk::of).collect()
+}
+
+/// `entries` cut into chunks of the given entry counts (e.g. the writer's own).
+fn chunks_by(entries: &[EntryV2], counts: &[u32]) -> Vec<Chunk> {
+    assert_eq!(
+        counts.iter().map(|&n| n as usize).sum::<usize>(),
+        entries.len()
+    );
+    let mut rest = entries;
+    counts
+        .iter()
+        .map(|&n| {
+            let (head, tail) = rest.split_at(n as usize);
+            rest = tail;
+            Chunk::of(head)
+        })
+        .collect()
 }
 
 fn find(entries: &[EntryV2], path: &str) -> usize {
@@ -598,6 +623,56 @@ fn reassembled_archive_restores_exactly() {
         assert_eq!(again.entries, p.entries);
         assert_eq!(again.chunk_counts.len(), PATHS.len().div_ceil(per_chunk));
     }
+}
+
+/// The writer's own chunking (its 256 KiB target, several chunks from a few thousand long
+/// names) taken apart and put back as it was: it restores; with one chunk re-sealed
+/// under a tag the directory did not record, it is refused.
+#[test]
+fn writer_cut_chunks_reassemble_and_a_resealed_one_is_refused() {
+    let t = TestDir::new();
+    let root = t.join("src/t");
+    let long = "n".repeat(200);
+    for i in 0..2000 {
+        write_file(&root.join(format!("d{}/{long}-{i:04}", i % 4)), b"x", 0o644);
+    }
+    let written = t.join("written.coffer");
+    back_up(&root, &written);
+    let p = Parts::load(&written, &alice_key());
+    assert!(p.chunk_counts.len() >= 2, "{:?}", p.chunk_counts);
+    let chunks = chunks_by(&p.entries, &p.chunk_counts);
+    let index = p.seal_chunks(&chunks);
+    let blocks = p.seal_block_tables(&p.block_tables);
+    let archive = t.join("same.coffer");
+    fs::write(&archive, p.assemble(&index, &blocks, |_| {})).unwrap();
+    let target = t.join("out");
+    coffer_cmd()
+        .arg("restore")
+        .arg(&archive)
+        .arg("-i")
+        .arg(alice_key())
+        .arg("--to")
+        .arg(&target)
+        .assert()
+        .code(0);
+    assert_trees_equal(&root, &target.join("t"));
+
+    let mut resealed = index.clone();
+    resealed[1] = chunks[1].seal(&p, 1, chunks.len() == 2);
+    let recorded = meta_frame_tag(&index[1].frame);
+    let archive = t.join("resealed.coffer");
+    fs::write(
+        &archive,
+        p.assemble(&resealed, &blocks, |d| d.chunks[1].tag = recorded),
+    )
+    .unwrap();
+    let out = run(coffer_cmd()
+        .arg("list")
+        .arg("-i")
+        .arg(alice_key())
+        .arg(&archive));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("authentication failed for index chunk 1"));
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1193,5 +1268,89 @@ fn unsupported_version_message_names_both_readable_versions() {
     assert!(
         !err.contains("reads version 1)"),
         "v2 is readable too: {err}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Bit-flip sweep
+
+/// One bit flipped in every byte of a small v2 archive (index cut into several chunks),
+/// in turn: the keyed verify must fail every time, and restore must refuse or restore
+/// exactly the source, never anything else (no wrong bytes, no temporary file left).
+#[test]
+fn v2_bit_flip_sweep_every_byte() {
+    let t = TestDir::new();
+    let src = t.join("src");
+    let root = src.join("t");
+    write_file(&root.join("a.txt"), b"alpha\n", 0o644);
+    write_file(&root.join("docs/readme.md"), b"# readme\n", 0o600);
+    write_file(&root.join("z.txt"), &pseudo_random(700, 3), 0o644);
+    fs::hard_link(root.join("a.txt"), root.join("hard")).unwrap();
+    symlink("docs/readme.md", root.join("link")).unwrap();
+    let written = t.join("written.coffer");
+    back_up(&root, &written);
+    let parts = Parts::load(&written, &alice_key());
+    assert_eq!(parts.entries.len(), 7);
+    let good = parts.rebuild(&parts.entries, 2);
+    assert_eq!(Parts::load_bytes(&good).chunk_counts, [2, 2, 2, 1]);
+
+    let id = identity(&alice_key());
+    let archive = t.join("flipped.coffer");
+    let target = t.join("target");
+    let opts = coffer::restore::RestoreOptions {
+        target: target.clone(),
+        ..Default::default()
+    };
+    // Each outcome: verify failed?, restore failed?
+    let check = |bytes: &[u8]| -> (bool, bool) {
+        fs::write(&archive, bytes).unwrap();
+        let _ = fs::remove_dir_all(&target);
+        let a = match Archive::open(&archive) {
+            Ok(a) => a,
+            Err(_) => return (true, true),
+        };
+        let u = match a.unlock(&id) {
+            Ok(u) => u,
+            Err(_) => return (true, true),
+        };
+        let verified = matches!(a.verify_blocks(&u, &Quiet), Ok(r) if r.is_ok());
+        let restored = coffer::restore::restore(&a, &u, &opts, &Quiet).is_ok();
+        if restored {
+            assert_trees_equal(&root, &target.join("t"));
+        } else {
+            assert_no_wrong_content(&src, &target);
+            assert_eq!(partial_files(&target), Vec::<PathBuf>::new());
+        }
+        (!verified, !restored)
+    };
+    assert_eq!(
+        check(&good),
+        (false, false),
+        "the unflipped archive is good"
+    );
+
+    let mut passed_verify = Vec::new();
+    let mut restored = 0;
+    for i in 0..good.len() {
+        let mut bytes = good.clone();
+        bytes[i] ^= 1 << (i % 8);
+        let (verify_failed, restore_failed) = check(&bytes);
+        if !verify_failed {
+            passed_verify.push(i);
+        }
+        if !restore_failed {
+            restored += 1;
+        }
+    }
+    assert!(
+        passed_verify.is_empty(),
+        "verify -i passed with a bit flipped at {} of {} byte(s): {passed_verify:?}",
+        passed_verify.len(),
+        good.len()
+    );
+    // Every byte is under a checksum or a MAC that restore checks too.
+    assert_eq!(
+        restored, 0,
+        "restore succeeded on {restored} flipped archive(s)"
     );
 }
