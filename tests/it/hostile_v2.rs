@@ -893,6 +893,16 @@ fn entries_out_of_path_order_are_corrupt() {
     );
     assert!(err.contains("out of order"), "{err}");
 
+    // Plain byte order instead of path order: `t/docs.bak` between `t/docs` and its
+    // subtree (`.` sorts before `/` as bytes, after it in path order).
+    let mut entries = p.entries.clone();
+    let mut bak = entries[p.find("t/z.txt")].clone();
+    bak.path = b"t/docs.bak".to_vec();
+    insert(&mut entries, p.find("t/docs") + 1, bak);
+    let bytes = p.rebuild(&entries, 10);
+    let err = assert_refused(&fx, "byte-order", &bytes, Class::Corrupt, Scope::Index);
+    assert!(err.contains("out of order"), "{err}");
+
     // Across chunks: chunk 0's last entry sorts after chunk 1's first.
     let mut entries = p.entries.clone();
     entries[p.find("t/big.bin")].path = b"t/e.bin".to_vec();
@@ -961,6 +971,26 @@ fn dotdot_component_amid_non_utf8_bytes_is_unsafe() {
         Class::Corrupt,
         Scope::Index,
     );
+}
+
+#[test]
+fn other_unsafe_path_shapes_are_refused() {
+    let fx = fixture();
+    let p = &fx.parts;
+    let long = format!("t/docs/notes/{}", "x".repeat(4096));
+    let cases: [(&str, &[u8]); 5] = [
+        ("absolute", b"/etc/coffer-escape"),
+        ("nul", b"t/docs/notes/a\0b"),
+        ("empty-component", b"t/docs//notes"),
+        ("dot-component", b"t/docs/./notes"),
+        ("too-long", long.as_bytes()),
+    ];
+    for (name, path) in cases {
+        let mut entries = p.entries.clone();
+        entries[p.find("t/docs/notes/todo.txt")].path = path.to_vec();
+        let bytes = p.rebuild(&entries, 3);
+        assert_refused(&fx, name, &bytes, Class::UnsafePath, Scope::Index);
+    }
 }
 
 #[test]
