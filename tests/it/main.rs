@@ -19,6 +19,7 @@ mod foreign_keys;
 mod format_vectors;
 mod hostile_index;
 mod hostile_target;
+mod hostile_v2;
 mod info;
 mod job_config;
 mod job_daemon;
