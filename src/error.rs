@@ -23,7 +23,7 @@ pub enum Error {
     NotAFile { path: PathBuf, kind: &'static str },
 
     #[error(
-        "{path}: archive format version {version} is not supported (this coffer reads version 1)"
+        "{path}: archive format version {version} is not supported (this coffer reads versions 1 and 2)"
     )]
     UnsupportedVersion { path: PathBuf, version: u16 },
 
@@ -69,7 +69,7 @@ pub enum Error {
         min: usize,
     },
 
-    #[error("refusing unsafe path in archive index: {path:?} ({reason})")]
+    #[error("refusing unsafe path in archive index: \"{path}\" ({reason})")]
     UnsafePath { path: String, reason: String },
 
     /// A restored file's bytes do not hash to the content hash its entry records: every

@@ -21,6 +21,7 @@ pub(crate) mod meta_writer;
 mod rekey;
 pub mod v2;
 pub(crate) mod verify;
+mod verify_content;
 pub(crate) mod writer;
 
 pub use rekey::{RekeyOptions, RekeyReport, rekey};

@@ -17,7 +17,7 @@ use crate::format::v2::validate::{
 };
 use crate::format::v2::{
     BLOCKS_PER_CHUNK, BlockRefV2, Directory, EntryV2, KIND_DIR, KIND_HARDLINK, META_BLOCKS,
-    META_DIRECTORY, META_INDEX, TRAILER_LEN, TRAILER_MAGIC, TrailerV2,
+    META_DIRECTORY, META_INDEX, TRAILER_LEN, TRAILER_MAGIC, TrailerV2, path_cmp,
 };
 use crate::keys::SubKeys;
 use crate::seal::meta::open_meta;
@@ -243,11 +243,40 @@ impl IndexV2 {
         archive: &Archive,
         f: &mut dyn FnMut(u64, EntryV2) -> Result<()>,
     ) -> Result<()> {
+        let all: Vec<usize> = (0..self.directory.chunks.len()).collect();
+        self.for_each_entry_in(archive, &all, f)
+    }
+
+    /// The entries of index chunks `chunks` (ascending), in order, each checked as in
+    /// [`IndexV2::for_each_entry`]. Where a chunk does not follow the one before, the
+    /// ancestors of its first entry are looked up first and handed out too (those not handed
+    /// out yet), so the caller always sees a folder before what is in it.
+    pub(crate) fn for_each_entry_in(
+        &self,
+        archive: &Archive,
+        chunks: &[usize],
+        f: &mut dyn FnMut(u64, EntryV2) -> Result<()>,
+    ) -> Result<()> {
         let mut ancestors = Ancestors::new();
-        for k in 0..self.directory.chunks.len() {
+        // The last path handed out: ancestors at or before it were handed out already.
+        let mut last: Option<Vec<u8>> = None;
+        let mut prev: Option<usize> = None;
+        for &k in chunks {
             let at = archive.data_start() + self.directory.chunks[k].offset;
             let entries = self.open_chunk(archive, k)?;
             let first = self.starts[k];
+            if prev.is_none_or(|p| p + 1 != k) {
+                for (n, a) in self.ancestors_of(archive, &entries[0].path)? {
+                    ancestors
+                        .check_parent(&a)
+                        .map_err(|err| entry_error(archive.path(), at, err))?;
+                    if last.as_deref().is_none_or(|l| path_cmp(&a.path, l).is_gt()) {
+                        last = Some(a.path.clone());
+                        f(n, a)?;
+                    }
+                }
+            }
+            prev = Some(k);
             for e in &entries {
                 ancestors
                     .check_parent(e)
@@ -265,17 +294,57 @@ impl IndexV2 {
                             offset: at,
                             detail: format!(
                                 "entry {:?}: a hard link to a folder or to another link",
-                                String::from_utf8_lossy(&e.path)
+                                crate::format::v2::display_path(&e.path)
                             ),
                         });
                     }
                 }
             }
+            last = entries.last().map(|e| e.path.clone());
             for (i, e) in entries.into_iter().enumerate() {
                 f(first + i as u64, e)?;
             }
         }
         Ok(())
+    }
+
+    /// The entries of `path`'s ancestors, outermost first, each looked up by path (binary
+    /// search over the chunks' first paths). Each must exist and be a folder.
+    fn ancestors_of(&self, archive: &Archive, path: &[u8]) -> Result<Vec<(u64, EntryV2)>> {
+        let mut out = Vec::new();
+        let mut end = 0;
+        while let Some(i) = path[end..].iter().position(|&c| c == b'/') {
+            end += i;
+            let a = &path[..end];
+            match self.lookup(archive, a)? {
+                Some((n, e)) if e.kind == KIND_DIR => out.push((n, e)),
+                _ => {
+                    return Err(Error::UnsafePath {
+                        path: crate::format::v2::display_path(path),
+                        reason: format!(
+                            "its parent is not a folder listed before it, in {}",
+                            archive.path().display()
+                        ),
+                    });
+                }
+            }
+            end += 1;
+        }
+        Ok(out)
+    }
+
+    /// The entry at `path`, if the index has one: the one chunk that can hold it is found by
+    /// its first path and opened.
+    pub(crate) fn lookup(&self, archive: &Archive, path: &[u8]) -> Result<Option<(u64, EntryV2)>> {
+        let chunks = &self.directory.chunks;
+        let k = chunks.partition_point(|c| path_cmp(&c.first_path, path).is_le());
+        if k == 0 {
+            return Ok(None);
+        }
+        let c = self.chunk(archive, k - 1)?;
+        Ok(c.iter()
+            .position(|e| e.path == path)
+            .map(|i| (self.starts[k - 1] + i as u64, c[i].clone())))
     }
 
     /// Block `i`'s place, plaintext length and recorded tag, from its block-table chunk.
@@ -379,7 +448,7 @@ fn entry_error(path: &Path, offset: u64, e: EntryError) -> Error {
             path: entry,
             reason,
         } => Error::UnsafePath {
-            path: String::from_utf8_lossy(&entry).into_owned(),
+            path: crate::format::v2::display_path(&entry),
             reason: format!("{reason}, in {}", path.display()),
         },
         EntryError::Corrupt(detail) => Error::Corrupt {

@@ -9,10 +9,14 @@ use crate::format::trailer::TRAILER_LEN;
 use crate::progress::Observer;
 use crate::seal::OpenError;
 
-/// Whether a block frame carries `tag` (the 32 bytes before its checksum).
+/// Whether a block frame may go on to be opened as the one the v2 block table records with
+/// `tag`: it carries that tag (the 32 bytes before its checksum), or its checksum fails, in
+/// which case opening it reports the damage as damage (FORMAT.md §9 step 13: the CRC comes
+/// first) rather than as a tag mismatch.
 pub(crate) fn frame_tag_is(frame: &[u8], tag: &[u8; 32]) -> bool {
     let n = frame.len();
-    n >= 36 && frame[n - 36..n - 4] == tag[..]
+    let carries = n >= 36 && frame[n - 36..n - 4] == tag[..];
+    carries || !crate::format::frame::checksum_ok(frame)
 }
 
 /// One problem found by `verify`.
@@ -340,6 +344,10 @@ impl Archive {
                 Ok(())
             },
         )?;
+        // v2: every file's data hashes to its recorded content hash.
+        if self.version() == 2 {
+            super::verify_content::check_content_hashes(self, unlocked, &mut report)?;
+        }
         // `unlock` already checked the index section (length, checksum, tag).
         self.count_envelope(&mut report);
         Ok(report)

@@ -53,7 +53,7 @@ pub(super) fn write_contents(
         return Err(Error::InvalidOption(format!(
             "{}: {:?} has its data in {} pieces or in a parent archive (an incremental chain), which this build cannot restore",
             archive.path().display(),
-            String::from_utf8_lossy(&e.path),
+            crate::format::v2::display_path(&e.path),
             e.extents.len()
         )));
     }
@@ -252,7 +252,7 @@ impl InBlockFiles {
             let Some(data) = slot.plain().get(from..from + dlen(e) as usize) else {
                 slot.failure = Some(OpenError::Malformed(format!(
                     "the index places {:?} beyond the block's data",
-                    String::from_utf8_lossy(&e.path)
+                    crate::format::v2::display_path(&e.path)
                 )));
                 return;
             };
@@ -534,7 +534,7 @@ impl FileWriter<'_> {
             if file_pos < start {
                 return Err(Error::Internal(format!(
                     "internal error: block at {start} skipped data of {:?}",
-                    String::from_utf8_lossy(&e.path)
+                    crate::format::v2::display_path(&e.path)
                 )));
             }
             let from = (file_pos - start) as usize;

@@ -430,7 +430,7 @@ impl Target {
     fn not_a_folder(&self, rel: &[u8], e: Errno) -> Error {
         if e == Errno::LOOP || e == Errno::NOTDIR {
             Error::UnsafePath {
-                path: String::from_utf8_lossy(rel).into_owned(),
+                path: crate::format::v2::display_path(rel),
                 reason: "is a link or a file in the target, not a folder (it may have been replaced during the restore)".into(),
             }
         } else {
@@ -562,7 +562,7 @@ fn check_name<'a>(rel: &[u8], name: &'a [u8]) -> Result<&'a [u8]> {
     if name.is_empty() || name == b"." || name == b".." || name.contains(&b'/') || name.contains(&0)
     {
         return Err(Error::UnsafePath {
-            path: String::from_utf8_lossy(rel).into_owned(),
+            path: crate::format::v2::display_path(rel),
             reason: "empty, '.' or '..' component".into(),
         });
     }

@@ -281,3 +281,16 @@ pub fn path_cmp(a: &[u8], b: &[u8]) -> std::cmp::Ordering {
 pub fn parent(path: &[u8]) -> Option<&[u8]> {
     path.iter().rposition(|&c| c == b'/').map(|i| &path[..i])
 }
+
+/// A path (bytes) as text for messages: valid UTF-8 as it is, every other byte as `\xNN`,
+/// so two names that differ only in bytes that are not UTF-8 never print the same.
+pub fn display_path(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len());
+    for chunk in bytes.utf8_chunks() {
+        out.push_str(chunk.valid());
+        for b in chunk.invalid() {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    out
+}
