@@ -504,6 +504,38 @@ impl Unlocked {
         }
     }
 
+    /// Bytes of the index section read so far: v1 reads it whole at unlock; v2 reads the
+    /// directory at unlock and chunks as they are needed.
+    pub fn index_bytes_read(&self) -> u64 {
+        match &self.view {
+            View::V1(_) => 0,
+            View::V2(v) => v.read.load(std::sync::atomic::Ordering::Relaxed),
+        }
+    }
+
+    /// The index chunks a restore of paths starting with `prefixes` reads (`None`: all of
+    /// them; always all for v1, whose index is one piece).
+    pub(crate) fn chunk_plan(&self, prefixes: Option<Vec<Vec<u8>>>) -> Option<Vec<usize>> {
+        match &self.view {
+            View::V1(_) => None,
+            View::V2(v) => prefixes.map(|p| v.chunks_for(&p)),
+        }
+    }
+
+    /// As [`Unlocked::for_each_entry`], for the chunks of `plan` only (with the ancestors
+    /// of each chunk's entries that lie outside it).
+    pub(crate) fn for_each_entry_in(
+        &self,
+        archive: &Archive,
+        plan: Option<&[usize]>,
+        mut f: impl FnMut(u64, EntryV2) -> Result<()>,
+    ) -> Result<()> {
+        match (&self.view, plan) {
+            (View::V2(v), Some(chunks)) => v.for_each_entry_in(archive, chunks, &mut f),
+            _ => self.for_each_entry(archive, f),
+        }
+    }
+
     /// The entry numbered `n` (hard-link targets), validated.
     pub fn entry(&self, archive: &Archive, n: u64) -> Result<EntryV2> {
         match &self.view {

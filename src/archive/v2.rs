@@ -131,6 +131,7 @@ impl OpenV2 {
             starts,
             chunks: Mutex::new(Vec::new()),
             blocks: Mutex::new(None),
+            read: std::sync::atomic::AtomicU64::new(u64::from(t.directory_len)),
         };
         Ok(Unlocked {
             view: View::V2(Box::new(index)),
@@ -156,11 +157,18 @@ pub(crate) struct IndexV2 {
     /// Recently opened index chunks, newest last.
     chunks: Mutex<Vec<(usize, Arc<Vec<EntryV2>>)>>,
     blocks: Mutex<Option<Arc<BlockChunk>>>,
+    /// Bytes of the index section read so far (the directory included).
+    pub(crate) read: std::sync::atomic::AtomicU64,
 }
 
 impl IndexV2 {
     pub(crate) fn block_count(&self) -> u64 {
         self.block_count
+    }
+
+    fn count_read(&self, n: usize) {
+        self.read
+            .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Open, authenticate, decode and check index chunk `k` (rules of v2.7.2 but the
@@ -170,6 +178,7 @@ impl IndexV2 {
         let at = archive.data_start() + r.offset;
         let mut frame = vec![0u8; r.frame_len as usize];
         archive.source.read_exact_at(&mut frame, at)?;
+        self.count_read(frame.len());
         let last = k + 1 == self.directory.chunks.len();
         let what = format!("index chunk {k}");
         let plain = open_meta(
@@ -263,7 +272,9 @@ impl IndexV2 {
         let mut prev: Option<usize> = None;
         for &k in chunks {
             let at = archive.data_start() + self.directory.chunks[k].offset;
-            let entries = self.open_chunk(archive, k)?;
+            // Through the small cache: a second pass over a few chunks (a selective
+            // restore checks, then restores) reads them once.
+            let entries = self.chunk(archive, k)?;
             let first = self.starts[k];
             if prev.is_none_or(|p| p + 1 != k) {
                 for (n, a) in self.ancestors_of(archive, &entries[0].path)? {
@@ -277,7 +288,7 @@ impl IndexV2 {
                 }
             }
             prev = Some(k);
-            for e in &entries {
+            for e in entries.iter() {
                 ancestors
                     .check_parent(e)
                     .map_err(|err| entry_error(archive.path(), at, err))?;
@@ -301,8 +312,8 @@ impl IndexV2 {
                 }
             }
             last = entries.last().map(|e| e.path.clone());
-            for (i, e) in entries.into_iter().enumerate() {
-                f(first + i as u64, e)?;
+            for (i, e) in entries.iter().enumerate() {
+                f(first + i as u64, e.clone())?;
             }
         }
         Ok(())
@@ -347,6 +358,28 @@ impl IndexV2 {
             .map(|i| (self.starts[k - 1] + i as u64, c[i].clone())))
     }
 
+    /// The index chunks that can hold a path starting with one of `prefixes` (bytes, as
+    /// paths are compared: a prefix's paths are one contiguous range in path order), in
+    /// order. An empty prefix needs every chunk.
+    pub(crate) fn chunks_for(&self, prefixes: &[Vec<u8>]) -> Vec<usize> {
+        let chunks = &self.directory.chunks;
+        let mut need = vec![false; chunks.len()];
+        for p in prefixes {
+            // The first chunk that can hold a path >= p: the last one starting at or before p.
+            let from = chunks
+                .partition_point(|c| path_cmp(&c.first_path, p).is_le())
+                .saturating_sub(1);
+            // The first chunk starting after every path with prefix p.
+            let to = chunks.partition_point(|c| {
+                c.first_path.starts_with(p) || path_cmp(&c.first_path, p).is_le()
+            });
+            for n in &mut need[from..to.max(from + 1).min(chunks.len())] {
+                *n = true;
+            }
+        }
+        (0..chunks.len()).filter(|&k| need[k]).collect()
+    }
+
     /// Block `i`'s place, plaintext length and recorded tag, from its block-table chunk.
     pub(crate) fn block(&self, archive: &Archive, i: u64) -> Result<(BlockRef, Option<[u8; 32]>)> {
         if i >= self.block_count {
@@ -387,6 +420,7 @@ impl IndexV2 {
         let at = archive.data_start() + r.offset;
         let mut frame = vec![0u8; r.frame_len as usize];
         archive.source.read_exact_at(&mut frame, at)?;
+        self.count_read(frame.len());
         let last = k + 1 == self.directory.block_chunks.len();
         let what = format!("block-table chunk {k}");
         let plain = open_meta(

@@ -96,6 +96,7 @@ fn summary_json(report: &RestoreReport, archive: &Path, target: &Path) -> serde_
         "bytes": report.bytes,
         "blocks": report.blocks,
         "archive_bytes_read": report.archive_bytes_read,
+        "index_bytes_read": report.index_bytes_read,
         "remote_bytes_fetched": report.remote_fetched.map(|(bytes, _)| bytes),
         "remote_requests": report.remote_fetched.map(|(_, requests)| requests),
         "duration_secs": report.duration.as_secs_f64().max(1e-9),

@@ -99,7 +99,7 @@ pub(super) fn write_contents(
             detail: "data stream ended before every file was complete".into(),
         });
     }
-    writer.report.archive_bytes_read = archive_bytes;
+    writer.report.archive_bytes_read += archive_bytes;
     Ok(())
 }
 

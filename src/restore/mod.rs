@@ -13,9 +13,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-pub use select::select;
-
 use files::Policy;
+use select::{Open, Patterns, Selector, Step};
+use std::collections::HashMap;
 use target::{SpecialKind, not_permitted};
 
 use crate::archive::{Archive, Unlocked};
@@ -62,6 +62,9 @@ pub struct RestoreReport {
     pub blocks: u64,
     /// Bytes read from the archive's data section.
     pub archive_bytes_read: u64,
+    /// Bytes of the archive's index read (v2: the chunks a selective restore needs, read
+    /// twice: once to check and plan, once to restore; 0 for v1, read whole at unlock).
+    pub index_bytes_read: u64,
     /// For an archive in object storage: bytes and GET requests fetched in all (header,
     /// index and blocks, including read-ahead).
     pub remote_fetched: Option<(u64, u64)>,
@@ -72,8 +75,16 @@ pub struct RestoreReport {
     pub duration: Duration,
 }
 
-/// Restore `archive` (already unlocked) into `opts.target`: plan, then folders, file
-/// contents, hard links, symlinks, special files and folder metadata, in that order.
+/// Entries restored per batch: their files' contents are written through one run of the
+/// block pipeline, then their links and special files, then the metadata of the folders
+/// whose subtrees the batch completed. Bounds memory whatever the number of entries.
+const BATCH: usize = 16_384;
+
+/// Restore `archive` (already unlocked) into `opts.target`, in two passes over the index
+/// as it streams (v2: chunk by chunk; with patterns, only the chunks that can hold a
+/// match): the first checks every entry and refuses conflicts before anything is written,
+/// the second restores in batches — folders as they come, then per batch file contents,
+/// symlinks, FIFOs and devices, hard links, and the metadata of completed folders.
 pub fn restore(
     archive: &Archive,
     unlocked: &Unlocked,
@@ -81,94 +92,66 @@ pub fn restore(
     observer: &dyn Observer,
 ) -> Result<RestoreReport> {
     let started = Instant::now();
-    // Every entry is read (and validated) before anything is written.
-    let mut entries = Vec::with_capacity(unlocked.entry_count().min(1 << 20) as usize);
-    unlocked.for_each_entry(archive, |_, e| {
-        entries.push(e);
-        Ok(())
-    })?;
-    let selected = select(&entries, &opts.patterns)?;
-    let links = resolve_links(&entries, &selected)?;
-    plan(&selected, opts)?;
-    if observer.wants_totals() {
-        let files = selected.iter().filter(|e| e.kind == KIND_FILE);
-        observer.totals(files.clone().count() as u64, files.map(|e| e.size).sum());
-    }
+    let plan = unlocked.chunk_plan(Patterns::new(&opts.patterns)?.prefixes());
+    let plan = plan.as_deref();
+    let chosen = scan(archive, unlocked, plan, opts, observer)?;
     let policy = Arc::new(Policy::new(opts)?);
-    let mut report = RestoreReport::default();
-    make_folders(&policy, &selected, &mut report)?;
-    // A hard link whose first name is not restored gets that name's data and metadata as
-    // an object of its own.
-    let copies: Vec<Entry> = links
-        .iter()
-        .filter(|(_, (_, how))| matches!(how, Link::Copy))
-        .map(|(link, (t, _))| Entry {
-            path: link.path.clone(),
-            ..entries[*t as usize].clone()
-        })
-        .collect();
-    let mut objects: Vec<&Entry> = selected.clone();
-    objects.extend(copies.iter());
-    let files: Vec<Entry> = objects
-        .iter()
-        .filter(|e| e.kind == KIND_FILE)
-        .map(|e| (*e).clone())
-        .collect();
-    files::write_contents(archive, unlocked, &policy, files, observer, &mut report)?;
-    make_links(&policy, &objects, observer, &mut report)?;
-    make_specials(&policy, &objects, observer, &mut report)?;
-    // Last of the objects: a link's first name may be a file, a symlink, a FIFO or a device.
-    make_hard_links(&policy, &links, &mut report)?;
-    set_folder_metadata(&policy, &selected, observer, &mut report)?;
+    let mut run = Run {
+        archive,
+        unlocked,
+        policy: &policy,
+        observer,
+        chosen: &chosen,
+        stand_ins: HashMap::new(),
+        batch: Batch::default(),
+        report: RestoreReport::default(),
+    };
+    let mut selector = Selector::new(Patterns::new(&opts.patterns)?);
+    unlocked.for_each_entry_in(archive, plan, |_, e| {
+        let step = selector.next(&e);
+        run.entry(e, step)
+    })?;
+    run.batch
+        .closed
+        .extend(selector.finish().into_iter().filter(|o| o.needed));
+    run.flush()?;
+    let mut report = run.report;
     report.special_bits_cleared = policy.special_cleared();
+    report.index_bytes_read = unlocked.index_bytes_read();
     report.duration = started.elapsed();
     report.remote_fetched = archive.source().fetched();
     Ok(report)
 }
 
-/// How a selected hard link is restored: linked to its first name, or (when that name is
-/// not restored) as a copy of it.
-enum Link {
-    /// A second name of the object restored at this path.
-    To(Vec<u8>),
-    Copy,
-}
+/// Entry numbers restored, one bit each: how a hard link whose first name comes earlier is
+/// made (linked to it, or a copy when it is not restored).
+struct Chosen(Vec<u64>);
 
-/// Each selected hard link with its first name's entry number and how it is restored.
-/// Validation already checked that the number precedes the link and names a file, symlink,
-/// FIFO or device.
-fn resolve_links<'a>(
-    entries: &[Entry],
-    selected: &[&'a Entry],
-) -> Result<Vec<(&'a Entry, (u64, Link))>> {
-    let chosen: std::collections::HashSet<&[u8]> =
-        selected.iter().map(|e| e.path.as_slice()).collect();
-    // When the first name is not restored, the first selected link of its set becomes the
-    // object and the others link to it: the names stay one inode.
-    let mut stand_in: std::collections::HashMap<u64, Vec<u8>> = Default::default();
-    let mut out = Vec::new();
-    for e in selected.iter().filter(|e| e.kind == KIND_HARDLINK) {
-        let t = e.hardlink_to.unwrap_or(u64::MAX);
-        let target = entries.get(t as usize).ok_or_else(|| {
-            Error::Internal(format!("hard link to entry {t}, which is not in the index"))
-        })?;
-        let how = if chosen.contains(target.path.as_slice()) {
-            Link::To(target.path.clone())
-        } else if let Some(first) = stand_in.get(&t) {
-            Link::To(first.clone())
-        } else {
-            stand_in.insert(t, e.path.clone());
-            Link::Copy
-        };
-        out.push((*e, (t, how)));
+impl Chosen {
+    fn set(&mut self, n: u64) {
+        let (w, b) = ((n / 64) as usize, n % 64);
+        if w >= self.0.len() {
+            self.0.resize(w + 1, 0);
+        }
+        self.0[w] |= 1 << b;
     }
-    Ok(out)
+
+    fn get(&self, n: u64) -> bool {
+        self.0
+            .get((n / 64) as usize)
+            .is_some_and(|w| w & (1 << (n % 64)) != 0)
+    }
 }
 
-/// Refuse conflicts before anything is written: a target that is not a folder, a folder
-/// where a file goes (or the reverse), an existing file without `overwrite`. (Advisory: the
-/// writes themselves never replace what appears meanwhile unless `overwrite` is given.)
-fn plan(selected: &[&Entry], opts: &RestoreOptions) -> Result<()> {
+/// The first pass: every entry read and validated, the selection made (every pattern must
+/// match), conflicts in the target refused before anything is written, totals counted.
+fn scan(
+    archive: &Archive,
+    unlocked: &Unlocked,
+    plan: Option<&[usize]>,
+    opts: &RestoreOptions,
+    observer: &dyn Observer,
+) -> Result<Chosen> {
     let target = &opts.target;
     if target.symlink_metadata().is_ok() && !target.is_dir() {
         return Err(Error::InvalidOption(format!(
@@ -176,58 +159,168 @@ fn plan(selected: &[&Entry], opts: &RestoreOptions) -> Result<()> {
             target.display()
         )));
     }
-    for e in selected {
-        let dest = target.join(OsStr::from_bytes(&e.path));
-        if let Ok(m) = dest.symlink_metadata() {
-            let ok = if e.kind == KIND_DIR {
-                m.is_dir()
-            } else {
-                opts.overwrite && !m.is_dir()
-            };
-            if !ok {
-                return Err(Error::Exists { path: dest });
+    let mut selector = Selector::new(Patterns::new(&opts.patterns)?);
+    let mut chosen = Chosen(Vec::new());
+    let (mut files, mut bytes) = (0u64, 0u64);
+    unlocked.for_each_entry_in(archive, plan, |n, e| {
+        let step = selector.next(&e);
+        for a in &step.newly_needed {
+            refuse_conflict(a, opts)?;
+        }
+        if step.chosen {
+            chosen.set(n);
+            refuse_conflict(&e, opts)?;
+            if e.kind == KIND_FILE {
+                files += 1;
+                bytes += e.size;
             }
+        }
+        Ok(())
+    })?;
+    selector.patterns.check_all_matched()?;
+    observer.totals(files, bytes);
+    Ok(chosen)
+}
+
+/// A folder where a file goes (or the reverse), or an existing file without `overwrite`.
+/// (Advisory: the writes themselves never replace what appears meanwhile unless
+/// `overwrite` is given.)
+fn refuse_conflict(e: &Entry, opts: &RestoreOptions) -> Result<()> {
+    let dest = opts.target.join(OsStr::from_bytes(&e.path));
+    if let Ok(m) = dest.symlink_metadata() {
+        let ok = if e.kind == KIND_DIR {
+            m.is_dir()
+        } else {
+            opts.overwrite && !m.is_dir()
+        };
+        if !ok {
+            return Err(Error::Exists { path: dest });
         }
     }
     Ok(())
 }
 
-/// Folders, parents first (the index lists them so). One planted in the target as a link
-/// is refused, never descended through.
-fn make_folders(policy: &Policy, selected: &[&Entry], report: &mut RestoreReport) -> Result<()> {
-    for e in selected.iter().filter(|e| e.kind == KIND_DIR) {
-        policy.target.make_dir(&e.path)?;
-        report.dirs += 1;
-    }
-    Ok(())
+/// What one batch restores after its folders were made.
+#[derive(Default)]
+struct Batch {
+    files: Vec<Entry>,
+    symlinks: Vec<Entry>,
+    specials: Vec<Entry>,
+    /// Hard links and the path of the object each is a second name of.
+    hard_links: Vec<(Entry, Vec<u8>)>,
+    /// Folders whose subtrees are complete, deepest first: their metadata goes last.
+    closed: Vec<Open>,
 }
 
-/// Hard links, after the objects they name are in place: `linkat` to the first name (or
-/// to the link that stands in for it).
-fn make_hard_links(
-    policy: &Policy,
-    links: &[(&Entry, (u64, Link))],
-    report: &mut RestoreReport,
-) -> Result<()> {
-    for (link, (_, how)) in links {
-        match how {
-            Link::To(existing) => {
-                policy
-                    .target
-                    .hard_link(existing, &link.path, policy.overwrite())?;
-                report.hardlinks += 1;
+impl Batch {
+    fn len(&self) -> usize {
+        self.files.len() + self.symlinks.len() + self.specials.len() + self.hard_links.len()
+    }
+}
+
+/// The second pass.
+struct Run<'a> {
+    archive: &'a Archive,
+    unlocked: &'a Unlocked,
+    policy: &'a Arc<Policy>,
+    observer: &'a dyn Observer,
+    chosen: &'a Chosen,
+    /// For a hard-link set whose first name is not restored: the link restored in its
+    /// place, which the set's other selected names link to (so they stay one inode).
+    stand_ins: HashMap<u64, Vec<u8>>,
+    batch: Batch,
+    report: RestoreReport,
+}
+
+impl Run<'_> {
+    fn entry(&mut self, e: Entry, step: Step) -> Result<()> {
+        self.batch
+            .closed
+            .extend(step.closed.into_iter().filter(|o| o.needed));
+        for a in &step.newly_needed {
+            self.make_dir(a)?;
+        }
+        if step.chosen {
+            match e.kind {
+                KIND_DIR => self.make_dir(&e)?,
+                KIND_HARDLINK => self.hard_link(e)?,
+                _ => self.object(e),
             }
-            // Made as objects of their own with the other entries of their kind.
-            Link::Copy => {}
+        }
+        if self.batch.len() >= BATCH {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Folders, parents first (the index lists them so). One planted in the target as a
+    /// link is refused, never descended through.
+    fn make_dir(&mut self, e: &Entry) -> Result<()> {
+        self.policy.target.make_dir(&e.path)?;
+        self.report.dirs += 1;
+        Ok(())
+    }
+
+    fn object(&mut self, e: Entry) {
+        match e.kind {
+            KIND_FILE => self.batch.files.push(e),
+            KIND_SYMLINK => self.batch.symlinks.push(e),
+            _ => self.batch.specials.push(e),
         }
     }
-    Ok(())
+
+    /// A hard link: a second name of its first name's object when that is restored (or of
+    /// the link standing in for it); otherwise the first such link becomes the object
+    /// itself, with the first name's data and metadata.
+    fn hard_link(&mut self, e: Entry) -> Result<()> {
+        let t = e.hardlink_to.unwrap_or(u64::MAX);
+        if self.chosen.get(t) {
+            let existing = self.unlocked.entry(self.archive, t)?.path;
+            self.batch.hard_links.push((e, existing));
+        } else if let Some(first) = self.stand_ins.get(&t) {
+            let existing = first.clone();
+            self.batch.hard_links.push((e, existing));
+        } else {
+            let target = self.unlocked.entry(self.archive, t)?;
+            self.stand_ins.insert(t, e.path.clone());
+            self.object(Entry {
+                path: e.path,
+                ..target
+            });
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        let b = std::mem::take(&mut self.batch);
+        let (policy, observer) = (self.policy, self.observer);
+        let report = &mut self.report;
+        files::write_contents(
+            self.archive,
+            self.unlocked,
+            policy,
+            b.files,
+            observer,
+            report,
+        )?;
+        make_links(policy, &b.symlinks, observer, report)?;
+        make_specials(policy, &b.specials, observer, report)?;
+        // Last of the objects: a link's first name may be a file, a symlink, a FIFO or a
+        // device.
+        for (link, existing) in &b.hard_links {
+            policy
+                .target
+                .hard_link(existing, &link.path, policy.overwrite())?;
+            report.hardlinks += 1;
+        }
+        set_folder_metadata(policy, &b.closed, observer, report)
+    }
 }
 
 /// Links last of the entries: nothing of the restore is ever written through them.
 fn make_links(
     policy: &Policy,
-    selected: &[&Entry],
+    selected: &[Entry],
     observer: &dyn Observer,
     report: &mut RestoreReport,
 ) -> Result<()> {
@@ -253,7 +346,7 @@ fn make_links(
 /// FIFOs and device nodes. Devices only as root (a warning otherwise, as tar does).
 fn make_specials(
     policy: &Policy,
-    selected: &[&Entry],
+    selected: &[Entry],
     observer: &dyn Observer,
     report: &mut RestoreReport,
 ) -> Result<()> {
@@ -300,20 +393,25 @@ fn make_specials(
     Ok(())
 }
 
-/// Folder owners, permissions and times last, deepest first, so that writing into them
-/// neither fails (read-only folders) nor bumps their times. Each folder is reached again
-/// from the target without following links: one swapped for a link meanwhile is refused.
+/// Folder owners, permissions and times once nothing more goes into them, deepest first,
+/// so that writing into them neither fails (read-only folders) nor bumps their times. Each
+/// folder is reached again from the target without following links: one swapped for a
+/// link meanwhile is refused.
 fn set_folder_metadata(
     policy: &Policy,
-    selected: &[&Entry],
+    closed: &[Open],
     observer: &dyn Observer,
     report: &mut RestoreReport,
 ) -> Result<()> {
+    if closed.is_empty() {
+        return Ok(());
+    }
     policy.target.forget_dirs();
     // One folder that cannot be reached (replaced by another user) must not leave every
     // other folder at 0700 and owned by the restoring user: go on, report the first error.
     let mut first_error = None;
-    for e in selected.iter().rev().filter(|e| e.kind == KIND_DIR) {
+    for o in closed {
+        let e = &o.entry;
         let dest = policy.target.display(&e.path);
         match policy.target.dir(&e.path) {
             Ok(dir) => {

@@ -1,83 +1,176 @@
-//! Which entries a restore writes: those the user's paths or glob patterns name, plus every
-//! folder above them.
+//! Which entries a restore writes: those the user's paths or glob patterns name, everything
+//! below a named folder, and the folders above them — decided entry by entry as the index
+//! streams past in path order, holding only the current entry's ancestors.
 
 use globset::{Glob, GlobSet, GlobSetBuilder};
-use std::collections::HashSet;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use crate::error::{Error, Result};
-use crate::format::v2::{EntryV2 as Entry, KIND_DIR, parent};
+use crate::format::v2::{EntryV2 as Entry, KIND_DIR};
 
 /// An archive path (bytes) as the path glob patterns are matched against.
 fn as_path(p: &[u8]) -> &Path {
     Path::new(OsStr::from_bytes(p))
 }
 
-/// Entries chosen by the patterns, plus the folders above them.
-///
-/// Linear in the number of entries: each path is matched against the patterns once. An
-/// entry is chosen when it matches or its folder was chosen; the folders above chosen
-/// entries are then added in one pass backwards. Both passes rely on what index validation
-/// guarantees: every parent is a folder listed before its children.
-pub fn select<'a>(entries: &'a [Entry], patterns: &[String]) -> Result<Vec<&'a Entry>> {
-    if patterns.is_empty() {
-        return Ok(entries.iter().collect());
-    }
-    let set = build_patterns(patterns)?;
-    let mut matched = vec![false; patterns.len()];
-    let mut chosen = vec![false; entries.len()];
-    let mut chosen_dirs: HashSet<&[u8]> = HashSet::new();
-    let mut hits = Vec::new();
-    for (i, e) in entries.iter().enumerate() {
-        set.matches_into(as_path(&e.path), &mut hits);
-        for &h in &hits {
-            matched[h] = true;
-        }
-        let covered = !hits.is_empty() || parent(&e.path).is_some_and(|p| chosen_dirs.contains(p));
-        if covered {
-            chosen[i] = true;
-            if e.kind == KIND_DIR {
-                chosen_dirs.insert(&e.path);
-            }
-        }
-    }
-    if let Some(i) = matched.iter().position(|m| !m) {
-        return Err(Error::InvalidOption(format!(
-            "pattern {:?} matches nothing in the archive (paths start with the source's name, e.g. `projects/...`; see `coffer list`)",
-            patterns[i]
-        )));
-    }
-    // Children come after their folders, so walking backwards meets every chosen entry
-    // before the folders it needs.
-    let mut needed: HashSet<&[u8]> = HashSet::new();
-    let mut wanted = chosen;
-    for (i, e) in entries.iter().enumerate().rev() {
-        if wanted[i] || needed.contains(e.path.as_slice()) {
-            wanted[i] = true;
-            if let Some(p) = parent(&e.path) {
-                needed.insert(p);
-            }
-        }
-    }
-    Ok(entries
-        .iter()
-        .zip(wanted)
-        .filter_map(|(e, w)| w.then_some(e))
-        .collect())
+/// The user's patterns.
+pub(super) struct Patterns {
+    set: Option<GlobSet>,
+    texts: Vec<String>,
+    matched: Vec<bool>,
+    hits: Vec<usize>,
 }
 
-/// The patterns as one set; a trailing `/` is ignored (a folder selects what is below it).
-fn build_patterns(patterns: &[String]) -> Result<GlobSet> {
-    let mut set = GlobSetBuilder::new();
-    for p in patterns {
-        let p = p.trim_end_matches('/');
-        let g = Glob::new(p).map_err(|e| Error::InvalidOption(format!("pattern {p:?}: {e}")))?;
-        set.add(g);
+impl Patterns {
+    /// Patterns as given; none means everything. A trailing `/` is ignored (a folder
+    /// selects what is below it).
+    pub(super) fn new(patterns: &[String]) -> Result<Self> {
+        let set = if patterns.is_empty() {
+            None
+        } else {
+            let mut b = GlobSetBuilder::new();
+            for p in patterns {
+                let p = p.trim_end_matches('/');
+                let g = Glob::new(p)
+                    .map_err(|e| Error::InvalidOption(format!("pattern {p:?}: {e}")))?;
+                b.add(g);
+            }
+            Some(
+                b.build()
+                    .map_err(|e| Error::InvalidOption(format!("patterns: {e}")))?,
+            )
+        };
+        Ok(Patterns {
+            set,
+            texts: patterns.to_vec(),
+            matched: vec![false; patterns.len()],
+            hits: Vec::new(),
+        })
     }
-    set.build()
-        .map_err(|e| Error::InvalidOption(format!("patterns: {e}")))
+
+    /// The literal beginning of every pattern (up to its first glob character), or `None`
+    /// when there are no patterns. Every path a pattern can match starts with its prefix,
+    /// and a prefix's paths are one range of the index: only those chunks need reading.
+    pub(super) fn prefixes(&self) -> Option<Vec<Vec<u8>>> {
+        self.set.as_ref()?;
+        Some(
+            self.texts
+                .iter()
+                .map(|p| {
+                    let p = p.trim_end_matches('/');
+                    let end = p.find(['*', '?', '[', '{', '\\']).unwrap_or(p.len());
+                    p.as_bytes()[..end].to_vec()
+                })
+                .collect(),
+        )
+    }
+
+    /// Whether `path` matches a pattern (true for every path without patterns).
+    fn matches(&mut self, path: &[u8]) -> bool {
+        let Some(set) = &self.set else {
+            return true;
+        };
+        set.matches_into(as_path(path), &mut self.hits);
+        for &h in &self.hits {
+            self.matched[h] = true;
+        }
+        !self.hits.is_empty()
+    }
+
+    /// Every pattern must have matched something.
+    pub(super) fn check_all_matched(&self) -> Result<()> {
+        match self.matched.iter().position(|m| !m) {
+            Some(i) => Err(Error::InvalidOption(format!(
+                "pattern {:?} matches nothing in the archive (paths start with the source's name, e.g. `projects/...`; see `coffer list`)",
+                self.texts[i]
+            ))),
+            None => Ok(()),
+        }
+    }
+}
+
+/// A folder on the way to the current entry.
+pub(super) struct Open {
+    pub entry: Entry,
+    /// Named by a pattern, or below a named folder: everything in it is restored.
+    pub chosen: bool,
+    /// To be restored: chosen, or above something chosen.
+    pub needed: bool,
+}
+
+/// What one entry means for the restore.
+pub(super) struct Step {
+    /// Folders left behind (their subtrees are complete), deepest first.
+    pub closed: Vec<Open>,
+    /// Folders above the entry that became needed with it, outermost first: to be made
+    /// now, before the entry.
+    pub newly_needed: Vec<Entry>,
+    /// The entry is restored.
+    pub chosen: bool,
+}
+
+/// Decides, entry by entry in path order, what is restored. Holds the ancestors of the
+/// current entry only (a path's depth), so it is flat in the number of entries.
+pub(super) struct Selector {
+    pub patterns: Patterns,
+    stack: Vec<Open>,
+}
+
+impl Selector {
+    pub(super) fn new(patterns: Patterns) -> Self {
+        Selector {
+            patterns,
+            stack: Vec::new(),
+        }
+    }
+
+    /// The next entry (in path order).
+    pub(super) fn next(&mut self, e: &Entry) -> Step {
+        let mut closed = Vec::new();
+        while let Some(top) = self.stack.last() {
+            let under = e.path.len() > top.entry.path.len()
+                && e.path.starts_with(&top.entry.path)
+                && e.path[top.entry.path.len()] == b'/';
+            if under {
+                break;
+            }
+            closed.push(self.stack.pop().expect("non-empty"));
+        }
+        let covered = self.stack.last().is_some_and(|t| t.chosen);
+        let chosen = self.patterns.matches(&e.path) || covered;
+        let mut newly_needed = Vec::new();
+        if chosen {
+            for open in &mut self.stack {
+                if !open.needed {
+                    open.needed = true;
+                    newly_needed.push(open.entry.clone());
+                }
+            }
+        }
+        if e.kind == KIND_DIR {
+            self.stack.push(Open {
+                entry: e.clone(),
+                chosen,
+                needed: chosen,
+            });
+        }
+        Step {
+            closed,
+            newly_needed,
+            chosen,
+        }
+    }
+
+    /// The folders still open at the end, deepest first.
+    pub(super) fn finish(&mut self) -> Vec<Open> {
+        let mut out = Vec::new();
+        while let Some(o) = self.stack.pop() {
+            out.push(o);
+        }
+        out
+    }
 }
 
 #[cfg(test)]
@@ -99,10 +192,32 @@ mod tests {
         std::str::from_utf8(&e.path).unwrap()
     }
 
+    /// What the streaming selector restores, in the order it restores it.
+    fn select<'a>(entries: &'a [Entry], patterns: &[String]) -> Result<Vec<&'a str>> {
+        let mut s = Selector::new(Patterns::new(patterns)?);
+        let mut out = Vec::new();
+        for e in entries {
+            let step = s.next(e);
+            for n in &step.newly_needed {
+                let p = entries.iter().find(|x| x.path == n.path).unwrap();
+                out.push(text(p));
+            }
+            if step.chosen {
+                out.push(text(e));
+            }
+        }
+        s.patterns.check_all_matched()?;
+        Ok(out)
+    }
+
     /// The selection rule written the obvious way (quadratic: every ancestor of every
-    /// entry against the patterns), to check the linear one against.
+    /// entry against the patterns), to check the streaming one against.
     fn reference<'a>(entries: &'a [Entry], patterns: &[String]) -> Vec<&'a str> {
-        let set = build_patterns(patterns).unwrap();
+        let mut b = GlobSetBuilder::new();
+        for p in patterns {
+            b.add(Glob::new(p.trim_end_matches('/')).unwrap());
+        }
+        let set = b.build().unwrap();
         let covered = |path: &str| {
             let mut p = Some(path);
             while let Some(cur) = p {
@@ -125,8 +240,7 @@ mod tests {
             .collect()
     }
 
-    #[test]
-    fn linear_selection_matches_the_obvious_rule() {
+    fn tree() -> Vec<Entry> {
         let mut entries = vec![entry("top", KIND_DIR)];
         for d in ["a", "b", "a b", "src"] {
             entries.push(entry(&format!("top/{d}"), KIND_DIR));
@@ -137,7 +251,13 @@ mod tests {
             }
             entries.push(entry(&format!("top/{d}/link"), KIND_SYMLINK));
         }
-        entries.sort_by(|x, y| x.path.cmp(&y.path));
+        entries.sort_by(|x, y| crate::format::v2::path_cmp(&x.path, &y.path));
+        entries
+    }
+
+    #[test]
+    fn streaming_selection_matches_the_obvious_rule() {
+        let entries = tree();
         let cases: &[&[&str]] = &[
             &["top/a"],
             &["top/a/"],
@@ -149,11 +269,8 @@ mod tests {
         ];
         for patterns in cases {
             let patterns: Vec<String> = patterns.iter().map(|p| p.to_string()).collect();
-            let got: Vec<&str> = select(&entries, &patterns)
-                .unwrap()
-                .into_iter()
-                .map(text)
-                .collect();
+            let mut got = select(&entries, &patterns).unwrap();
+            got.sort_by(|x, y| crate::format::v2::path_cmp(x.as_bytes(), y.as_bytes()));
             assert_eq!(got, reference(&entries, &patterns), "{patterns:?}");
         }
     }
@@ -163,5 +280,30 @@ mod tests {
         let entries = vec![entry("top", KIND_DIR), entry("top/f", KIND_FILE)];
         let err = select(&entries, &["top/f".into(), "nope/*".into()]).unwrap_err();
         assert!(err.to_string().contains("\"nope/*\""), "{err}");
+    }
+
+    #[test]
+    fn prefixes_stop_at_the_first_glob_character() {
+        let p = Patterns::new(&["top/a/".into(), "src/*.rs".into(), "**/x".into()]).unwrap();
+        let got = p.prefixes().unwrap();
+        assert_eq!(got, [&b"top/a"[..], b"src/", b""]);
+        assert!(Patterns::new(&[]).unwrap().prefixes().is_none());
+    }
+
+    #[test]
+    fn folders_close_deepest_first_once_their_subtree_ends() {
+        let entries = tree();
+        let mut s = Selector::new(Patterns::new(&[]).unwrap());
+        let mut closed = Vec::new();
+        for e in &entries {
+            let step = s.next(e);
+            closed.extend(step.closed.into_iter().map(|o| o.entry.path));
+        }
+        closed.extend(s.finish().into_iter().map(|o| o.entry.path));
+        // Every folder closes once, after everything below it was seen.
+        let folders = entries.iter().filter(|e| e.kind == KIND_DIR).count();
+        assert_eq!(closed.len(), folders);
+        assert_eq!(closed.first().unwrap(), b"top/a/deep");
+        assert_eq!(closed.last().unwrap(), b"top");
     }
 }

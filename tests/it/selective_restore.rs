@@ -291,3 +291,38 @@ fn restoring_one_tiny_file_reads_a_small_fraction_of_the_archive() {
     assert_eq!(doc["blocks"], 1);
     assert!(doc["archive_bytes_read"].as_u64().unwrap() * 20 < size);
 }
+
+/// A v2 index is read chunk by chunk: restoring one file of many reads the chunk that
+/// holds it (and the directory), not the whole index; the whole tree reads all of it.
+#[test]
+fn a_selective_restore_reads_only_the_index_chunks_it_needs() {
+    let t = TestDir::new();
+    let root = t.join("many");
+    for d in 0..40 {
+        for f in 0..500 {
+            let name =
+                format!("dir{d:02}/a-long-file-name-so-the-index-spans-many-chunks-{f:04}.txt");
+            write_file(&root.join(name), format!("{d} {f}\n").as_bytes(), 0o644);
+        }
+    }
+    let archive = t.join("a.coffer");
+    backup_with(
+        &[&root],
+        &archive,
+        SMALL_BLOCK,
+        Compression::Zstd(1),
+        &[&alice_pub()],
+    );
+    let one = "many/dir27/a-long-file-name-so-the-index-spans-many-chunks-0311.txt";
+    let selective = try_restore(&archive, &alice_key(), &t.join("one"), &[one], false).unwrap();
+    assert_eq!(selective.files, 1);
+    assert_eq!(fs::read(t.join("one").join(one)).unwrap(), b"27 311\n");
+    let whole = try_restore(&archive, &alice_key(), &t.join("all"), &[], false).unwrap();
+    assert_eq!(whole.files, 20_000);
+    assert!(
+        selective.index_bytes_read * 4 < whole.index_bytes_read,
+        "one file read {} index bytes, the whole tree {}",
+        selective.index_bytes_read,
+        whole.index_bytes_read
+    );
+}
