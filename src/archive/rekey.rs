@@ -170,16 +170,7 @@ pub fn rekey(
                     };
                     let new_keys = SubKeys::derive_v2(&new_key, &session_id);
                     drop(new_key);
-                    reencrypt_v2(
-                        &archive,
-                        &unlocked,
-                        sink,
-                        &body,
-                        &new_keys,
-                        opts.signing_key.clone(),
-                        cancel,
-                        observer,
-                    )?
+                    reencrypt_v2(&archive, &unlocked, sink, &body, &new_keys, opts, observer)?
                 }
             };
             (stanzas, session_id, blocks)
@@ -477,17 +468,18 @@ fn reseal_blocks(
 
 /// [`reencrypt`] for a v2 archive: the blocks sealed again into a v2 writer, then the
 /// same entries (their stream offsets hold: block boundaries are kept) cut into index
-/// chunks under the new keys. Returns the number of blocks.
+/// chunks under the new keys, signed with `opts.signing_key` if given. Returns the number
+/// of blocks.
 fn reencrypt_v2(
     archive: &Archive,
     unlocked: &Unlocked,
     sink: Box<dyn storage::ArchiveSink>,
     body: &HeaderBodyV2,
     keys: &SubKeys,
-    signing_key: Option<Arc<crate::signing::SigningKey>>,
-    cancel: Option<&AtomicBool>,
+    opts: &RekeyOptions<'_>,
     observer: &dyn Observer,
 ) -> Result<u64> {
+    let cancel = opts.cancel.as_deref();
     let f = &body.fields;
     let meta_keys = MetaKeys {
         keys,
@@ -495,7 +487,7 @@ fn reencrypt_v2(
         compress: f.compression != 0,
         entropy: Entropy::Os,
     };
-    let mut out = ArchiveWriterV2::begin(sink, body, meta_keys, signing_key)?;
+    let mut out = ArchiveWriterV2::begin(sink, body, meta_keys, opts.signing_key.clone())?;
     let new = Arc::new(resealer(
         f.session_id,
         f.block_size,

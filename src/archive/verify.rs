@@ -440,3 +440,43 @@ fn meta_order_problem(
         _ => Some(format!("unknown frame kind {kind}")),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::meta_order_problem;
+    use crate::format::v2::{META_BLOCKS, META_DIRECTORY, META_INDEX};
+
+    #[test]
+    fn meta_frames_must_come_in_kind_order_with_last_flags_and_the_directory_last() {
+        // (prev, kind, last, at, len) with the directory at 1000.
+        let ok = |prev, kind, last, at, len| meta_order_problem(prev, kind, last, at, len, 1000);
+        assert_eq!(ok(None, META_INDEX, false, 0, 100), None);
+        assert_eq!(
+            ok(Some((META_INDEX, false)), META_INDEX, true, 100, 100),
+            None
+        );
+        assert_eq!(
+            ok(Some((META_INDEX, true)), META_BLOCKS, true, 200, 100),
+            None
+        );
+        assert_eq!(
+            ok(Some((META_BLOCKS, true)), META_DIRECTORY, true, 1000, 78),
+            None
+        );
+        assert_eq!(
+            ok(Some((META_INDEX, true)), META_DIRECTORY, true, 1000, 78),
+            None
+        );
+        // Refused: a block-table chunk first, an index chunk after a block-table chunk, a
+        // kind after one not flagged last, a frame after the last of its kind, the directory
+        // elsewhere or unflagged, a frame across the directory's start, an unknown kind.
+        assert!(ok(None, META_BLOCKS, true, 0, 100).is_some());
+        assert!(ok(Some((META_BLOCKS, true)), META_INDEX, true, 200, 100).is_some());
+        assert!(ok(Some((META_INDEX, false)), META_BLOCKS, true, 200, 100).is_some());
+        assert!(ok(Some((META_INDEX, true)), META_INDEX, true, 200, 100).is_some());
+        assert!(ok(Some((META_INDEX, true)), META_DIRECTORY, true, 500, 78).is_some());
+        assert!(ok(Some((META_BLOCKS, true)), META_DIRECTORY, false, 1000, 78).is_some());
+        assert!(ok(Some((META_INDEX, false)), META_INDEX, false, 950, 100).is_some());
+        assert!(ok(Some((META_INDEX, true)), 9, true, 200, 100).is_some());
+    }
+}

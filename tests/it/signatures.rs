@@ -149,7 +149,7 @@ fn recipient_forges(archive: &Path, out: &Path) {
         &open_meta(&keys, &sid, META_DIRECTORY, 0, true, &dir_frame, None).unwrap(),
     )
     .unwrap();
-    let bc = dir.block_chunks[0].clone();
+    let bc = dir.block_chunks[0];
     let bc_at = start + bc.offset as usize;
     let bc_frame = bytes[bc_at..bc_at + bc.frame_len as usize].to_vec();
     let last = dir.block_chunks.len() == 1;
@@ -550,6 +550,18 @@ fn flipped_signature_bytes_are_a_bad_signature_or_corrupt() {
         Archive::open(&damaged),
         Err(Error::Corrupt { .. })
     ));
+
+    // Damage in a block: keyless verify --signer reports it and says the signature was not
+    // checked (the transcript of a damaged archive proves nothing either way).
+    let mut bytes = original.clone();
+    let block_byte = Archive::open(&archive).unwrap().data_start() as usize + 100;
+    bytes[block_byte] ^= 0x01;
+    fs::write(&damaged, &bytes).unwrap();
+    let err = assert_fails(
+        &["verify", s(&damaged), "--signer", s(&public)],
+        "checksum mismatch",
+    );
+    assert!(err.contains("the signature was not checked"), "{err}");
 
     // Another scheme or length, CRC fixed: Corrupt too.
     for (offset, value) in [(0usize, 2u8), (2, 63)] {
