@@ -80,6 +80,23 @@ pub enum Error {
     )]
     ContentMismatch { path: PathBuf },
 
+    /// A signer is required (`--signer`) and the archive is unsigned (or is a v1 archive,
+    /// which cannot carry a signature): anyone holding a recipient's public key can write
+    /// an unsigned archive, so it proves nothing about who wrote it.
+    #[error("{path}: the archive is not signed, and a signature by an allowed signer is required")]
+    SignatureRequired { path: PathBuf },
+
+    /// The archive is signed, but by a key that is not among the allowed signers.
+    #[error("{path}: the archive is signed by {fingerprint}, which is not an allowed signer")]
+    UnknownSigner { path: PathBuf, fingerprint: String },
+
+    /// The signature does not verify over the archive's signed content (FORMAT.md v2.9.3):
+    /// something the signer signed (a header field, a tag, the trailer) changed since.
+    #[error(
+        "{path}: the signature by {fingerprint} does not verify: signed content of the archive was changed"
+    )]
+    BadSignature { path: PathBuf, fingerprint: String },
+
     /// Something in the restore target changed under the restore (another user renamed or
     /// replaced a folder it made or was using).
     #[error("{path}: {detail}")]
@@ -168,6 +185,15 @@ impl Error {
             }
             Error::ContentMismatch { .. } => {
                 "the archive's writer recorded wrong data for this file; run `coffer verify -i KEY` and restore it from another backup".into()
+            }
+            Error::SignatureRequired { .. } => {
+                "anyone with a recipient's public key can write an unsigned archive; do not trust it, or restore without --signer if you know where it came from".into()
+            }
+            Error::UnknownSigner { .. } => {
+                "pass the signer's .pub with --signer if you trust that host; otherwise do not trust this archive".into()
+            }
+            Error::BadSignature { .. } => {
+                "the archive was changed after it was signed (by a recipient or in storage); do not trust this copy".into()
             }
             Error::TargetChanged { .. } => {
                 "another user is changing the restore target; restore into a folder only you can write to, then move what you need".into()

@@ -19,6 +19,7 @@ use crate::storage::{self, ArchiveSource, Location};
 
 pub(crate) mod meta_writer;
 mod rekey;
+pub(crate) mod sign;
 pub mod v2;
 pub(crate) mod verify;
 mod verify_content;

@@ -27,7 +27,7 @@ use crate::format::frame::FRAME_PREFIX;
 use crate::format::header::{self, HeaderBody, Stanza};
 use crate::format::index::BlockRef;
 use crate::format::index::Index;
-use crate::format::v2::{HeaderBodyV2, HeaderFields};
+use crate::format::v2::{HeaderBodyV2, HeaderFields, SIGNER_ED25519, SignerDecl};
 use crate::keys::{SessionId, SessionKey, SubKeys, new_session_id};
 use crate::pipeline::{self, sink_stopped, slot_count};
 use crate::progress::Observer;
@@ -54,6 +54,10 @@ pub struct RekeyOptions<'a> {
     /// Set from another thread (a signal handler) to stop a re-encryption: it returns
     /// [`Error::Cancelled`] soon after and the original archive stays as it was.
     pub cancel: Option<Arc<AtomicBool>>,
+    /// With `reencrypt` of a v2 archive: sign the result with this key. A re-encryption
+    /// changes the session id and every tag, so the old signature cannot carry over; without
+    /// a key the result is unsigned (FORMAT.md v2.9.6). Plain rekey keeps the signature.
+    pub signing_key: Option<Arc<crate::signing::SigningKey>>,
 }
 
 /// What a rekey changed.
@@ -106,6 +110,11 @@ pub fn rekey(
     } else {
         None
     };
+    if opts.signing_key.is_some() && !(opts.reencrypt && archive.version() == 2) {
+        return Err(Error::InvalidOption(
+            "a signing key is only used by --reencrypt of a format 2 archive (a plain rekey keeps the signature; format 1 cannot be signed)".into(),
+        ));
+    }
 
     let location = Location::parse(path)?;
     let (stanzas, session_id, blocks) = match keep {
@@ -150,17 +159,18 @@ pub fn rekey(
                         fields: HeaderFields {
                             session_id,
                             // A signature is over the old session's tags: the new
-                            // archive is unsigned (FORMAT.md v2.9.6).
-                            signer: None,
+                            // archive is unsigned (FORMAT.md v2.9.6) unless signed anew.
+                            signer: opts.signing_key.as_ref().map(|k| SignerDecl {
+                                scheme: SIGNER_ED25519,
+                                fingerprint: k.fingerprint().0,
+                            }),
                             ..old.clone()
                         },
                         recipients: stanzas.clone(),
                     };
                     let new_keys = SubKeys::derive_v2(&new_key, &session_id);
                     drop(new_key);
-                    reencrypt_v2(
-                        &archive, &unlocked, sink, &body, &new_keys, cancel, observer,
-                    )?
+                    reencrypt_v2(&archive, &unlocked, sink, &body, &new_keys, opts, observer)?
                 }
             };
             (stanzas, session_id, blocks)
@@ -458,16 +468,18 @@ fn reseal_blocks(
 
 /// [`reencrypt`] for a v2 archive: the blocks sealed again into a v2 writer, then the
 /// same entries (their stream offsets hold: block boundaries are kept) cut into index
-/// chunks under the new keys. Returns the number of blocks.
+/// chunks under the new keys, signed with `opts.signing_key` if given. Returns the number
+/// of blocks.
 fn reencrypt_v2(
     archive: &Archive,
     unlocked: &Unlocked,
     sink: Box<dyn storage::ArchiveSink>,
     body: &HeaderBodyV2,
     keys: &SubKeys,
-    cancel: Option<&AtomicBool>,
+    opts: &RekeyOptions<'_>,
     observer: &dyn Observer,
 ) -> Result<u64> {
+    let cancel = opts.cancel.as_deref();
     let f = &body.fields;
     let meta_keys = MetaKeys {
         keys,
@@ -475,7 +487,7 @@ fn reencrypt_v2(
         compress: f.compression != 0,
         entropy: Entropy::Os,
     };
-    let mut out = ArchiveWriterV2::begin(sink, body, meta_keys)?;
+    let mut out = ArchiveWriterV2::begin(sink, body, meta_keys, opts.signing_key.clone())?;
     let new = Arc::new(resealer(
         f.session_id,
         f.block_size,

@@ -31,6 +31,9 @@ const CHUNK_CACHE: usize = 4;
 pub struct OpenV2 {
     pub header: RawHeaderV2,
     pub trailer: TrailerV2,
+    /// The signature section's signature, its structure checked (step 7); `Some` exactly
+    /// when the header declares a signer. Not verified: that needs a pinned key.
+    pub signature: Option<[u8; crate::signing::SIGNATURE_LEN]>,
 }
 
 impl OpenV2 {
@@ -84,7 +87,28 @@ impl OpenV2 {
             offset: trailer_at,
             detail,
         })?;
-        Ok(OpenV2 { header, trailer })
+        // Step 7: the signature section sits between the index section and the trailer.
+        let signature = match header.body.fields.signer {
+            Some(decl) => {
+                let mut section = [0u8; crate::format::v2::SIGNATURE_LEN as usize];
+                let at = trailer_at - section.len() as u64;
+                source.read_exact_at(&mut section, at)?;
+                let sig = super::sign::parse_section(&section, decl.scheme).map_err(|detail| {
+                    Error::Corrupt {
+                        path: path.to_path_buf(),
+                        offset: at,
+                        detail,
+                    }
+                })?;
+                Some(sig)
+            }
+            None => None,
+        };
+        Ok(OpenV2 {
+            header,
+            trailer,
+            signature,
+        })
     }
 
     /// Steps 9–12 after the session key: the directory, authenticated and checked.
@@ -490,5 +514,55 @@ fn entry_error(path: &Path, offset: u64, e: EntryError) -> Error {
             offset,
             detail,
         },
+    }
+}
+
+impl IndexV2 {
+    /// Feed the signature transcript from authenticated records (FORMAT.md v2.9.5, keyed):
+    /// `B` from every block-table chunk's recorded tags (each chunk opened and checked, its
+    /// tag matched against the directory's record), `M` from the directory's chunk records
+    /// and the directory frame's own tag. The directory frame is read and authenticated
+    /// again here and must decode to the directory in use, so the tag that is checked
+    /// against the signature is the one of the directory this reader trusts.
+    pub(crate) fn signed_tags(
+        &self,
+        archive: &Archive,
+        transcript: &mut super::sign::Transcript,
+    ) -> Result<()> {
+        for k in 0..self.directory.block_chunks.len() {
+            let (_, records) = self.open_block_chunk(archive, k)?;
+            for (_, r) in &records {
+                transcript.block(&r.tag);
+            }
+        }
+        for c in &self.directory.chunks {
+            transcript.meta(META_INDEX, &c.tag);
+        }
+        for c in &self.directory.block_chunks {
+            transcript.meta(META_BLOCKS, &c.tag);
+        }
+        let t = &archive.v2().expect("a v2 archive").trailer;
+        let dir_at = archive.data_start() + t.index_offset + t.index_len - t.directory_len as u64;
+        let mut frame = vec![0u8; t.directory_len as usize];
+        archive.source.read_exact_at(&mut frame, dir_at)?;
+        let plain = open_meta(
+            &self.keys,
+            &self.session_id,
+            META_DIRECTORY,
+            0,
+            true,
+            &frame,
+            None,
+        )
+        .map_err(|e| meta_error(archive.path(), "the index directory", dir_at, e))?;
+        if decode_directory(&plain).ok().as_ref() != Some(&self.directory) {
+            return Err(Error::Tampered {
+                path: archive.path().to_path_buf(),
+                what: "the index directory (changed while it was read)".into(),
+                offset: dir_at,
+            });
+        }
+        transcript.meta(META_DIRECTORY, &crate::seal::meta::meta_frame_tag(&frame));
+        Ok(())
     }
 }

@@ -2,6 +2,7 @@
 //! truncation) or keyed (every tag and decryption as well). Every bad block is reported,
 //! not only the first.
 
+use super::sign::Transcript;
 use super::{Archive, Unlocked};
 use crate::error::Result;
 use crate::format::index::BlockRef;
@@ -37,6 +38,9 @@ pub struct VerifyReport {
     pub blocks_checked: u64,
     pub bytes_checked: u64,
     pub problems: Vec<Problem>,
+    /// The signer whose signature was checked and verified (`--signer`); `None` when no
+    /// signature was checked.
+    pub signer: Option<crate::recipient::Fingerprint>,
 }
 
 impl VerifyReport {
@@ -49,6 +53,18 @@ impl Archive {
     /// Keyless check against the checksums: every frame, the index section, the trailer.
     /// Finds bit rot and truncation; reports every bad block, not just the first.
     pub fn verify_checksums(&self, observer: &dyn Observer) -> Result<VerifyReport> {
+        self.walk_checksums(observer, None)
+    }
+
+    /// The keyless walk; with a `transcript` (v2), every block frame's tag and every meta
+    /// frame's kind and tag are fed into it in file order (FORMAT.md v2.9.5 steps 3–4).
+    /// The tags are read from the frames the walk reads anyway, so a signature check costs
+    /// one SHA-256 of 32 bytes per frame on top of the checksums.
+    pub(crate) fn walk_checksums(
+        &self,
+        observer: &dyn Observer,
+        mut transcript: Option<&mut Transcript>,
+    ) -> Result<VerifyReport> {
         use crate::format::frame::checksum_ok;
         let mut report = VerifyReport::default();
         let params = self.params();
@@ -107,6 +123,13 @@ impl Archive {
                 }
             }
             typical_len.get_or_insert(frame_len);
+            if let Some(t) = transcript.as_deref_mut()
+                && buf.len() >= 36
+            {
+                // A block frame's tag sits before its 4-byte checksum (FORMAT.md §6.2).
+                let n = buf.len();
+                t.block(buf[n - 36..n - 4].try_into().expect("32 bytes"));
+            }
             observer.bytes_done(frame_len);
             report.blocks_checked += 1;
             report.bytes_checked += frame_len;
@@ -124,7 +147,7 @@ impl Archive {
             });
         }
         if self.version() == 2 {
-            self.check_meta_checksums(&mut report)?;
+            self.check_meta_checksums(&mut report, transcript)?;
         } else {
             self.check_index_checksum(&mut report)?;
         }
@@ -188,13 +211,26 @@ impl Archive {
     }
 
     /// v2: walk the meta frames of the index section by their length fields and check each
-    /// one's CRC32C, as opening it with a key does first (FORMAT.md v2.9.5 step 4).
-    fn check_meta_checksums(&self, report: &mut VerifyReport) -> Result<()> {
-        use crate::format::v2::{META_OVERHEAD, META_PREFIX, MIN_META_FRAME};
+    /// one's CRC32C, as opening it with a key does first, and the order a keyless reader can
+    /// see: index chunks, then block-table chunks, then the directory as the section's last
+    /// `directory_len` bytes, `FLAG_LAST` on exactly the last frame of each kind (FORMAT.md
+    /// v2.9.5 step 4). With a `transcript`, each frame's kind and tag are fed into it.
+    fn check_meta_checksums(
+        &self,
+        report: &mut VerifyReport,
+        mut transcript: Option<&mut Transcript>,
+    ) -> Result<()> {
+        use crate::format::v2::{
+            META_DIRECTORY, META_FLAG_LAST, META_OVERHEAD, META_PREFIX, MIN_META_FRAME,
+        };
         let params = self.params();
         let mut at = self.data_start() + params.data_len;
         let end = at + params.index_len;
+        let dir_len = self.v2().map_or(0, |v| u64::from(v.trailer.directory_len));
+        let dir_at = end - dir_len;
         let mut frame = Vec::new();
+        // The previous frame's kind and last flag.
+        let mut prev: Option<(u8, bool)> = None;
         while at < end {
             let mut prefix = [0u8; META_PREFIX];
             let fits = at + META_PREFIX as u64 <= end;
@@ -218,6 +254,7 @@ impl Archive {
             frame.resize(len as usize, 0);
             self.source.read_exact_at(&mut frame, at)?;
             let n = frame.len() - 4;
+            let (kind, last) = (frame[8], frame[9] & META_FLAG_LAST != 0);
             if crate::format::crc32c(&frame[..n])
                 != u32::from_le_bytes(frame[n..].try_into().expect("4 bytes"))
             {
@@ -225,12 +262,28 @@ impl Archive {
                     block: None,
                     offset: at,
                     detail: format!(
-                        "index section: checksum mismatch in a frame of kind {} (storage damage)",
-                        frame[8]
+                        "index section: checksum mismatch in a frame of kind {kind} (storage damage)"
                     ),
                 });
+            } else if let Some(detail) = meta_order_problem(prev, kind, last, at, len, dir_at) {
+                report.problems.push(Problem {
+                    block: None,
+                    offset: at,
+                    detail: format!("index section: {detail}"),
+                });
             }
+            if let Some(t) = transcript.as_deref_mut() {
+                t.meta(kind, frame[n - 32..n].try_into().expect("32 bytes"));
+            }
+            prev = Some((kind, last));
             at += len;
+        }
+        if at == end && prev.is_some_and(|p| p != (META_DIRECTORY, true)) {
+            report.problems.push(Problem {
+                block: None,
+                offset: dir_at,
+                detail: "index section: does not end with the directory".into(),
+            });
         }
         self.count_envelope(report);
         Ok(())
@@ -351,5 +404,87 @@ impl Archive {
         // `unlock` already checked the index section (length, checksum, tag).
         self.count_envelope(&mut report);
         Ok(report)
+    }
+}
+
+/// What is wrong with the order of a meta frame of `kind` (last flag `last`) at `at`, of
+/// `len` bytes, after a frame `prev`, when the directory starts at `dir_at`.
+fn meta_order_problem(
+    prev: Option<(u8, bool)>,
+    kind: u8,
+    last: bool,
+    at: u64,
+    len: u64,
+    dir_at: u64,
+) -> Option<String> {
+    use crate::format::v2::{META_BLOCKS, META_DIRECTORY, META_INDEX};
+    if at == dir_at {
+        if kind != META_DIRECTORY || !last {
+            return Some(format!(
+                "a frame of kind {kind} where the trailer places the directory"
+            ));
+        }
+    } else if kind == META_DIRECTORY || (at < dir_at && at + len > dir_at) || at > dir_at {
+        return Some(format!(
+            "a frame of kind {kind} that does not fit the directory's place"
+        ));
+    }
+    match prev {
+        None if kind != META_INDEX => Some(format!(
+            "begins with a frame of kind {kind} instead of an index chunk"
+        )),
+        Some((p, p_last)) if p == kind && p_last => {
+            Some(format!("a frame of kind {kind} after the one flagged last"))
+        }
+        Some((p, p_last)) if p != kind && (kind < p || !p_last) => Some(format!(
+            "a frame of kind {kind} after a frame of kind {p} {}",
+            if kind < p {
+                "(out of order)"
+            } else {
+                "not flagged last"
+            }
+        )),
+        _ if kind == META_BLOCKS || kind == META_INDEX || kind == META_DIRECTORY => None,
+        _ => Some(format!("unknown frame kind {kind}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::meta_order_problem;
+    use crate::format::v2::{META_BLOCKS, META_DIRECTORY, META_INDEX};
+
+    #[test]
+    fn meta_frames_must_come_in_kind_order_with_last_flags_and_the_directory_last() {
+        // (prev, kind, last, at, len) with the directory at 1000.
+        let ok = |prev, kind, last, at, len| meta_order_problem(prev, kind, last, at, len, 1000);
+        assert_eq!(ok(None, META_INDEX, false, 0, 100), None);
+        assert_eq!(
+            ok(Some((META_INDEX, false)), META_INDEX, true, 100, 100),
+            None
+        );
+        assert_eq!(
+            ok(Some((META_INDEX, true)), META_BLOCKS, true, 200, 100),
+            None
+        );
+        assert_eq!(
+            ok(Some((META_BLOCKS, true)), META_DIRECTORY, true, 1000, 78),
+            None
+        );
+        assert_eq!(
+            ok(Some((META_INDEX, true)), META_DIRECTORY, true, 1000, 78),
+            None
+        );
+        // Refused: a block-table chunk first, an index chunk after a block-table chunk, a
+        // kind after one not flagged last, a frame after the last of its kind, the directory
+        // elsewhere or unflagged, a frame across the directory's start, an unknown kind.
+        assert!(ok(None, META_BLOCKS, true, 0, 100).is_some());
+        assert!(ok(Some((META_BLOCKS, true)), META_INDEX, true, 200, 100).is_some());
+        assert!(ok(Some((META_INDEX, false)), META_BLOCKS, true, 200, 100).is_some());
+        assert!(ok(Some((META_INDEX, true)), META_INDEX, true, 200, 100).is_some());
+        assert!(ok(Some((META_INDEX, true)), META_DIRECTORY, true, 500, 78).is_some());
+        assert!(ok(Some((META_BLOCKS, true)), META_DIRECTORY, false, 1000, 78).is_some());
+        assert!(ok(Some((META_INDEX, false)), META_INDEX, false, 950, 100).is_some());
+        assert!(ok(Some((META_INDEX, true)), 9, true, 200, 100).is_some());
     }
 }

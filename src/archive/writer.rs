@@ -12,10 +12,14 @@ use crate::seal::{Entropy, seal_header, seal_index_from};
 use crate::storage::ArchiveSink;
 
 use super::meta_writer::{BlockTable, IndexChunks, MetaKeys, write_chunks};
+use super::sign::{Transcript, sign_section};
 use crate::format::v2::{
-    Directory, HeaderBodyV2, MAX_DIRECTORY, META_DIRECTORY, TotalsV2, TrailerV2,
+    Directory, HeaderBodyV2, MAX_DIRECTORY, META_BLOCKS, META_DIRECTORY, META_INDEX, SIGNATURE_LEN,
+    TotalsV2, TrailerV2,
 };
-use crate::seal::meta::{seal_header_v2, seal_meta};
+use crate::seal::meta::{meta_frame_tag, seal_header_v2, seal_meta};
+use crate::signing::SigningKey;
+use std::sync::Arc;
 
 /// An archive being written. Dropped before [`ArchiveWriter::finish`], the sink removes
 /// the partial file (or aborts the upload).
@@ -127,22 +131,50 @@ pub(crate) struct ArchiveWriterV2<'k> {
     keys: MetaKeys<'k>,
     header_len: u64,
     table: BlockTable<'k>,
+    sign: Option<Signing>,
+}
+
+/// What signing an archive needs while it is written (FORMAT.md v2.9.4).
+struct Signing {
+    key: Arc<SigningKey>,
+    /// `header[0, 10)` and `body[0, r)`, as written.
+    header_prefix: Vec<u8>,
+    signed_body: Vec<u8>,
+    transcript: Transcript,
 }
 
 impl<'k> ArchiveWriterV2<'k> {
-    /// Write the header `body`, sealed under the session's sub-keys, to `out`.
+    /// Write the header `body`, sealed under the session's sub-keys, to `out`. With a
+    /// signing key (which `body` must declare as its `signer`), the archive is signed.
     pub(crate) fn begin(
         mut out: Box<dyn ArchiveSink>,
         body: &HeaderBodyV2,
         keys: MetaKeys<'k>,
+        signing_key: Option<Arc<SigningKey>>,
     ) -> Result<Self> {
+        let declared = body.fields.signer.map(|s| s.fingerprint);
+        if declared != signing_key.as_ref().map(|k| k.fingerprint().0) {
+            return Err(Error::Internal(
+                "the header's signer does not match the signing key".into(),
+            ));
+        }
         let bytes = seal_header_v2(body, keys.keys);
+        let sign = signing_key.map(|key| {
+            let (_, r) = body.encode();
+            Signing {
+                key,
+                header_prefix: bytes[..10].to_vec(),
+                signed_body: bytes[14..14 + r].to_vec(),
+                transcript: Transcript::new(),
+            }
+        });
         out.write_all(&bytes)?;
         Ok(ArchiveWriterV2 {
             out,
             keys,
             header_len: bytes.len() as u64,
             table: BlockTable::new(keys)?,
+            sign,
         })
     }
 
@@ -154,6 +186,13 @@ impl<'k> ArchiveWriterV2<'k> {
     /// Append the next sealed block frame.
     pub(crate) fn push(&mut self, frame: &[u8]) -> Result<()> {
         self.out.write_all(frame)?;
+        if let Some(s) = &mut self.sign {
+            // The block frame's tag sits before its 4-byte checksum (FORMAT.md §6.2); the
+            // pipeline hands frames over in block order.
+            let n = frame.len();
+            s.transcript
+                .block(frame[n - 36..n - 4].try_into().expect("a whole frame"));
+        }
         self.table.push(frame)
     }
 
@@ -208,13 +247,34 @@ impl<'k> ArchiveWriterV2<'k> {
             index_len,
             block_count,
             directory_len: frame.len() as u32,
-            signature_len: 0,
+            signature_len: if self.sign.is_some() {
+                SIGNATURE_LEN
+            } else {
+                0
+            },
+        };
+        let mut signature_len = 0;
+        if let Some(mut s) = self.sign.take() {
+            // M: every meta frame's kind and tag, in file order.
+            for c in &directory.chunks {
+                s.transcript.meta(META_INDEX, &c.tag);
+            }
+            for c in &directory.block_chunks {
+                s.transcript.meta(META_BLOCKS, &c.tag);
+            }
+            s.transcript.meta(META_DIRECTORY, &meta_frame_tag(&frame));
+            let message = s
+                .transcript
+                .message(&s.header_prefix, &s.signed_body, &trailer);
+            let section = sign_section(&s.key, &message);
+            self.out.write_all(&section)?;
+            signature_len = section.len() as u64;
         }
-        .encode();
+        let trailer = trailer.encode();
         self.out.write_all(&trailer)?;
         self.out.commit()?;
         Ok(Written {
-            len: self.header_len + index_offset + index_len + trailer.len() as u64,
+            len: self.header_len + index_offset + index_len + signature_len + trailer.len() as u64,
             blocks: block_count,
         })
     }

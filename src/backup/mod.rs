@@ -19,7 +19,9 @@ use crate::error::{Error, Result};
 use crate::format::header::Stanza;
 use crate::format::header::{self, HeaderBody};
 use crate::format::index::{Entry, Totals};
-use crate::format::v2::{EntryV2, HASH_SHA256, HeaderBodyV2, HeaderFields};
+use crate::format::v2::{
+    EntryV2, HASH_SHA256, HeaderBodyV2, HeaderFields, SIGNER_ED25519, SignerDecl,
+};
 use crate::format::{Compression, SUITE_V1};
 use crate::keys::{SessionId, SessionKey, SubKeys, new_session_id};
 use crate::pipeline::{self, slot_count};
@@ -28,6 +30,7 @@ use crate::pipeline::{self, slot_count};
 pub use crate::progress::{Observer, Quiet, Warning};
 use crate::recipient::{Fingerprint, Recipient};
 use crate::seal::{BlockSealer, Entropy};
+use crate::signing::SigningKey;
 use crate::storage::{self, Location};
 use std::os::unix::ffi::OsStrExt;
 use stream::{Block, BlockStream};
@@ -62,6 +65,9 @@ pub struct BackupOptions {
     /// produce v1 archives. v1 keeps files, folders and symlinks with UTF-8 names only.
     #[doc(hidden)]
     pub format: u16,
+    /// Sign the archive with this key (format v2.9): readers holding its public half can
+    /// check, without a decryption key, that this host wrote the archive.
+    pub signing_key: Option<Arc<SigningKey>>,
 }
 
 impl BackupOptions {
@@ -80,6 +86,7 @@ impl BackupOptions {
             cancel: None,
             xattrs: true,
             format: 2,
+            signing_key: None,
         }
     }
 }
@@ -338,7 +345,7 @@ fn write_archive_v2(
         compress: opts.compression != Compression::None,
         entropy,
     };
-    let mut out = ArchiveWriterV2::begin(sink, &body, meta_keys)?;
+    let mut out = ArchiveWriterV2::begin(sink, &body, meta_keys, opts.signing_key.clone())?;
     let run = Run {
         opts,
         observer,
@@ -386,7 +393,7 @@ fn write_archive_v2(
 }
 
 /// The v2 header and sub-keys of a job session: as [`session_header`], with the v2 fields
-/// (a full archive: no parents; unsigned).
+/// (a full archive: no parents; signed when the options carry a signing key).
 fn session_header_v2(
     opts: &BackupOptions,
     recipients: &[&dyn Recipient],
@@ -403,7 +410,10 @@ fn session_header_v2(
         compression: opts.compression.code(),
         content_hash: HASH_SHA256,
         chain: Vec::new(),
-        signer: None,
+        signer: opts.signing_key.as_ref().map(|k| SignerDecl {
+            scheme: SIGNER_ED25519,
+            fingerprint: k.fingerprint().0,
+        }),
     };
     Ok((
         HeaderBodyV2 {
@@ -504,6 +514,11 @@ fn validate_options(opts: &BackupOptions, recipients: &[&dyn Recipient]) -> Resu
             "format version {} cannot be written (1 or 2)",
             opts.format
         )));
+    }
+    if opts.format == 1 && opts.signing_key.is_some() {
+        return Err(Error::InvalidOption(
+            "format 1 archives cannot be signed".into(),
+        ));
     }
     if opts.job_name.len() > 256 {
         return Err(Error::InvalidOption(

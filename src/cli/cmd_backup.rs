@@ -7,9 +7,9 @@ use std::path::PathBuf;
 use coffer::Compression;
 use coffer::backup::{self, BackupOptions, BackupReport};
 use coffer::format::hex;
-use coffer::recipient::Recipient;
+use coffer::recipient::{Fingerprint, Recipient};
 
-use super::keys::load_recipients;
+use super::keys::{load_recipients, load_signing_key, read_passphrase};
 use super::report::{
     EXIT_OK, EXIT_WARNINGS, print_json, print_warning_summary, warnings_json, warnings_note,
 };
@@ -54,6 +54,10 @@ pub struct BackupArgs {
     /// Replace an existing archive file
     #[arg(long)]
     overwrite: bool,
+    /// Sign the archive with this signing key (coffer keygen --signing, or an OpenSSH
+    /// ed25519 key), so readers can check which host wrote it (verify/restore --signer)
+    #[arg(long, value_name = "SIGNKEY")]
+    sign_with: Option<PathBuf>,
     /// Print nothing but errors and warnings
     #[arg(short, long)]
     quiet: bool,
@@ -87,15 +91,16 @@ pub fn run(a: BackupArgs) -> anyhow::Result<u8> {
     let result = backup::backup(&opts, &refs, &progress);
     progress.finish();
     let report = result?;
+    let signer = opts.signing_key.as_ref().map(|k| k.fingerprint());
     tracing::info!(
         blocks = report.blocks,
         bytes = report.bytes_read,
         "backup finished"
     );
     if a.json {
-        print_json(&summary_json(&report))?;
+        print_json(&summary_json(&report, signer))?;
     } else if !a.quiet {
-        print_summary(&report)?;
+        print_summary(&report, signer)?;
     }
     if report.warnings.is_empty() {
         Ok(EXIT_OK)
@@ -134,10 +139,15 @@ fn options(a: &BackupArgs) -> anyhow::Result<BackupOptions> {
     // Ctrl-C or SIGTERM stops the run cleanly: the partial file is removed, an upload is
     // aborted. A second signal ends the process at once.
     opts.cancel = Some(stop_flag()?);
+    opts.signing_key = a
+        .sign_with
+        .as_deref()
+        .map(|p| load_signing_key(p, &read_passphrase).map(std::sync::Arc::new))
+        .transpose()?;
     Ok(opts)
 }
 
-fn summary_json(report: &BackupReport) -> serde_json::Value {
+fn summary_json(report: &BackupReport, signer: Option<Fingerprint>) -> serde_json::Value {
     let t = &report.totals;
     serde_json::json!({
         "archive": report.archive.to_string_lossy(),
@@ -150,11 +160,12 @@ fn summary_json(report: &BackupReport) -> serde_json::Value {
         "blocks": report.blocks,
         "duration_secs": report.duration.as_secs_f64().max(1e-9),
         "recipients": report.recipients.iter().map(|f| f.to_string()).collect::<Vec<_>>(),
+        "signer": signer.map(|f| f.to_string()),
         "warnings": warnings_json(&report.warnings),
     })
 }
 
-fn print_summary(report: &BackupReport) -> anyhow::Result<()> {
+fn print_summary(report: &BackupReport, signer: Option<Fingerprint>) -> anyhow::Result<()> {
     let t = &report.totals;
     let secs = report.duration.as_secs_f64().max(1e-9);
     outln!(
@@ -182,6 +193,9 @@ fn print_summary(report: &BackupReport) -> anyhow::Result<()> {
     outln!("session:    {}", hex(&report.session_id))?;
     for fp in &report.recipients {
         outln!("recipient:  {fp}")?;
+    }
+    if let Some(fp) = signer {
+        outln!("signed by:  {fp}")?;
     }
     print_warning_summary(&report.warnings)
 }

@@ -66,6 +66,8 @@ fn info_json(path: &Path, ar: &Archive) -> serde_json::Value {
         "block_count": h.block_count,
         "size": ar.file_len(),
         "recipients": recipients,
+        // Declared, not checked: `verify --signer` checks it.
+        "signer": ar.declared_signer().map(|f| f.to_string()),
     })
 }
 
@@ -111,6 +113,12 @@ fn print_info(path: &Path, ar: &Archive) -> anyhow::Result<()> {
             format!(" ({})", safe(&s.label))
         };
         outln!("  {lead} {}{label}", Fingerprint(s.fingerprint))?;
+    }
+    // The archive names its signer's fingerprint, not the key: only a pinned key
+    // (`verify --signer`) can check the signature.
+    match ar.declared_signer() {
+        Some(fp) => outln!("  signature:   signed by {fp} (not checked)")?,
+        None => outln!("  signature:   unsigned")?,
     }
     Ok(())
 }

@@ -8,7 +8,7 @@ use coffer::archive::{Archive, RekeyOptions, RekeyReport};
 use coffer::format::hex;
 use coffer::recipient::{Fingerprint, Identity, Recipient, RsaIdentity, RsaRecipient};
 
-use super::keys::{load_identity, load_recipients};
+use super::keys::{load_identity, load_recipients, load_signing_key, read_passphrase};
 use super::report::EXIT_OK;
 use super::signals::stop_flag;
 use super::ui::{Progress, outln};
@@ -35,6 +35,10 @@ pub struct RekeyArgs {
     /// With --reencrypt: public key of a recipient that stays, besides the -i key (repeatable)
     #[arg(long, value_name = "PUBKEY", requires = "reencrypt")]
     keep: Vec<PathBuf>,
+    /// With --reencrypt: sign the result with this signing key (a re-encrypted archive is
+    /// otherwise unsigned; a plain rekey keeps the signature as it is)
+    #[arg(long, value_name = "SIGNKEY", requires = "reencrypt")]
+    sign_with: Option<PathBuf>,
 }
 
 pub fn run(a: RekeyArgs) -> anyhow::Result<u8> {
@@ -49,6 +53,11 @@ pub fn run(a: RekeyArgs) -> anyhow::Result<u8> {
     let refs: Vec<&dyn Recipient> = added.iter().map(|r| r as &dyn Recipient).collect();
     let kept = kept(&a, &identity, &remove)?;
     let keep: Vec<&dyn Recipient> = kept.iter().map(|r| r as &dyn Recipient).collect();
+    let signing_key = a
+        .sign_with
+        .as_deref()
+        .map(|p| load_signing_key(p, &read_passphrase).map(std::sync::Arc::new))
+        .transpose()?;
     let opts = RekeyOptions {
         add: &refs,
         remove: &remove,
@@ -57,6 +66,7 @@ pub fn run(a: RekeyArgs) -> anyhow::Result<u8> {
         keep: &keep,
         // Stopping a re-encryption part way leaves the original; a header rewrite is short.
         cancel: a.reencrypt.then(stop_flag).transpose()?,
+        signing_key,
     };
     let progress = Progress::new("rekey", false);
     let result = coffer::archive::rekey(&a.archive, &identity, &opts, &progress);

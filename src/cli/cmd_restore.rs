@@ -7,7 +7,7 @@ use coffer::archive::Archive;
 use coffer::recipient::Identity;
 use coffer::restore::{self, RestoreOptions, RestoreReport};
 
-use super::keys::load_identity;
+use super::keys::{SignerArgs, load_identity};
 use super::report::{EXIT_OK, EXIT_WARNINGS, print_json, print_warning_summary, warnings_json};
 use super::ui::{Progress, human, outln, safe_path};
 
@@ -38,6 +38,8 @@ pub struct RestoreArgs {
     /// Do not restore extended attributes and ACLs
     #[arg(long)]
     no_xattrs: bool,
+    #[command(flatten)]
+    signers: SignerArgs,
     /// Print nothing but errors and warnings
     #[arg(short, long)]
     quiet: bool,
@@ -47,8 +49,13 @@ pub struct RestoreArgs {
 }
 
 pub fn run(a: RestoreArgs) -> anyhow::Result<u8> {
+    let signers = a.signers.load()?;
     let identity = load_identity(&a.identity)?;
     let archive = Archive::open(&a.archive)?;
+    // Signed and by an allowed key: known without a key, so said before the unlock.
+    if !signers.is_empty() {
+        archive.allowed_signer(&signers)?;
+    }
     let unlocked = archive.unlock(&identity as &dyn Identity)?;
     let opts = RestoreOptions {
         target: a.to,
@@ -57,6 +64,7 @@ pub fn run(a: RestoreArgs) -> anyhow::Result<u8> {
         preserve_owner: a.preserve_owner,
         preserve_special_bits: a.preserve_special_bits,
         skip_xattrs: a.no_xattrs,
+        signers,
     };
     let progress = Progress::new("restore", a.quiet || a.json);
     let result = restore::restore(&archive, &unlocked, &opts, &progress);

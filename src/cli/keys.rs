@@ -104,6 +104,27 @@ pub fn load_signers(paths: &[PathBuf]) -> anyhow::Result<Vec<VerifyingKey>> {
     Ok(all)
 }
 
+/// `--signer KEY.pub` (repeatable) and `--signers FILE`: the keys an archive must be signed
+/// by (`verify`, `restore`).
+#[derive(clap::Args, Debug, Default)]
+pub struct SignerArgs {
+    /// Require a signature by this key (repeatable): a .pub from `coffer keygen --signing`
+    /// or an `ssh-ed25519` line; unsigned archives and other signers are refused
+    #[arg(long = "signer", value_name = "KEY.pub")]
+    pub signer: Vec<PathBuf>,
+    /// Require a signature by one of the keys in this allowed-signers file (repeatable)
+    #[arg(long = "signers", value_name = "FILE")]
+    pub signers: Vec<PathBuf>,
+}
+
+impl SignerArgs {
+    /// Every allowed key; empty when neither option was given.
+    pub fn load(&self) -> anyhow::Result<Vec<VerifyingKey>> {
+        let files: Vec<PathBuf> = self.signer.iter().chain(&self.signers).cloned().collect();
+        load_signers(&files)
+    }
+}
+
 /// A private key that other users can read is no longer private: say so.
 fn warn_if_readable(path: &Path) {
     use std::os::unix::fs::PermissionsExt;

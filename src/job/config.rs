@@ -30,6 +30,9 @@ use super::schedule::Schedule;
 use crate::Compression;
 use crate::backup::BackupOptions;
 use crate::recipient::{Recipient, RsaRecipient};
+use crate::signing::SigningKey;
+use std::sync::Arc;
+use zeroize::Zeroizing;
 
 /// A value with the line it was written on.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -55,6 +58,11 @@ pub struct Job {
     /// Run a schedule missed while the daemon was down once at start-up (default true).
     pub catch_up: bool,
     pub one_file_system: bool,
+    /// Sign the job's archives with this key (`signing_key`, from the job or `[defaults]`).
+    pub signing_key: Option<Located<PathBuf>>,
+    /// The first line of this file is the signing key's passphrase, for a protected key
+    /// (`signing_key_passphrase_file`): a scheduled run has nobody to ask.
+    pub signing_key_passphrase_file: Option<Located<PathBuf>>,
 }
 
 /// A parsed and validated job file.
@@ -73,6 +81,7 @@ pub struct JobFile {
 pub struct ResolvedJob {
     pub job: Job,
     pub recipients: Vec<RsaRecipient>,
+    pub signing_key: Option<Arc<SigningKey>>,
 }
 
 impl ResolvedJob {
@@ -86,6 +95,7 @@ impl ResolvedJob {
         opts.compression = j.compression;
         opts.one_file_system = j.one_file_system;
         opts.overwrite = false;
+        opts.signing_key = self.signing_key.clone();
         opts
     }
 }
@@ -151,6 +161,7 @@ impl JobFile {
         let mut canonical: Vec<(PathBuf, &Job)> = Vec::new();
         for job in jobs {
             let recipients = self.load_recipients(job, &mut errors);
+            let signing_key = self.load_signing_key(job, &mut errors);
             let dest = &job.destination;
             match test_destination(&dest.value) {
                 Ok(real) => {
@@ -176,6 +187,7 @@ impl JobFile {
             out.push(ResolvedJob {
                 job: job.clone(),
                 recipients,
+                signing_key,
             });
         }
         if errors.is_empty() {
@@ -222,6 +234,45 @@ impl JobFile {
             }
         }
         recipients
+    }
+
+    /// Load the job's signing key, its passphrase (if it has one) from the job's passphrase
+    /// file; a key that cannot be loaded is a problem added to `errors`.
+    fn load_signing_key(
+        &self,
+        job: &Job,
+        errors: &mut Vec<ConfigError>,
+    ) -> Option<Arc<SigningKey>> {
+        let key = job.signing_key.as_ref()?;
+        let pass_file = job.signing_key_passphrase_file.as_ref();
+        let passphrase = |_: &Path| -> crate::Result<Zeroizing<String>> {
+            let Some(file) = pass_file else {
+                return Err(crate::Error::BadKey {
+                    path: key.value.clone(),
+                    detail: "the signing key is passphrase-protected and the job names no signing_key_passphrase_file".into(),
+                });
+            };
+            let text = Zeroizing::new(
+                std::fs::read_to_string(&file.value)
+                    .map_err(|e| crate::Error::io(&file.value, e))?,
+            );
+            Ok(Zeroizing::new(
+                text.lines().next().unwrap_or_default().to_string(),
+            ))
+        };
+        match SigningKey::load(&key.value, &passphrase) {
+            Ok(k) => Some(Arc::new(k)),
+            Err(e) => {
+                errors.push(self.error(
+                    key.line,
+                    &job_section(&job.name),
+                    "signing_key",
+                    e.to_string(),
+                    e.hint().as_deref(),
+                ));
+                None
+            }
+        }
     }
 
     /// Sources that do not exist now (for `job check`; a run records them as a failure).

@@ -44,6 +44,8 @@ struct RawDefaults {
     retention: Option<Spanned<RawRetention>>,
     catch_up: Option<bool>,
     one_file_system: Option<bool>,
+    signing_key: Option<Spanned<String>>,
+    signing_key_passphrase_file: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -58,6 +60,8 @@ struct RawJob {
     compression: Option<Spanned<String>>,
     catch_up: Option<bool>,
     one_file_system: Option<bool>,
+    signing_key: Option<Spanned<String>>,
+    signing_key_passphrase_file: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Clone, Copy)]
@@ -213,6 +217,8 @@ struct Defaults {
     recipients: Option<Vec<Located<PathBuf>>>,
     catch_up: Option<bool>,
     one_file_system: Option<bool>,
+    signing_key: Option<Located<PathBuf>>,
+    signing_key_passphrase_file: Option<Located<PathBuf>>,
 }
 
 impl Defaults {
@@ -235,6 +241,11 @@ impl Defaults {
             recipients,
             catch_up: raw.catch_up,
             one_file_system: raw.one_file_system,
+            signing_key: raw.signing_key.as_ref().map(|s| cx.located_path(s)),
+            signing_key_passphrase_file: raw
+                .signing_key_passphrase_file
+                .as_ref()
+                .map(|s| cx.located_path(s)),
         }
     }
 }
@@ -301,6 +312,24 @@ fn check_job(
             .one_file_system
             .or(defaults.one_file_system)
             .unwrap_or(true),
+        // A job's own key replaces the default key, and with it the default passphrase
+        // file (which belongs to the default key).
+        signing_key_passphrase_file: match &job.signing_key {
+            Some(_) => job
+                .signing_key_passphrase_file
+                .as_ref()
+                .map(|s| cx.located_path(s)),
+            None => job
+                .signing_key_passphrase_file
+                .as_ref()
+                .map(|s| cx.located_path(s))
+                .or_else(|| defaults.signing_key_passphrase_file.clone()),
+        },
+        signing_key: job
+            .signing_key
+            .as_ref()
+            .map(|s| cx.located_path(s))
+            .or_else(|| defaults.signing_key.clone()),
     })
 }
 

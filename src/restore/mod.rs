@@ -45,6 +45,9 @@ pub struct RestoreOptions {
     pub preserve_special_bits: bool,
     /// Do not restore extended attributes and ACLs.
     pub skip_xattrs: bool,
+    /// Allowed signers: when not empty, the archive must be signed by one of them and the
+    /// signature must verify (FORMAT.md v2.9.5) before anything is written.
+    pub signers: Vec<crate::signing::VerifyingKey>,
 }
 
 /// What a restore did.
@@ -92,6 +95,11 @@ pub fn restore(
     observer: &dyn Observer,
 ) -> Result<RestoreReport> {
     let started = Instant::now();
+    // The signature first: an unsigned archive, another signer or changed signed content
+    // is refused before anything is read for restoring, let alone written.
+    if !opts.signers.is_empty() {
+        unlocked.verify_signature(archive, &opts.signers)?;
+    }
     let plan = unlocked.chunk_plan(Patterns::new(&opts.patterns)?.prefixes());
     let plan = plan.as_deref();
     let chosen = scan(archive, unlocked, plan, opts, observer)?;

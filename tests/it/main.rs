@@ -37,6 +37,7 @@ mod s3_hostile_server;
 mod s3_storage;
 mod safe_writes;
 mod selective_restore;
+mod signatures;
 mod special_bits;
 mod tamper;
 mod terminal_escapes;

@@ -380,6 +380,7 @@ fn reencrypt_of_a_damaged_block_fails_and_leaves_the_original() {
         reencrypt: true,
         keep: &[&alice, &bob],
         cancel: Some(Arc::new(AtomicBool::new(true))),
+        signing_key: None,
         ..Default::default()
     };
     let err =
