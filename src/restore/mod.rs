@@ -82,6 +82,9 @@ pub struct RestoreReport {
 /// block pipeline, then their links and special files, then the metadata of the folders
 /// whose subtrees the batch completed. Bounds memory whatever the number of entries.
 const BATCH: usize = 16_384;
+/// ... and at most about this many bytes of names, link targets and extended attributes
+/// (entries of a hostile index may carry 256 KiB of attributes each).
+const BATCH_BYTES: usize = 32 << 20;
 
 /// Restore `archive` (already unlocked) into `opts.target`, in two passes over the index
 /// as it streams (v2: chunk by chunk; with patterns, only the chunks that can hold a
@@ -115,8 +118,8 @@ pub fn restore(
         report: RestoreReport::default(),
     };
     let mut selector = Selector::new(Patterns::new(&opts.patterns)?);
-    unlocked.for_each_entry_in(archive, plan, |_, e| {
-        let step = selector.next(&e);
+    unlocked.for_each_entry_in(archive, plan, |n, e| {
+        let step = selector.next(n, &e);
         run.entry(e, step)
     })?;
     run.batch
@@ -171,7 +174,7 @@ fn scan(
     let mut chosen = Chosen(Vec::new());
     let (mut files, mut bytes) = (0u64, 0u64);
     unlocked.for_each_entry_in(archive, plan, |n, e| {
-        let step = selector.next(&e);
+        let step = selector.next(n, &e);
         for a in &step.newly_needed {
             refuse_conflict(a, opts)?;
         }
@@ -218,12 +221,28 @@ struct Batch {
     hard_links: Vec<(Entry, Vec<u8>)>,
     /// Folders whose subtrees are complete, deepest first: their metadata goes last.
     closed: Vec<Open>,
+    /// About how many bytes the entries above hold.
+    bytes: usize,
 }
 
 impl Batch {
     fn len(&self) -> usize {
         self.files.len() + self.symlinks.len() + self.specials.len() + self.hard_links.len()
     }
+}
+
+/// About the memory an entry takes beyond its fixed fields.
+fn entry_bytes(e: &Entry) -> usize {
+    let xattrs: usize = e
+        .xattrs
+        .iter()
+        .map(|x| x.name.len() + x.value.len() + 48)
+        .sum();
+    200 + e.path.len()
+        + e.link_target.as_ref().map_or(0, Vec::len)
+        + xattrs
+        + e.extents.len() * 24
+        + e.data_ranges.as_ref().map_or(0, |r| r.len() * 16)
 }
 
 /// The second pass.
@@ -255,7 +274,7 @@ impl Run<'_> {
                 _ => self.object(e),
             }
         }
-        if self.batch.len() >= BATCH {
+        if self.batch.len() >= BATCH || self.batch.bytes >= BATCH_BYTES {
             self.flush()?;
         }
         Ok(())
@@ -270,6 +289,7 @@ impl Run<'_> {
     }
 
     fn object(&mut self, e: Entry) {
+        self.batch.bytes += entry_bytes(&e);
         match e.kind {
             KIND_FILE => self.batch.files.push(e),
             KIND_SYMLINK => self.batch.symlinks.push(e),
@@ -321,7 +341,14 @@ impl Run<'_> {
                 .hard_link(existing, &link.path, policy.overwrite())?;
             report.hardlinks += 1;
         }
-        set_folder_metadata(policy, &b.closed, observer, report)
+        set_folder_metadata(
+            self.archive,
+            self.unlocked,
+            policy,
+            &b.closed,
+            observer,
+            report,
+        )
     }
 }
 
@@ -406,6 +433,8 @@ fn make_specials(
 /// folder is reached again from the target without following links: one swapped for a
 /// link meanwhile is refused.
 fn set_folder_metadata(
+    archive: &Archive,
+    unlocked: &Unlocked,
     policy: &Policy,
     closed: &[Open],
     observer: &dyn Observer,
@@ -419,7 +448,9 @@ fn set_folder_metadata(
     // other folder at 0700 and owned by the restoring user: go on, report the first error.
     let mut first_error = None;
     for o in closed {
-        let e = &o.entry;
+        // The stack kept the folder without its extended attributes.
+        let full = unlocked.entry(archive, o.number)?;
+        let e = &full;
         let dest = policy.target.display(&e.path);
         match policy.target.dir(&e.path) {
             Ok(dir) => {

@@ -93,7 +93,10 @@ impl Patterns {
 
 /// A folder on the way to the current entry.
 pub(super) struct Open {
+    /// The folder's entry, without its extended attributes (a hostile index could nest
+    /// 2,048 folders each carrying 256 KiB of them): `number` finds them again.
     pub entry: Entry,
+    pub number: u64,
     /// Named by a pattern, or below a named folder: everything in it is restored.
     pub chosen: bool,
     /// To be restored: chosen, or above something chosen.
@@ -127,7 +130,7 @@ impl Selector {
     }
 
     /// The next entry (in path order).
-    pub(super) fn next(&mut self, e: &Entry) -> Step {
+    pub(super) fn next(&mut self, number: u64, e: &Entry) -> Step {
         let mut closed = Vec::new();
         while let Some(top) = self.stack.last() {
             let under = e.path.len() > top.entry.path.len()
@@ -151,7 +154,11 @@ impl Selector {
         }
         if e.kind == KIND_DIR {
             self.stack.push(Open {
-                entry: e.clone(),
+                entry: Entry {
+                    xattrs: Vec::new(),
+                    ..e.clone()
+                },
+                number,
                 chosen,
                 needed: chosen,
             });
@@ -196,8 +203,8 @@ mod tests {
     fn select<'a>(entries: &'a [Entry], patterns: &[String]) -> Result<Vec<&'a str>> {
         let mut s = Selector::new(Patterns::new(patterns)?);
         let mut out = Vec::new();
-        for e in entries {
-            let step = s.next(e);
+        for (i, e) in entries.iter().enumerate() {
+            let step = s.next(i as u64, e);
             for n in &step.newly_needed {
                 let p = entries.iter().find(|x| x.path == n.path).unwrap();
                 out.push(text(p));
@@ -295,8 +302,8 @@ mod tests {
         let entries = tree();
         let mut s = Selector::new(Patterns::new(&[]).unwrap());
         let mut closed = Vec::new();
-        for e in &entries {
-            let step = s.next(e);
+        for (i, e) in entries.iter().enumerate() {
+            let step = s.next(i as u64, e);
             closed.extend(step.closed.into_iter().map(|o| o.entry.path));
         }
         closed.extend(s.finish().into_iter().map(|o| o.entry.path));
