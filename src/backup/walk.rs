@@ -261,7 +261,8 @@ impl<'a> Walk<'a> {
             self.warn(path, what.into());
             return Ok(None);
         }
-        if self.fidelity.v2 && self.fidelity.xattrs {
+        // A file's attributes were read through its descriptor while it was open.
+        if self.fidelity.v2 && self.fidelity.xattrs && e.kind != KIND_FILE {
             let (xattrs, problems) = crate::fsmeta::read_xattrs(path);
             e.xattrs = xattrs;
             for p in problems {
@@ -318,6 +319,13 @@ impl<'a> Walk<'a> {
                 return Ok(false);
             }
         };
+        if self.fidelity.v2 && self.fidelity.xattrs {
+            let (xattrs, problems) = crate::fsmeta::read_xattrs_of(&file);
+            e.xattrs = xattrs;
+            for p in problems {
+                self.warn(path, p);
+            }
+        }
         let offset = stream.stream_len();
         let ranges = if self.fidelity.v2 {
             match crate::fsmeta::data_ranges(&file, meta) {
