@@ -51,6 +51,9 @@ pub struct BackupArgs {
     /// Descend into other file systems mounted below a source
     #[arg(long)]
     cross_file_systems: bool,
+    /// Do not store extended attributes and ACLs
+    #[arg(long)]
+    no_xattrs: bool,
     /// Replace an existing archive file
     #[arg(long)]
     overwrite: bool,
@@ -135,6 +138,7 @@ fn options(a: &BackupArgs) -> anyhow::Result<BackupOptions> {
     opts.exclude = a.exclude.clone();
     opts.job_name = a.job_name.clone();
     opts.one_file_system = !a.cross_file_systems;
+    opts.xattrs = !a.no_xattrs;
     opts.overwrite = a.overwrite;
     // Ctrl-C or SIGTERM stops the run cleanly: the partial file is removed, an upload is
     // aborted. A second signal ends the process at once.

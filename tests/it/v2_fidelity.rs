@@ -1169,3 +1169,39 @@ fn source_folder_with_a_non_utf8_name_round_trips() {
         b"cv\n"
     );
 }
+
+#[test]
+fn backup_no_xattrs_stores_none() {
+    let t = Scratch::new();
+    let src = t.join("src");
+    write_file(&src.join("f"), b"with an attribute\n", 0o644);
+    if let Err(e) = rustix::fs::lsetxattr(
+        src.join("f"),
+        "user.kept",
+        b"v",
+        rustix::fs::XattrFlags::empty(),
+    ) {
+        skip!("user.* attributes not supported here: {e}");
+    }
+    let archive = t.join("a.coffer");
+    coffer_cmd()
+        .arg("backup")
+        .arg(&src)
+        .arg("-o")
+        .arg(&archive)
+        .arg("-r")
+        .arg(alice_pub())
+        .arg("--no-xattrs")
+        .assert()
+        .success();
+    let listing = String::from_utf8(list_cli(&archive, &["--json"])).unwrap();
+    assert!(!listing.contains("user.kept"), "{listing}");
+    let out = t.join("out");
+    restore_cli(&archive, &out, &[]);
+    assert_eq!(xattr(&out.join("src/f"), "user.kept"), None);
+    // Without the flag the attribute is stored.
+    let with = t.join("b.coffer");
+    backup_v2(&[&src], &with);
+    let listing = String::from_utf8(list_cli(&with, &["--json"])).unwrap();
+    assert!(listing.contains("user.kept"), "{listing}");
+}
