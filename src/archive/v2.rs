@@ -156,6 +156,7 @@ impl OpenV2 {
             chunks: Mutex::new(Vec::new()),
             blocks: Mutex::new(None),
             read: std::sync::atomic::AtomicU64::new(u64::from(t.directory_len)),
+            targets: Mutex::new(std::collections::HashMap::new()),
         };
         Ok(Unlocked {
             view: View::V2(Box::new(index)),
@@ -183,6 +184,8 @@ pub(crate) struct IndexV2 {
     blocks: Mutex<Option<Arc<BlockChunk>>>,
     /// Bytes of the index section read so far (the directory included).
     pub(crate) read: std::sync::atomic::AtomicU64,
+    /// The first names the hard links of the chunk being handed out point to.
+    targets: Mutex<std::collections::HashMap<u64, EntryV2>>,
 }
 
 impl IndexV2 {
@@ -260,6 +263,9 @@ impl IndexV2 {
     }
 
     pub(crate) fn entry(&self, archive: &Archive, n: u64) -> Result<EntryV2> {
+        if let Some(e) = self.lock_targets().get(&n) {
+            return Ok(e.clone());
+        }
         let k = self.chunk_of(n).ok_or_else(|| Error::Corrupt {
             path: archive.path().to_path_buf(),
             offset: archive.data_start() + self.index_offset,
@@ -267,6 +273,49 @@ impl IndexV2 {
         })?;
         let c = self.chunk(archive, k)?;
         Ok(c[(n - self.starts[k]) as usize].clone())
+    }
+
+    /// Look up, for the chunk about to be handed out, the first names its hard links point to
+    /// in earlier chunks: each such chunk is opened once for all the links into it, and
+    /// the entries are kept until the next chunk, so that checking the links' kinds and
+    /// [`IndexV2::entry`] calls on them (`list` shows the first name, restore links to it)
+    /// open nothing more. Without this, links pointing in turn into more chunks than the
+    /// cache holds would re-open a chunk per link (a crafted index's way to cost minutes per
+    /// MB). Memory: those first names, each at most one entry of an earlier chunk.
+    fn resolve_link_targets(
+        &self,
+        archive: &Archive,
+        entries: &[EntryV2],
+        first: u64,
+    ) -> Result<()> {
+        let mut wanted: Vec<u64> = entries
+            .iter()
+            .filter(|e| e.kind == KIND_HARDLINK)
+            .filter_map(|e| e.hardlink_to)
+            .filter(|&t| t < first)
+            .collect();
+        wanted.sort_unstable();
+        wanted.dedup();
+        let mut found = std::collections::HashMap::with_capacity(wanted.len());
+        let mut i = 0;
+        while i < wanted.len() {
+            let Some(k) = self.chunk_of(wanted[i]) else {
+                break; // reported by the caller's own lookup
+            };
+            let chunk = self.chunk(archive, k)?;
+            let end = self.starts[k] + chunk.len() as u64;
+            while i < wanted.len() && wanted[i] < end {
+                let t = wanted[i];
+                found.insert(t, chunk[(t - self.starts[k]) as usize].clone());
+                i += 1;
+            }
+        }
+        *self.lock_targets() = found;
+        Ok(())
+    }
+
+    fn lock_targets(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<u64, EntryV2>> {
+        self.targets.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Every entry in order, each chunk checked whole before its entries are handed out;
@@ -312,6 +361,7 @@ impl IndexV2 {
                 }
             }
             prev = Some(k);
+            self.resolve_link_targets(archive, &entries, first)?;
             for e in entries.iter() {
                 ancestors
                     .check_parent(e)

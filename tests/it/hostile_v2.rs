@@ -1558,3 +1558,55 @@ fn v2_bit_flip_sweep_every_byte() {
         "restore succeeded on {restored} flipped archive(s)"
     );
 }
+
+/// Hard links pointing in turn into more earlier chunks than the reader's chunk cache holds
+/// must not make it re-open a chunk per link (a crafted index's way to cost minutes per
+/// MB): the first names of one chunk's links are looked up once per chunk they are in.
+#[test]
+fn regression_hard_links_round_robin_over_chunks_reopened_a_chunk_per_link() {
+    let fx = fixture();
+    let p = &fx.parts;
+    let mut entries = p.entries.clone();
+    // Five files, each in its own chunk below: more than the 4-chunk cache.
+    let targets: Vec<u64> = [
+        "t/a.txt",
+        "t/big.bin",
+        "t/docs/notes/todo.txt",
+        "t/docs/readme.md",
+        "t/z.txt",
+    ]
+    .iter()
+    .map(|x| p.find(x) as u64)
+    .collect();
+    let links = 3000;
+    for i in 0..links {
+        entries.push(EntryV2 {
+            path: format!("t/zz-{i:05}").into_bytes(),
+            kind: KIND_HARDLINK,
+            hardlink_to: Some(targets[i % targets.len()]),
+            ..EntryV2::default()
+        });
+    }
+    let mut counts = vec![1u32; PATHS.len()];
+    counts.push(links as u32);
+    let index = p.seal_chunks(&chunks_by(&entries, &counts));
+    let blocks = p.seal_block_tables(&p.block_tables);
+    let bytes = p.assemble(&index, &blocks, |_| {});
+    let archive = fx.t.join("links-round-robin.coffer");
+    fs::write(&archive, &bytes).unwrap();
+    let target = fx.t.join("out");
+    let report = try_restore(&archive, &alice_key(), &target, &[], false).unwrap();
+    assert_eq!(report.hardlinks, links as u64 + 1, "{report:?}");
+    // Two passes over 11 chunks, each earlier chunk opened at most a few times: far below
+    // one chunk per link (3,000 links x 2 passes).
+    let chunk_bytes: usize = index.iter().map(|c| c.frame.len()).sum();
+    assert!(
+        report.index_bytes_read < 8 * chunk_bytes as u64,
+        "{} index bytes read for an index of {chunk_bytes}",
+        report.index_bytes_read
+    );
+    assert_eq!(
+        fs::read(target.join("t/zz-00003")).unwrap(),
+        fs::read(target.join("t/docs/readme.md")).unwrap()
+    );
+}
