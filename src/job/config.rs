@@ -58,6 +58,8 @@ pub struct Job {
     /// Run a schedule missed while the daemon was down once at start-up (default true).
     pub catch_up: bool,
     pub one_file_system: bool,
+    /// Store extended attributes and ACLs (`xattrs`, default true).
+    pub xattrs: bool,
     /// Sign the job's archives with this key (`signing_key`, from the job or `[defaults]`).
     pub signing_key: Option<Located<PathBuf>>,
     /// The first line of this file is the signing key's passphrase, for a protected key
@@ -94,6 +96,7 @@ impl ResolvedJob {
         opts.exclude = j.exclude.clone();
         opts.compression = j.compression;
         opts.one_file_system = j.one_file_system;
+        opts.xattrs = j.xattrs;
         opts.overwrite = false;
         opts.signing_key = self.signing_key.clone();
         opts

@@ -44,6 +44,7 @@ struct RawDefaults {
     retention: Option<Spanned<RawRetention>>,
     catch_up: Option<bool>,
     one_file_system: Option<bool>,
+    xattrs: Option<bool>,
     signing_key: Option<Spanned<String>>,
     signing_key_passphrase_file: Option<Spanned<String>>,
 }
@@ -60,6 +61,7 @@ struct RawJob {
     compression: Option<Spanned<String>>,
     catch_up: Option<bool>,
     one_file_system: Option<bool>,
+    xattrs: Option<bool>,
     signing_key: Option<Spanned<String>>,
     signing_key_passphrase_file: Option<Spanned<String>>,
 }
@@ -217,6 +219,7 @@ struct Defaults {
     recipients: Option<Vec<Located<PathBuf>>>,
     catch_up: Option<bool>,
     one_file_system: Option<bool>,
+    xattrs: Option<bool>,
     signing_key: Option<Located<PathBuf>>,
     signing_key_passphrase_file: Option<Located<PathBuf>>,
 }
@@ -241,6 +244,7 @@ impl Defaults {
             recipients,
             catch_up: raw.catch_up,
             one_file_system: raw.one_file_system,
+            xattrs: raw.xattrs,
             signing_key: raw.signing_key.as_ref().map(|s| cx.located_path(s)),
             signing_key_passphrase_file: raw
                 .signing_key_passphrase_file
@@ -312,6 +316,7 @@ fn check_job(
             .one_file_system
             .or(defaults.one_file_system)
             .unwrap_or(true),
+        xattrs: job.xattrs.or(defaults.xattrs).unwrap_or(true),
         // A job's own key replaces the default key, and with it the default passphrase
         // file (which belongs to the default key).
         signing_key_passphrase_file: match &job.signing_key {
@@ -621,7 +626,18 @@ mod tests {
         assert_eq!(j.recipients[0].line, 2);
         assert_eq!(j.exclude, ["*.tmp", "**/.cache"]);
         assert!(j.catch_up && j.one_file_system && j.schedule.is_none() && j.retention.is_none());
+        assert!(j.xattrs);
         assert_eq!(j.compression, Compression::Zstd(crate::DEFAULT_ZSTD_LEVEL));
+    }
+
+    #[test]
+    fn xattrs_comes_from_the_job_or_the_defaults() {
+        let f = parse(
+            "[defaults]\nrecipients = [\"k.pub\"]\nxattrs = false\n\n[job.a]\nsources = [\"/a\"]\ndestination = \"/b\"\n\n[job.c]\nsources = [\"/c\"]\ndestination = \"/d\"\nxattrs = true\n",
+        )
+        .unwrap();
+        assert!(!f.jobs[0].xattrs);
+        assert!(f.jobs[1].xattrs);
     }
 
     #[test]
