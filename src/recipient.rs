@@ -330,7 +330,9 @@ enum ParsedKey {
     Private(Box<RsaPrivateKey>),
 }
 
-fn read_key_file(path: &Path) -> Result<Zeroizing<String>> {
+/// A key file's text, refused before reading past [`MAX_KEY_FILE`] bytes or if it is not
+/// text. Shared by recipients, identities and signing keys.
+pub(crate) fn read_key_file(path: &Path) -> Result<Zeroizing<String>> {
     use std::io::Read;
     let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
     let mut text = Zeroizing::new(String::new());

@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 use zeroize::Zeroizing;
 
 use crate::error::{Error, Result};
-use crate::recipient::{Fingerprint, PassphraseFn};
+use crate::recipient::{Fingerprint, PassphraseFn, read_key_file};
 
 /// Length of an Ed25519 signature in bytes.
 pub const SIGNATURE_LEN: usize = 64;
@@ -37,9 +37,8 @@ pub const PUBLIC_KEY_LEN: usize = 32;
 pub const SPKI_PREFIX: [u8; 12] = [
     0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
 ];
-/// Key files are small; anything larger is refused before it is read whole. The same bound
-/// as identities and recipients; an allowed-signers file of 256 KiB holds ~2,500 keys.
-const MAX_KEY_FILE: u64 = 256 * 1024;
+// Key files are read by `recipient::read_key_file`: the same 256 KiB bound as identities
+// and recipients (an allowed-signers file of 256 KiB holds ~2,500 keys).
 
 const ED25519_OID: ObjectIdentifier = ed25519_dalek::pkcs8::ALGORITHM_OID;
 
@@ -477,28 +476,6 @@ fn fingerprint_of(key: &[u8; PUBLIC_KEY_LEN]) -> Fingerprint {
     h.update(SPKI_PREFIX);
     h.update(key);
     Fingerprint(h.finalize().into())
-}
-
-fn read_key_file(path: &Path) -> Result<Zeroizing<String>> {
-    use std::io::Read;
-    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    let mut text = Zeroizing::new(String::new());
-    file.take(MAX_KEY_FILE + 1)
-        .read_to_string(&mut text)
-        .map_err(|e| match e.kind() {
-            std::io::ErrorKind::InvalidData => Error::BadKey {
-                path: path.to_path_buf(),
-                detail: "not a key file (binary data)".into(),
-            },
-            _ => Error::io(path, e),
-        })?;
-    if text.len() as u64 > MAX_KEY_FILE {
-        return Err(Error::BadKey {
-            path: path.to_path_buf(),
-            detail: format!("file is larger than {MAX_KEY_FILE} bytes; not a key"),
-        });
-    }
-    Ok(text)
 }
 
 /// "host.sign.pub" -> "host": the name messages use for a key without an OpenSSH comment.
