@@ -443,20 +443,23 @@ pub fn backup_with(
     compression: Compression,
     recipients: &[&Path],
 ) -> BackupReport {
-    let rs: Vec<RsaRecipient> = recipients.iter().map(|p| recipient(p)).collect();
-    let refs: Vec<&dyn Recipient> = rs.iter().map(|r| r as &dyn Recipient).collect();
-    let mut opts = BackupOptions::new(
-        sources.iter().map(|p| p.to_path_buf()).collect(),
-        output.to_path_buf(),
-    );
-    opts.block_size = block_size;
-    opts.compression = compression;
-    backup(&opts, &refs, &Quiet).unwrap_or_else(|e| panic!("backup failed: {e}"))
+    backup_as(2, sources, output, block_size, compression, recipients)
 }
 
 /// [`backup_with`] writing format v1: for the tests of v1 readers that reach into the v1
 /// layout (v1 archives stay readable forever).
 pub fn backup_v1_with(
+    sources: &[&Path],
+    output: &Path,
+    block_size: u32,
+    compression: Compression,
+    recipients: &[&Path],
+) -> BackupReport {
+    backup_as(1, sources, output, block_size, compression, recipients)
+}
+
+fn backup_as(
+    format: u16,
     sources: &[&Path],
     output: &Path,
     block_size: u32,
@@ -471,7 +474,7 @@ pub fn backup_v1_with(
     );
     opts.block_size = block_size;
     opts.compression = compression;
-    opts.format = 1;
+    opts.format = format;
     backup(&opts, &refs, &Quiet).unwrap_or_else(|e| panic!("backup failed: {e}"))
 }
 
