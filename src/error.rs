@@ -80,6 +80,18 @@ pub enum Error {
     )]
     ContentMismatch { path: PathBuf },
 
+    /// An incremental archive's parent (an earlier archive of its chain, FORMAT.md v2.8.2)
+    /// was not found next to it nor in `--chain-dir`.
+    #[error(
+        "{path}: needs its parent archive {session_id} ({hint}), which was not found; {files} selected file(s) need it"
+    )]
+    MissingParent {
+        path: PathBuf,
+        session_id: String,
+        hint: String,
+        files: u64,
+    },
+
     /// A signer is required (`--signer`) and the archive is unsigned (or is a v1 archive,
     /// which cannot carry a signature): anyone holding a recipient's public key can write
     /// an unsigned archive, so it proves nothing about who wrote it.
@@ -185,6 +197,9 @@ impl Error {
             }
             Error::ContentMismatch { .. } => {
                 "the archive's writer recorded wrong data for this file; run `coffer verify -i KEY` and restore it from another backup".into()
+            }
+            Error::MissingParent { .. } => {
+                "put the parent archive next to this one, or pass --chain-dir with the folder holding it".into()
             }
             Error::SignatureRequired { .. } => {
                 "anyone with a recipient's public key can write an unsigned archive; do not trust it, or restore without --signer if you know where it came from".into()

@@ -48,6 +48,7 @@
 
 pub mod archive;
 pub mod backup;
+pub mod chain;
 pub mod error;
 #[doc(hidden)]
 pub mod format;

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use crate::archive::meta_writer::{IndexChunker, MetaKeys};
 use crate::archive::writer::{ArchiveWriter, ArchiveWriterV2};
+pub use crate::chain::{ChainKind, ChainOptions, ChainReport};
 use crate::error::{Error, Result};
 use crate::format::header::Stanza;
 use crate::format::header::{self, HeaderBody};
@@ -68,6 +69,8 @@ pub struct BackupOptions {
     /// Sign the archive with this key (format v2.9): readers holding its public half can
     /// check, without a decryption key, that this host wrote the archive.
     pub signing_key: Option<Arc<SigningKey>>,
+    /// Join an incremental chain kept in this state (format v2 only); `None`: a full.
+    pub chain: Option<ChainOptions>,
 }
 
 impl BackupOptions {
@@ -87,6 +90,7 @@ impl BackupOptions {
             xattrs: true,
             format: 2,
             signing_key: None,
+            chain: None,
         }
     }
 }
@@ -105,6 +109,8 @@ pub struct BackupReport {
     pub warnings: Vec<Warning>,
     pub recipients: Vec<Fingerprint>,
     pub duration: Duration,
+    /// Full or incremental, and the parents.
+    pub chain: ChainReport,
 }
 
 /// Run one backup session.
@@ -211,6 +217,7 @@ fn write_archive(
         warnings,
         recipients: recipients.iter().map(|r| r.fingerprint()).collect(),
         duration: started.elapsed(),
+        chain: ChainReport::default(),
     })
 }
 
@@ -389,6 +396,7 @@ fn write_archive_v2(
         warnings,
         recipients: recipients.iter().map(|r| r.fingerprint()).collect(),
         duration: started.elapsed(),
+        chain: ChainReport::default(),
     })
 }
 
