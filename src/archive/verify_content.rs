@@ -4,7 +4,7 @@
 //! once for a run of files that share it; the hashing happens in that order on the sink.
 //! Memory: the files waiting for a block (those sharing the current block) and one block.
 
-use sha2::{Digest, Sha256};
+use crate::format::v2::content::ContentHasher;
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, channel};
@@ -23,7 +23,7 @@ struct Work {
     path: Vec<u8>,
     want: [u8; 32],
     pieces: VecDeque<(u64, std::ops::Range<usize>)>,
-    hasher: Sha256,
+    hasher: ContentHasher,
     /// A block it needs could not be opened: its hash cannot be checked.
     lost: bool,
 }
@@ -79,7 +79,7 @@ pub(super) fn check_content_hashes(
                     path: e.path,
                     want,
                     pieces,
-                    hasher: Sha256::new(),
+                    hasher: ContentHasher::new(),
                     lost: false,
                 });
                 for b in blocks {
@@ -216,7 +216,7 @@ impl Waiting {
             self.problems.push(format!(
                 "{path}: content not checked (a block it needs is damaged)"
             ));
-        } else if w.hasher.finalize()[..] != w.want[..] {
+        } else if w.hasher.finalize().hash != w.want {
             self.problems.push(format!(
                 "{path}: content does not match its content hash (the archive's writer recorded wrong data)"
             ));

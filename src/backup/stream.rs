@@ -2,7 +2,7 @@
 //! the pipeline to be sealed. Each block is a frame buffer with the plaintext already at
 //! its place in the frame, so sealing works in place.
 
-use sha2::{Digest, Sha256};
+use crate::format::v2::content::ContentHasher;
 use std::fs::File;
 use std::io::Read;
 use std::os::unix::fs::FileExt;
@@ -85,7 +85,7 @@ where
     pub(super) fn read_file(
         &mut self,
         file: &mut File,
-        hasher: Option<&mut Sha256>,
+        hasher: Option<&mut ContentHasher>,
     ) -> Result<std::io::Result<u64>> {
         self.read_with(hasher, u64::MAX, |buf, _| file.read(buf))
     }
@@ -97,7 +97,7 @@ where
         file: &File,
         offset: u64,
         len: u64,
-        hasher: Option<&mut Sha256>,
+        hasher: Option<&mut ContentHasher>,
     ) -> Result<std::io::Result<u64>> {
         self.read_with(hasher, len, |buf, done| file.read_at(buf, offset + done))
     }
@@ -106,7 +106,7 @@ where
     /// also fed to `hasher`. `read` gets the buffer and the bytes read so far.
     fn read_with(
         &mut self,
-        mut hasher: Option<&mut Sha256>,
+        mut hasher: Option<&mut ContentHasher>,
         limit: u64,
         mut read: impl FnMut(&mut [u8], u64) -> std::io::Result<usize>,
     ) -> Result<std::io::Result<u64>> {

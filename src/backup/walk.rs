@@ -4,8 +4,8 @@
 //! being written and what cannot be read are skipped; each skip the user should know of
 //! becomes a [`Warning`].
 
+use crate::format::v2::content::ContentHasher;
 use globset::{Glob, GlobSet, GlobSetBuilder};
-use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::fs::{File, Metadata};
@@ -338,7 +338,7 @@ impl<'a> Walk<'a> {
         } else {
             None
         };
-        let mut hasher = self.fidelity.v2.then(Sha256::new);
+        let mut hasher = self.fidelity.v2.then(ContentHasher::new);
         let read = match &ranges {
             None => stream
                 .read_file(&mut file, hasher.as_mut())?
@@ -388,7 +388,7 @@ impl<'a> Walk<'a> {
                 len: data_len,
             }];
         }
-        e.content_hash = hasher.map(|h| h.finalize().into());
+        e.content_hash = hasher.map(|h| h.finalize().hash);
         self.found.totals.files += 1;
         self.observer.file_done(path, e.size);
         Ok(true)
@@ -402,7 +402,7 @@ fn read_ranges<W>(
     stream: &mut BlockStream<'_, W>,
     file: &File,
     ranges: &[DataRange],
-    mut hasher: Option<&mut Sha256>,
+    mut hasher: Option<&mut ContentHasher>,
 ) -> Result<std::io::Result<(u64, u64)>>
 where
     W: Fn(&mut Block, u64) + Send + Sync + 'static,

@@ -16,8 +16,8 @@ use crate::archive::{Archive, Unlocked};
 use crate::error::{Error, Result};
 use crate::format::index::BlockRef;
 use crate::format::v2::Xattr;
+use crate::format::v2::content::ContentHasher;
 use crate::format::v2::{DataRange, EntryV2 as Entry, KIND_FILE, KIND_SYMLINK};
-use sha2::{Digest, Sha256};
 use std::os::fd::AsFd;
 
 /// Where a file's data bytes start in the archive's stream.
@@ -393,7 +393,7 @@ impl Policy {
             chunked,
             written: 0,
             ranges: e.data_ranges.clone().map(|r| (r, 0, 0)),
-            hasher: e.content_hash.map(|_| Sha256::new()),
+            hasher: e.content_hash.map(|_| ContentHasher::new()),
         })
     }
 
@@ -413,7 +413,7 @@ impl Policy {
             pf.new.set_len(e.size)?;
         }
         if let (Some(h), Some(want)) = (pf.hasher.take(), e.content_hash)
-            && h.finalize()[..] != want[..]
+            && h.finalize().hash != want
         {
             // Every byte came from a block whose tag verified: the archive's writer
             // referenced the wrong bytes. The temporary file is removed when `pf` drops.
@@ -438,7 +438,7 @@ struct PartialFile {
     /// A sparse file's data ranges, the one being filled and the bytes of it written.
     ranges: Option<(Vec<DataRange>, usize, u64)>,
     /// The content hash being computed, when the entry records one.
-    hasher: Option<Sha256>,
+    hasher: Option<ContentHasher>,
 }
 
 impl PartialFile {

@@ -9,6 +9,7 @@ use super::crc32c;
 use super::header::{MAGIC, PREFIX_LEN, Stanza};
 use crate::keys::SessionId;
 
+pub mod content;
 pub mod validate;
 
 /// Header bytes 8..10 of a v2 archive.
