@@ -92,6 +92,11 @@ pub enum Error {
         files: u64,
     },
 
+    /// The backup host's chain state (FORMAT.md v2.8.4) could not be read or written
+    /// while a run was using it.
+    #[error("{path}: chain state: {detail}")]
+    State { path: PathBuf, detail: String },
+
     /// A signer is required (`--signer`) and the archive is unsigned (or is a v1 archive,
     /// which cannot carry a signature): anyone holding a recipient's public key can write
     /// an unsigned archive, so it proves nothing about who wrote it.
@@ -200,6 +205,9 @@ impl Error {
             }
             Error::MissingParent { .. } => {
                 "put the parent archive next to this one, or pass --chain-dir with the folder holding it".into()
+            }
+            Error::State { .. } => {
+                "check the disk holding the state folder; deleting the chain state makes the next run a full".into()
             }
             Error::SignatureRequired { .. } => {
                 "anyone with a recipient's public key can write an unsigned archive; do not trust it, or restore without --signer if you know where it came from".into()

@@ -4,8 +4,19 @@
 //! archive writer to a temporary file that is renamed when complete. This module owns
 //! the options, their checks, and the order of those steps.
 
+#[cfg(not(feature = "jobs"))]
+#[path = "chain_off.rs"]
+mod chain_run;
+#[cfg(feature = "jobs")]
+mod chain_run;
+#[cfg(feature = "jobs")]
+mod incremental;
 mod stream;
 mod walk;
+
+/// Window hashes kept per file in the chain state (a 64 GiB file); a longer file is
+/// recorded without them and stored anew whenever it changes.
+const MAX_WINDOWS: usize = 65_536;
 
 use globset::GlobSet;
 use std::path::PathBuf;
@@ -21,7 +32,7 @@ use crate::format::header::Stanza;
 use crate::format::header::{self, HeaderBody};
 use crate::format::index::{Entry, Totals};
 use crate::format::v2::{
-    EntryV2, HASH_SHA256, HeaderBodyV2, HeaderFields, SIGNER_ED25519, SignerDecl,
+    EntryV2, HASH_SHA256, HeaderBodyV2, HeaderFields, ParentRef, SIGNER_ED25519, SignerDecl,
 };
 use crate::format::{Compression, SUITE_V1};
 use crate::keys::{SessionId, SessionKey, SubKeys, new_session_id};
@@ -33,9 +44,10 @@ use crate::recipient::{Fingerprint, Recipient};
 use crate::seal::{BlockSealer, Entropy};
 use crate::signing::SigningKey;
 use crate::storage::{self, Location};
+use chain_run::ChainRun;
 use std::os::unix::ffi::OsStrExt;
 use stream::{Block, BlockStream};
-use walk::{EntrySink, Fidelity, Walk, Walked, build_globs, estimate};
+use walk::{ChainWalk, EntrySink, Fidelity, Walk, Walked, build_globs, estimate};
 
 /// What to back up and how. Shared by the command line and the job file.
 #[derive(Clone, Debug)]
@@ -184,6 +196,7 @@ fn write_archive(
         body.session_id,
         entropy,
         || Ok(V1Entries(Vec::new())),
+        None,
         |frame| out.push(frame),
     )?;
     #[allow(unused_mut)]
@@ -243,6 +256,7 @@ impl Run<'_> {
         session_id: SessionId,
         entropy: Entropy,
         make_sink: impl FnOnce() -> Result<S> + Send,
+        chain: Option<&mut dyn ChainWalk>,
         mut push: impl FnMut(&[u8]) -> Result<()>,
     ) -> Result<(Walked, S, u64)> {
         let opts = self.opts;
@@ -269,6 +283,7 @@ impl Run<'_> {
                     self.own_file,
                     opts.one_file_system,
                     self.fidelity,
+                    chain,
                 );
                 let mut sink = make_sink()?;
                 for (name, path) in self.sources {
@@ -342,8 +357,13 @@ fn write_archive_v2(
     started: Instant,
     entropy: Entropy,
 ) -> Result<BackupReport> {
-    let (body, keys) = session_header_v2(opts, recipients, entropy)?;
     let location = Location::parse(&opts.output)?;
+    let mut chain = ChainRun::begin(opts, recipients, &location)?;
+    let parents = chain
+        .as_ref()
+        .map(ChainRun::parent_refs)
+        .unwrap_or_default();
+    let (body, keys) = session_header_v2(opts, recipients, entropy, parents)?;
     let sink = storage::create_sink(&location, opts.overwrite)?;
     let session_id = body.fields.session_id;
     let meta_keys = MetaKeys {
@@ -364,13 +384,23 @@ fn write_archive_v2(
             xattrs: opts.xattrs,
         },
     };
-    let (walked, chunker, stream_len) = run.walk_and_seal(
-        &keys,
-        session_id,
-        entropy,
-        || IndexChunker::new(meta_keys),
-        |frame| out.push(frame),
-    )?;
+    let mut walk = |chain_walk: Option<&mut dyn ChainWalk>| {
+        run.walk_and_seal(
+            &keys,
+            session_id,
+            entropy,
+            || IndexChunker::new(meta_keys),
+            chain_walk,
+            |frame| out.push(frame),
+        )
+    };
+    let ((walked, chunker, stream_len), chain_walked) = match chain.as_mut() {
+        Some(c) => {
+            let (r, w) = c.walk(|cw| walk(Some(cw)))?;
+            (r, Some(w))
+        }
+        None => (walk(None)?, None),
+    };
     let chunks = chunker.finish()?;
     let Walked {
         totals: mut found,
@@ -378,7 +408,29 @@ fn write_archive_v2(
     } = walked;
     found.warnings = warnings.len() as u64;
     found.stored_bytes = stream_len;
-    let written = out.finish(chunks, stream_len, found, Vec::new())?;
+    let commitments = chain
+        .as_ref()
+        .map(ChainRun::commitments)
+        .unwrap_or_default();
+    if let Some(w) = &chain_walked {
+        found.referenced_bytes = w.bytes_referenced;
+    }
+    let written = out.finish(chunks, stream_len, found, commitments)?;
+    // Only now, with the archive durable, does the state move on.
+    let mut bytes_read = stream_len;
+    let chain_report = match (chain, chain_walked) {
+        (Some(c), Some(w)) => {
+            bytes_read += w.bytes_read_referenced;
+            c.complete(
+                &w,
+                session_id,
+                body.fields.created_at,
+                stream_len,
+                crate::seal::meta::commitment(&keys, &session_id),
+            )?
+        }
+        _ => ChainReport::default(),
+    };
     let totals = Totals {
         files: found.files,
         dirs: found.dirs,
@@ -390,13 +442,13 @@ fn write_archive_v2(
         archive: opts.output.clone(),
         session_id,
         totals,
-        bytes_read: stream_len,
+        bytes_read,
         bytes_written: written.len,
         blocks: written.blocks,
         warnings,
         recipients: recipients.iter().map(|r| r.fingerprint()).collect(),
         duration: started.elapsed(),
-        chain: ChainReport::default(),
+        chain: chain_report,
     })
 }
 
@@ -406,6 +458,7 @@ fn session_header_v2(
     opts: &BackupOptions,
     recipients: &[&dyn Recipient],
     entropy: Entropy,
+    chain: Vec<ParentRef>,
 ) -> Result<(HeaderBodyV2, SubKeys)> {
     let (session_id, stanzas, keys) = new_session(opts, recipients, entropy, SubKeys::derive_v2)?;
     let fields = HeaderFields {
@@ -417,7 +470,7 @@ fn session_header_v2(
         segment_size: opts.segment_size,
         compression: opts.compression.code(),
         content_hash: HASH_SHA256,
-        chain: Vec::new(),
+        chain,
         signer: opts.signing_key.as_ref().map(|k| SignerDecl {
             scheme: SIGNER_ED25519,
             fingerprint: k.fingerprint().0,

@@ -102,6 +102,19 @@ where
         self.read_with(hasher, len, |buf, done| file.read_at(buf, offset + done))
     }
 
+    /// Append bytes already read (a window an incremental had to store).
+    pub(super) fn push_bytes(&mut self, data: &[u8]) -> Result<()> {
+        let copied = self.read_with(None, data.len() as u64, |buf, done| {
+            let from = done as usize;
+            let n = buf.len().min(data.len() - from);
+            buf[..n].copy_from_slice(&data[from..from + n]);
+            Ok(n)
+        })?;
+        copied
+            .map(|_| ())
+            .map_err(|e| Error::Internal(format!("copying into the stream: {e}")))
+    }
+
     /// Fill the stream with `read` until it returns 0 or `limit` bytes came; each byte is
     /// also fed to `hasher`. `read` gets the buffer and the bytes read so far.
     fn read_with(

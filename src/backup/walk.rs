@@ -42,6 +42,44 @@ pub(super) trait EntrySink {
     fn push(&mut self, e: EntryV2) -> Result<()>;
 }
 
+/// What an incremental run adds to the walk (the chain state, `incremental.rs`): which
+/// files are unchanged, reading changed ones window by window, recording each file.
+pub(super) trait ChainWalk: Send {
+    /// A non-file entry at `path`: a file the state had there is gone.
+    fn passed(&mut self, path: &[u8]) -> Result<()>;
+    /// The file at `path` with `meta`, when unchanged since the last run: what its entry
+    /// reuses (its data is not read).
+    fn unchanged(&mut self, path: &[u8], meta: &Metadata) -> Result<Option<Reused>>;
+    /// Whether changed dense files are read with [`ChainWalk::read_dense`].
+    fn reuses(&self) -> bool;
+    /// Read a dense file window by window, referencing windows the chain holds and
+    /// handing the others to `store` (which returns their stream offset): the data length
+    /// and the extents, or the file's read error.
+    fn read_dense(
+        &mut self,
+        file: &mut File,
+        hasher: &mut ContentHasher,
+        observer: &dyn Observer,
+        store: &mut dyn FnMut(&[u8]) -> Result<u64>,
+    ) -> Result<std::io::Result<(u64, Vec<Extent>)>>;
+    /// Record a file entry just made (with its window hashes) for the next run.
+    fn record(
+        &mut self,
+        e: &EntryV2,
+        meta: &Metadata,
+        windows: Option<Vec<[u8; 32]>>,
+    ) -> Result<()>;
+    /// A file at `path` was skipped: the state forgets it.
+    fn forget(&mut self, path: &[u8]) -> Result<()>;
+}
+
+/// What an unchanged file's entry reuses from the chain state.
+pub(super) struct Reused {
+    pub extents: Vec<Extent>,
+    pub ranges: Option<Vec<DataRange>>,
+    pub hash: [u8; 32],
+}
+
 /// What the walk found besides its entries: their totals and the warnings.
 pub(super) struct Walked {
     pub totals: TotalsV2,
@@ -56,7 +94,7 @@ pub(super) struct Fidelity {
     pub xattrs: bool,
 }
 
-pub(super) struct Walk<'a> {
+pub(super) struct Walk<'a, 'c> {
     found: Walked,
     observer: &'a dyn Observer,
     exclude: &'a GlobSet,
@@ -68,15 +106,18 @@ pub(super) struct Walk<'a> {
     /// and how many names are still to come. Forgotten once all names were met, so it holds
     /// only inodes whose names are still being walked.
     links: HashMap<(u64, u64), (u64, u64)>,
+    /// The chain state, when the run keeps one.
+    chain: Option<&'c mut dyn ChainWalk>,
 }
 
-impl<'a> Walk<'a> {
+impl<'a, 'c> Walk<'a, 'c> {
     pub(super) fn new(
         observer: &'a dyn Observer,
         exclude: &'a GlobSet,
         own_file: Option<(u64, u64)>,
         one_file_system: bool,
         fidelity: Fidelity,
+        chain: Option<&'c mut dyn ChainWalk>,
     ) -> Self {
         Walk {
             found: Walked {
@@ -89,6 +130,7 @@ impl<'a> Walk<'a> {
             one_file_system,
             fidelity,
             links: HashMap::new(),
+            chain,
         }
     }
 
@@ -207,6 +249,9 @@ impl<'a> Walk<'a> {
                     self.links.remove(&key);
                 }
                 self.found.totals.hardlinks += 1;
+                if let Some(chain) = self.chain.as_deref_mut() {
+                    chain.passed(&archive_path)?;
+                }
                 return Ok(Some(EntryV2 {
                     path: archive_path,
                     kind: KIND_HARDLINK,
@@ -225,6 +270,11 @@ impl<'a> Walk<'a> {
             mtime_nsec: meta.mtime_nsec().clamp(0, 999_999_999) as u32,
             ..EntryV2::default()
         };
+        if !ft.is_file()
+            && let Some(chain) = self.chain.as_deref_mut()
+        {
+            chain.passed(&e.path)?;
+        }
         if ft.is_dir() {
             e.kind = KIND_DIR;
             self.found.totals.dirs += 1;
@@ -300,8 +350,9 @@ impl<'a> Walk<'a> {
         }
     }
 
-    /// Read the file at `path` into the stream and record where in `e`; false if it was
-    /// skipped. The error stops the run (the writer failed).
+    /// Read the file at `path` into the stream (or, unchanged in an incremental, reuse
+    /// what the chain holds) and record where in `e`; false if it was skipped. The error
+    /// stops the run (the writer failed).
     fn file<W>(
         &mut self,
         path: &Path,
@@ -312,11 +363,59 @@ impl<'a> Walk<'a> {
     where
         W: Fn(&mut Block, u64) + Send + Sync + 'static,
     {
+        let Some(chain) = self.chain.as_deref_mut() else {
+            return self.read_file(path, meta, e, stream).map(|r| r.is_some());
+        };
+        if let Some(reused) = chain.unchanged(&e.path, meta)? {
+            e.size = meta.len();
+            e.data_ranges = reused.ranges;
+            e.extents = reused.extents;
+            e.content_hash = Some(reused.hash);
+            if self.fidelity.xattrs {
+                // Not opened: the attributes are read by name, as for other kinds.
+                let (xattrs, problems) = crate::fsmeta::read_xattrs(path);
+                e.xattrs = xattrs;
+                for p in problems {
+                    self.warn(path, p);
+                }
+            }
+            self.found.totals.files += 1;
+            self.observer.file_done(path, e.size);
+            return Ok(true);
+        }
+        let read = self.read_file(path, meta, e, stream)?;
+        let chain = self.chain.as_deref_mut().expect("checked above");
+        match read {
+            Some(windows) => chain.record(e, meta, windows)?,
+            None => {
+                chain.forget(&e.path)?;
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Read the file at `path` into the stream and record where in `e`: `None` if it was
+    /// skipped, else its window hashes when the run keeps a chain.
+    #[allow(
+        clippy::option_option,
+        reason = "skipped / read without / with windows"
+    )]
+    fn read_file<W>(
+        &mut self,
+        path: &Path,
+        meta: &Metadata,
+        e: &mut EntryV2,
+        stream: &mut BlockStream<'_, W>,
+    ) -> Result<Option<Option<Vec<[u8; 32]>>>>
+    where
+        W: Fn(&mut Block, u64) + Send + Sync + 'static,
+    {
         let mut file = match File::open(path) {
             Ok(f) => f,
             Err(err) => {
                 self.warn(path, format!("cannot open: {err}"));
-                return Ok(false);
+                return Ok(None);
             }
         };
         if self.fidelity.v2 && self.fidelity.xattrs {
@@ -338,12 +437,27 @@ impl<'a> Walk<'a> {
         } else {
             None
         };
-        let mut hasher = self.fidelity.v2.then(ContentHasher::new);
-        let read = match &ranges {
-            None => stream
-                .read_file(&mut file, hasher.as_mut())?
-                .map(|n| (n, n)),
-            Some(ranges) => read_ranges(stream, &file, ranges, hasher.as_mut())?,
+        let mut hasher = self.fidelity.v2.then(|| match self.chain {
+            Some(_) => ContentHasher::keeping_windows(super::MAX_WINDOWS),
+            None => ContentHasher::new(),
+        });
+        let mut reused = None;
+        let read = match (&ranges, self.chain.as_deref_mut(), hasher.as_mut()) {
+            (None, Some(chain), Some(hasher)) if chain.reuses() => {
+                let mut store = |bytes: &[u8]| {
+                    let offset = stream.stream_len();
+                    stream.push_bytes(bytes)?;
+                    Ok(offset)
+                };
+                chain
+                    .read_dense(&mut file, hasher, self.observer, &mut store)?
+                    .map(|(n, extents)| {
+                        reused = Some(extents);
+                        (n, n)
+                    })
+            }
+            (None, _, hasher) => stream.read_file(&mut file, hasher)?.map(|n| (n, n)),
+            (Some(ranges), _, hasher) => read_ranges(stream, &file, ranges, hasher)?,
         };
         let (size, data_len) = match read {
             Ok(r) => r,
@@ -351,7 +465,7 @@ impl<'a> Walk<'a> {
                 // The bytes read so far stay in the stream as unreferenced data; the file
                 // is not listed, so a restore never yields a cut-off copy.
                 self.warn(path, format!("read failed, file skipped: {err}"));
-                return Ok(false);
+                return Ok(None);
             }
         };
         e.size = size;
@@ -381,17 +495,23 @@ impl<'a> Walk<'a> {
             );
         }
         // v1 records where even an empty file sits in the stream; v2 needs no extent there.
-        if data_len > 0 || !self.fidelity.v2 {
+        if let Some(extents) = reused {
+            e.extents = extents;
+        } else if data_len > 0 || !self.fidelity.v2 {
             e.extents = vec![Extent {
                 archive: 0,
                 offset,
                 len: data_len,
             }];
         }
-        e.content_hash = hasher.map(|h| h.finalize().hash);
+        let (hash, windows) = match hasher.map(|h| h.finalize()) {
+            Some(d) => (Some(d.hash), d.windows),
+            None => (None, None),
+        };
+        e.content_hash = hash;
         self.found.totals.files += 1;
         self.observer.file_done(path, e.size);
-        Ok(true)
+        Ok(Some(windows))
     }
 }
 

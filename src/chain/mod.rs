@@ -4,6 +4,9 @@
 //! single secret: paths, metadata, content and window hashes, extents and each
 //! archive's commitment.
 
+#[cfg(feature = "jobs")]
+pub(crate) mod state;
+
 use std::path::PathBuf;
 
 use crate::keys::SessionId;

@@ -57,6 +57,18 @@ pub struct BackupArgs {
     /// Replace an existing archive file
     #[arg(long)]
     overwrite: bool,
+    /// Continue the incremental chain of --job-name: files unchanged since its last run
+    /// are not read, only what changed is stored. A full starts the chain when there is
+    /// none (or it cannot continue: the summary says why)
+    #[arg(long)]
+    incremental: bool,
+    /// With --incremental: make this run a full, starting a new chain
+    #[arg(long, requires = "incremental")]
+    full: bool,
+    /// With --incremental: folder of the chain state [default: $COFFER_STATE_DIR,
+    /// $XDG_STATE_HOME/coffer or ~/.local/state/coffer]
+    #[arg(long, value_name = "DIR", requires = "incremental")]
+    state_dir: Option<PathBuf>,
     /// Sign the archive with this signing key (coffer keygen --signing, or an OpenSSH
     /// ed25519 key), so readers can check which host wrote it (verify/restore --signer)
     #[arg(long, value_name = "SIGNKEY")]
@@ -143,6 +155,20 @@ fn options(a: &BackupArgs) -> anyhow::Result<BackupOptions> {
     // Ctrl-C or SIGTERM stops the run cleanly: the partial file is removed, an upload is
     // aborted. A second signal ends the process at once.
     opts.cancel = Some(stop_flag()?);
+    if a.incremental {
+        if a.job_name.is_empty() {
+            anyhow::bail!(
+                "--incremental needs --job-name NAME: the chain state is kept per job name"
+            );
+        }
+        let state = coffer::job::paths::StateDir::resolve(
+            a.state_dir.as_deref(),
+            &coffer::job::paths::process_env,
+        )?;
+        let mut chain = coffer::chain::ChainOptions::new(state.root().join("chains.sqlite"));
+        chain.full = a.full.then(|| "--full was given".to_string());
+        opts.chain = Some(chain);
+    }
     opts.signing_key = a
         .sign_with
         .as_deref()
@@ -165,6 +191,13 @@ fn summary_json(report: &BackupReport, signer: Option<Fingerprint>) -> serde_jso
         "duration_secs": report.duration.as_secs_f64().max(1e-9),
         "recipients": report.recipients.iter().map(|f| f.to_string()).collect::<Vec<_>>(),
         "signer": signer.map(|f| f.to_string()),
+        "chain": {
+            "kind": report.chain.kind.as_str(),
+            "parents": report.chain.parents.iter().map(|p| hex(p)).collect::<Vec<_>>(),
+            "full_reason": report.chain.full_reason,
+            "files_unchanged": report.chain.files_unchanged,
+            "bytes_referenced": report.chain.bytes_referenced,
+        },
         "warnings": warnings_json(&report.warnings),
     })
 }
@@ -200,6 +233,17 @@ fn print_summary(report: &BackupReport, signer: Option<Fingerprint>) -> anyhow::
     }
     if let Some(fp) = signer {
         outln!("signed by:  {fp}")?;
+    }
+    let c = &report.chain;
+    match (c.kind, &c.full_reason) {
+        (coffer::chain::ChainKind::Incremental, _) => outln!(
+            "chain:      incremental over {} parent(s); {} files unchanged, {} held in parents",
+            c.parents.len(),
+            c.files_unchanged,
+            human(c.bytes_referenced)
+        )?,
+        (_, Some(reason)) => outln!("chain:      full ({})", super::ui::safe(reason))?,
+        _ => {}
     }
     print_warning_summary(&report.warnings)
 }

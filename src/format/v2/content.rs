@@ -81,10 +81,24 @@ impl ContentHasher {
         }
     }
 
+    /// Hash one whole window (`WINDOW` bytes, or fewer for the last one) and return its
+    /// hash. Only at a window boundary: every earlier byte came through here too, in
+    /// windows of `WINDOW` bytes.
+    pub fn update_window(&mut self, window: &[u8]) -> [u8; 32] {
+        debug_assert!(self.in_window == 0 && window.len() as u64 <= WINDOW);
+        let w: [u8; 32] = Sha256::digest(window).into();
+        self.push_window(w);
+        w
+    }
+
     /// End the current (full) window: its hash goes to the top-level hash.
     fn close_window(&mut self) {
         let w: [u8; 32] = std::mem::take(&mut self.window).finalize().into();
         self.in_window = 0;
+        self.push_window(w);
+    }
+
+    fn push_window(&mut self, w: [u8; 32]) {
         self.keep(w);
         match (&mut self.top, self.first.take()) {
             (Some(top), _) => top.update(w),
@@ -186,6 +200,28 @@ mod tests {
             for (i, chunk) in d.chunks(w).enumerate() {
                 assert_eq!(windows[i], <[u8; 32]>::from(Sha256::digest(chunk)));
             }
+        }
+    }
+
+    #[test]
+    fn whole_windows_hash_as_bytes_fed_in_pieces() {
+        let w = WINDOW as usize;
+        for len in [0, 5, w, w + 1, 2 * w, 2 * w + 3] {
+            let data: Vec<u8> = (0..len).map(|i| (i % 253) as u8).collect();
+            let mut h = ContentHasher::keeping_windows(8);
+            let mut hashes = Vec::new();
+            let mut rest = &data[..];
+            loop {
+                let n = rest.len().min(w);
+                hashes.push(h.update_window(&rest[..n]));
+                rest = &rest[n..];
+                if n < w || rest.is_empty() {
+                    break;
+                }
+            }
+            let d = h.finalize();
+            assert_eq!(d.hash, by_definition(&data), "length {len}");
+            assert_eq!(d.windows.unwrap(), hashes);
         }
     }
 

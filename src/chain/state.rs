@@ -1,0 +1,717 @@
+//! The chain state on the backup host (FORMAT.md v2.8.4): one SQLite file
+//! (`chains.sqlite`, mode 0600) holding, per job, the chain's parameters, its archives
+//! (session id, file name, stream length, commitment, the archives each one's files
+//! reference) and, per file of the newest restore point, what the next run needs to skip
+//! it or reuse its unchanged windows: stat fields, content hash, window hashes, data
+//! ranges and extents. No secret: nothing here unwraps, decrypts, MACs or signs.
+//!
+//! **Atomicity.** A run changes the state inside one SQLite transaction that it commits
+//! only after its archive is durable ([`ChainState::complete`]); a run that fails or is
+//! killed leaves the state as the last complete run left it (SQLite rolls the transaction
+//! back). So the state is never ahead of storage.
+//!
+//! **Reading the last run's files.** The walk meets paths in path order, and the file
+//! rows are keyed so that SQLite's byte order is path order (`/` stored as 0x00): the run
+//! merges the two in one pass ([`ChainState::advance`]), reading rows a page at a time
+//! through a second connection whose read transaction pins the state as it was when the
+//! run began. Memory stays flat in file count.
+
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::format::v2::DataRange;
+use crate::keys::SessionId;
+
+/// Schema version (`PRAGMA user_version`); a state with another version is not used.
+const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA: &str = "
+    CREATE TABLE chain (
+        id          INTEGER PRIMARY KEY,
+        job         TEXT NOT NULL UNIQUE,
+        host        TEXT NOT NULL,
+        destination TEXT NOT NULL,
+        params      TEXT NOT NULL
+    );
+    CREATE TABLE archive (
+        chain       INTEGER NOT NULL,
+        position    INTEGER NOT NULL,
+        session_id  BLOB NOT NULL,
+        file_name   TEXT NOT NULL,
+        created_at  INTEGER NOT NULL,
+        stream_len  INTEGER NOT NULL,
+        commitment  BLOB NOT NULL,
+        refs        BLOB NOT NULL,
+        PRIMARY KEY (chain, position)
+    ) WITHOUT ROWID;
+    CREATE TABLE file (
+        chain    INTEGER NOT NULL,
+        key      BLOB NOT NULL,
+        dev      INTEGER NOT NULL,
+        ino      INTEGER NOT NULL,
+        size     INTEGER NOT NULL,
+        mtime    INTEGER NOT NULL,
+        mtime_ns INTEGER NOT NULL,
+        ctime    INTEGER NOT NULL,
+        ctime_ns INTEGER NOT NULL,
+        hash     BLOB NOT NULL,
+        fkey     INTEGER NOT NULL,
+        data     BLOB NOT NULL,
+        PRIMARY KEY (chain, key)
+    ) WITHOUT ROWID;
+    CREATE INDEX file_fkey ON file (fkey);
+";
+
+/// Rows read per page of the merge with the walk.
+const PAGE: i64 = 512;
+
+/// Archives per chain (the header's parent table holds at most 256).
+pub(crate) const MAX_CHAIN: u32 = 256;
+
+/// Who a run is: a chain continues only when all of it matches the chain's.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct RunIdentity {
+    pub job: String,
+    pub host: String,
+    /// The folder or S3 prefix the archive goes to.
+    pub destination: String,
+    /// Format version, recipients, block and segment size, compression, content hash
+    /// and signer, as one canonical string.
+    pub params: String,
+}
+
+/// An earlier archive of the chain.
+#[derive(Clone, Debug)]
+pub(crate) struct ArchiveRow {
+    pub position: u32,
+    pub session_id: SessionId,
+    pub file_name: String,
+    pub stream_len: u64,
+    pub commitment: [u8; 32],
+    /// Positions of the archives its files' extents reference (itself included).
+    pub refs: Vec<u32>,
+}
+
+/// Where a piece of a file's data bytes is: archive `position` of the chain.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct StateExtent {
+    pub position: u32,
+    pub offset: u64,
+    pub len: u64,
+}
+
+/// What the state knows of one file of the last restore point.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct FileRow {
+    /// The archive path with `/` as 0x00 (path order = byte order).
+    pub key: Vec<u8>,
+    pub dev: u64,
+    pub ino: u64,
+    pub size: u64,
+    pub mtime: (i64, u32),
+    pub ctime: (i64, u32),
+    pub hash: [u8; 32],
+    pub data: FileData,
+}
+
+/// The variable part of a file row, one postcard blob.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub(crate) struct FileData {
+    pub ranges: Option<Vec<DataRange>>,
+    pub extents: Vec<StateExtent>,
+    /// Window hashes (FORMAT.md v2.4) when the data has more than one window; `None` for
+    /// one window (its hash is the content hash) or when there were too many to keep.
+    pub windows: Option<Vec<[u8; 32]>>,
+}
+
+impl FileRow {
+    pub fn data_len(&self) -> u64 {
+        self.data.extents.iter().map(|x| x.len).sum()
+    }
+
+    /// Hash of window 0: the key a copy or rename is looked up by.
+    pub fn first_window(&self) -> [u8; 32] {
+        match &self.data.windows {
+            Some(w) if !w.is_empty() => w[0],
+            _ => self.hash,
+        }
+    }
+}
+
+/// The lookup key of a first-window hash.
+fn fkey(first_window: &[u8; 32]) -> i64 {
+    i64::from_le_bytes(first_window[..8].try_into().unwrap())
+}
+
+/// A path as a file row's key.
+pub(crate) fn path_key(path: &[u8]) -> Vec<u8> {
+    path.iter()
+        .map(|&b| if b == b'/' { 0 } else { b })
+        .collect()
+}
+
+/// What [`ChainState::begin`] decided.
+pub(crate) struct Decision {
+    /// `None`: an incremental; `Some(reason)`: a full, and why.
+    pub full_reason: Option<String>,
+    /// This run's position in the chain (0 for a full).
+    pub position: u32,
+    /// The archives this run may reference, oldest first: the header's parent table.
+    pub parents: Vec<ArchiveRow>,
+}
+
+/// The state of one job's chain, open for one run.
+pub(crate) struct ChainState {
+    path: PathBuf,
+    conn: Connection,
+    /// The snapshot the merge reads (incrementals only).
+    reader: Option<Connection>,
+    chain: i64,
+    page: VecDeque<FileRow>,
+    /// The last key read into `page`; `None` before the first page.
+    read_to: Option<Vec<u8>>,
+    exhausted: bool,
+}
+
+/// The archive a run wrote, recorded by [`ChainState::complete`].
+pub(crate) struct Completed {
+    pub position: u32,
+    pub session_id: SessionId,
+    pub file_name: String,
+    pub created_at: i64,
+    pub stream_len: u64,
+    pub commitment: [u8; 32],
+    pub refs: Vec<u32>,
+}
+
+impl ChainState {
+    /// Open the state at `path` for a run of `who`, decide full or incremental, and begin
+    /// the run's transaction. `forced`: a full the caller asked for; `full_every`: chain
+    /// length; `archive_exists`: whether an earlier archive is still where it was written
+    /// (`None` when that cannot be known without reading the destination).
+    pub fn begin(
+        path: &Path,
+        who: &RunIdentity,
+        forced: Option<&str>,
+        full_every: Option<u32>,
+        archive_exists: &dyn Fn(&str) -> Option<bool>,
+    ) -> Result<(ChainState, Decision)> {
+        let (conn, fresh) = open_state(path)?;
+        let err = state_error(path);
+        conn.execute_batch("BEGIN IMMEDIATE").map_err(&err)?;
+        let mut st = ChainState {
+            path: path.to_path_buf(),
+            conn,
+            reader: None,
+            chain: 0,
+            page: VecDeque::new(),
+            read_to: None,
+            exhausted: false,
+        };
+        let found = st.find_chain(who)?;
+        let newest = match &found {
+            Some((id, _)) => st.newest(*id)?,
+            None => None,
+        };
+        let reason = if let Some(reason) = fresh {
+            Some(reason)
+        } else if let Some(f) = forced {
+            Some(f.to_string())
+        } else {
+            match (&found, &newest) {
+                (None, _) => Some(format!(
+                    "no earlier run of job {:?} in the chain state",
+                    who.job
+                )),
+                (Some((_, mismatch)), _) if mismatch.is_some() => mismatch.clone(),
+                (Some(_), None) => Some("the chain has no complete archive".into()),
+                (Some(_), Some(n)) => continuation_problem(n, full_every, archive_exists),
+            }
+        };
+        let decision = match (reason, found, newest) {
+            (None, Some((id, _)), Some(newest)) => {
+                st.chain = id;
+                let parents = st.parents_of(&newest)?;
+                // The reader's transaction starts with its first page: the state as the
+                // last complete run left it, whatever this run writes.
+                let reader = Connection::open(path).map_err(&err)?;
+                reader.busy_timeout(Duration::from_secs(30)).map_err(&err)?;
+                reader.execute_batch("BEGIN").map_err(&err)?;
+                st.reader = Some(reader);
+                Decision {
+                    full_reason: None,
+                    position: newest.position + 1,
+                    parents,
+                }
+            }
+            (reason, found, _) => {
+                st.start_chain(who, found.map(|(id, _)| id))?;
+                Decision {
+                    full_reason: Some(reason.unwrap_or_default()),
+                    position: 0,
+                    parents: Vec::new(),
+                }
+            }
+        };
+        Ok((st, decision))
+    }
+
+    /// The chain row of `who.job`, and why it cannot be continued (another host,
+    /// destination or parameters), if so.
+    fn find_chain(&self, who: &RunIdentity) -> Result<Option<(i64, Option<String>)>> {
+        let row = self
+            .conn
+            .query_row(
+                "SELECT id, host, destination, params FROM chain WHERE job = ?1",
+                [&who.job],
+                |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, String>(3)?,
+                    ))
+                },
+            )
+            .optional()
+            .map_err(state_error(&self.path))?;
+        Ok(row.map(|(id, host, dest, params)| {
+            let why = if host != who.host {
+                Some("the chain state was written by another host".to_string())
+            } else if dest != who.destination {
+                Some(format!("the destination changed (the chain is in {dest})"))
+            } else if params != who.params {
+                Some(params_change(&params, &who.params))
+            } else {
+                None
+            };
+            (id, why)
+        }))
+    }
+
+    fn newest(&self, chain: i64) -> Result<Option<ArchiveRow>> {
+        self.conn
+            .query_row(
+                "SELECT position, session_id, file_name, stream_len, commitment, refs
+                 FROM archive WHERE chain = ?1 ORDER BY position DESC LIMIT 1",
+                [chain],
+                archive_row,
+            )
+            .optional()
+            .map_err(state_error(&self.path))?
+            .transpose()
+    }
+
+    /// The archives `newest`'s files reference, oldest first.
+    fn parents_of(&self, newest: &ArchiveRow) -> Result<Vec<ArchiveRow>> {
+        let mut out = Vec::new();
+        for &p in &newest.refs {
+            let row = self
+                .conn
+                .query_row(
+                    "SELECT position, session_id, file_name, stream_len, commitment, refs
+                     FROM archive WHERE chain = ?1 AND position = ?2",
+                    params![self.chain, p],
+                    archive_row,
+                )
+                .optional()
+                .map_err(state_error(&self.path))?
+                .transpose()?
+                .ok_or_else(|| self.corrupt(format!("archive {p} of the chain is not recorded")))?;
+            out.push(row);
+        }
+        out.sort_by_key(|a| a.position);
+        Ok(out)
+    }
+
+    /// A new chain for `who` (a full run): the job's old chain, if any, is forgotten.
+    fn start_chain(&mut self, who: &RunIdentity, old: Option<i64>) -> Result<()> {
+        let err = state_error(&self.path);
+        if let Some(old) = old {
+            for table in ["file", "archive"] {
+                self.conn
+                    .execute(&format!("DELETE FROM {table} WHERE chain = ?1"), [old])
+                    .map_err(&err)?;
+            }
+            self.conn
+                .execute("DELETE FROM chain WHERE id = ?1", [old])
+                .map_err(&err)?;
+        }
+        self.conn
+            .execute(
+                "INSERT INTO chain (job, host, destination, params) VALUES (?1, ?2, ?3, ?4)",
+                params![who.job, who.host, who.destination, who.params],
+            )
+            .map_err(&err)?;
+        self.chain = self.conn.last_insert_rowid();
+        Ok(())
+    }
+
+    fn corrupt(&self, detail: String) -> Error {
+        Error::State {
+            path: self.path.clone(),
+            detail,
+        }
+    }
+
+    /// The last run's row for the file at `path` (in walk order), if it had one. Rows of
+    /// paths before it that the walk did not meet are of files that are gone: dropped.
+    pub fn advance(&mut self, path: &[u8]) -> Result<Option<FileRow>> {
+        if self.reader.is_none() {
+            return Ok(None);
+        }
+        let key = path_key(path);
+        loop {
+            if self.page.is_empty() && !self.exhausted {
+                self.read_page()?;
+            }
+            let Some(front) = self.page.front() else {
+                return Ok(None);
+            };
+            match front.key.as_slice().cmp(&key) {
+                std::cmp::Ordering::Less => {
+                    let gone = self.page.pop_front().unwrap();
+                    self.delete(&gone.key)?;
+                }
+                std::cmp::Ordering::Equal => return Ok(self.page.pop_front()),
+                std::cmp::Ordering::Greater => return Ok(None),
+            }
+        }
+    }
+
+    fn read_page(&mut self) -> Result<()> {
+        let reader = self
+            .reader
+            .as_ref()
+            .expect("incremental runs read the state");
+        let err = state_error(&self.path);
+        let mut stmt = reader
+            .prepare_cached(
+                "SELECT key, dev, ino, size, mtime, mtime_ns, ctime, ctime_ns, hash, data
+                 FROM file WHERE chain = ?1 AND key > ?2 ORDER BY key LIMIT ?3",
+            )
+            .map_err(&err)?;
+        let from = self.read_to.clone().unwrap_or_default();
+        let rows = stmt
+            .query_map(params![self.chain, from, PAGE], file_row)
+            .map_err(&err)?;
+        let mut n = 0;
+        for row in rows {
+            let row = row.map_err(&err)??;
+            self.read_to = Some(row.key.clone());
+            self.page.push_back(row);
+            n += 1;
+        }
+        if n < PAGE {
+            self.exhausted = true;
+        }
+        Ok(())
+    }
+
+    fn delete(&self, key: &[u8]) -> Result<()> {
+        self.conn
+            .prepare_cached("DELETE FROM file WHERE chain = ?1 AND key = ?2")
+            .and_then(|mut s| s.execute(params![self.chain, key]))
+            .map_err(state_error(&self.path))?;
+        Ok(())
+    }
+
+    /// Forget the row of `path` (it is no longer a file).
+    pub fn forget(&self, path: &[u8]) -> Result<()> {
+        self.delete(&path_key(path))
+    }
+
+    /// Record (or replace) a file of this run.
+    pub fn put(&self, row: &FileRow) -> Result<()> {
+        let data = postcard::to_stdvec(&row.data)
+            .map_err(|e| Error::Internal(format!("cannot encode a state row: {e}")))?;
+        self.conn
+            .prepare_cached(
+                "INSERT OR REPLACE INTO file
+                 (chain, key, dev, ino, size, mtime, mtime_ns, ctime, ctime_ns, hash, fkey, data)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    self.chain,
+                    row.key,
+                    row.dev as i64,
+                    row.ino as i64,
+                    row.size as i64,
+                    row.mtime.0,
+                    row.mtime.1,
+                    row.ctime.0,
+                    row.ctime.1,
+                    row.hash.as_slice(),
+                    fkey(&row.first_window()),
+                    data,
+                ])
+            })
+            .map_err(state_error(&self.path))?;
+        Ok(())
+    }
+
+    /// Files of the chain (the last restore point's, and this run's so far) whose first
+    /// window hashes to `first_window`: candidates for a copied or renamed file.
+    pub fn lookup(&self, first_window: &[u8; 32]) -> Result<Vec<FileRow>> {
+        let err = state_error(&self.path);
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT key, dev, ino, size, mtime, mtime_ns, ctime, ctime_ns, hash, data
+                 FROM file WHERE fkey = ?1 AND chain = ?2 LIMIT 8",
+            )
+            .map_err(&err)?;
+        let rows = stmt
+            .query_map(params![fkey(first_window), self.chain], file_row)
+            .map_err(&err)?;
+        let mut out = Vec::new();
+        for row in rows {
+            let row = row.map_err(&err)??;
+            if row.first_window() == *first_window {
+                out.push(row);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The archive is durable: record it and commit the run's changes. Rows the walk did
+    /// not reach (files after the last one met) are gone and dropped first.
+    pub fn complete(mut self, done: &Completed) -> Result<()> {
+        while self.reader.is_some() && (!self.page.is_empty() || !self.exhausted) {
+            if self.page.is_empty() {
+                self.read_page()?;
+            }
+            while let Some(gone) = self.page.pop_front() {
+                self.delete(&gone.key)?;
+            }
+        }
+        let err = state_error(&self.path);
+        let refs = postcard::to_stdvec(&done.refs)
+            .map_err(|e| Error::Internal(format!("cannot encode a state row: {e}")))?;
+        self.conn
+            .execute(
+                "INSERT OR REPLACE INTO archive
+                 (chain, position, session_id, file_name, created_at, stream_len, commitment, refs)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![
+                    self.chain,
+                    done.position,
+                    done.session_id.as_slice(),
+                    done.file_name,
+                    done.created_at,
+                    done.stream_len as i64,
+                    done.commitment.as_slice(),
+                    refs,
+                ],
+            )
+            .map_err(&err)?;
+        if let Some(reader) = self.reader.take() {
+            // End the read snapshot first: a checkpoint may then move the run's pages in.
+            reader.execute_batch("COMMIT").map_err(&err)?;
+        }
+        self.conn.execute_batch("COMMIT").map_err(&err)?;
+        Ok(())
+    }
+}
+
+/// Why the newest archive `n` cannot be continued, if so.
+fn continuation_problem(
+    n: &ArchiveRow,
+    full_every: Option<u32>,
+    archive_exists: &dyn Fn(&str) -> Option<bool>,
+) -> Option<String> {
+    let length = n.position + 1;
+    if let Some(every) = full_every
+        && length >= every
+    {
+        return Some(format!(
+            "full_every = {every}: the chain already has {length} archive(s)"
+        ));
+    }
+    if length >= MAX_CHAIN {
+        return Some(format!("the chain has reached {MAX_CHAIN} archives"));
+    }
+    if archive_exists(&n.file_name) == Some(false) {
+        return Some(format!(
+            "the last archive {} is no longer at the destination",
+            n.file_name
+        ));
+    }
+    None
+}
+
+/// A one-line reason naming which parameter changed.
+fn params_change(old: &str, new: &str) -> String {
+    let field = |s: &str, name: &str| {
+        s.split(' ')
+            .find_map(|kv| kv.strip_prefix(name).map(str::to_string))
+            .unwrap_or_default()
+    };
+    for (name, what) in [
+        ("recipients=", "the recipients changed"),
+        ("block_size=", "the block size changed"),
+        ("segment_size=", "the segment size changed"),
+        ("compression=", "the compression changed"),
+        ("content_hash=", "the content hash changed"),
+        ("signer=", "the signing key changed"),
+        ("format=", "the format version changed"),
+    ] {
+        if field(old, name) != field(new, name) {
+            return what.to_string();
+        }
+    }
+    "the chain's parameters changed".into()
+}
+
+fn state_error(path: &Path) -> impl Fn(rusqlite::Error) -> Error + '_ {
+    move |e| Error::State {
+        path: path.to_path_buf(),
+        detail: e.to_string(),
+    }
+}
+
+fn archive_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<ArchiveRow>> {
+    let position: u32 = r.get(0)?;
+    let session_id: Vec<u8> = r.get(1)?;
+    let commitment: Vec<u8> = r.get(4)?;
+    let refs: Vec<u8> = r.get(5)?;
+    let bad = |what: &str| Error::Internal(format!("chain state: bad {what} in an archive row"));
+    Ok((|| {
+        Ok(ArchiveRow {
+            position,
+            session_id: session_id.try_into().map_err(|_| bad("session id"))?,
+            file_name: r.get(2).map_err(|_| bad("file name"))?,
+            stream_len: r.get::<_, i64>(3).map_err(|_| bad("stream length"))? as u64,
+            commitment: commitment.try_into().map_err(|_| bad("commitment"))?,
+            refs: postcard::from_bytes(&refs).map_err(|_| bad("references"))?,
+        })
+    })())
+}
+
+fn file_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<FileRow>> {
+    let hash: Vec<u8> = r.get(8)?;
+    let data: Vec<u8> = r.get(9)?;
+    let bad = |what: &str| Error::Internal(format!("chain state: bad {what} in a file row"));
+    let row = (|| -> rusqlite::Result<Result<FileRow>> {
+        Ok(Ok(FileRow {
+            key: r.get(0)?,
+            dev: r.get::<_, i64>(1)? as u64,
+            ino: r.get::<_, i64>(2)? as u64,
+            size: r.get::<_, i64>(3)? as u64,
+            mtime: (r.get(4)?, r.get(5)?),
+            ctime: (r.get(6)?, r.get(7)?),
+            hash: match hash.try_into() {
+                Ok(h) => h,
+                Err(_) => return Ok(Err(bad("content hash"))),
+            },
+            data: match postcard::from_bytes(&data) {
+                Ok(d) => d,
+                Err(_) => return Ok(Err(bad("data"))),
+            },
+        }))
+    })()?;
+    Ok(row)
+}
+
+/// Open the state, creating it (0600, its folder 0700) when missing. A state that cannot
+/// be used — unreadable, failing SQLite's integrity check, another schema — is moved
+/// aside and a new one made; the second value is then the reason this run is a full.
+fn open_state(path: &Path) -> Result<(Connection, Option<String>)> {
+    let err = state_error(path);
+    if let Some(dir) = path.parent() {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| Error::io(dir, e))?;
+    }
+    let existed = path.exists();
+    if existed {
+        match check(path) {
+            Ok(conn) => return Ok((conn, None)),
+            Err(why) => {
+                let aside = path.with_extension(format!(
+                    "sqlite.unusable-{}",
+                    std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_secs())
+                ));
+                std::fs::rename(path, &aside).map_err(|e| Error::io(path, e))?;
+                for suffix in ["-wal", "-shm"] {
+                    let mut side = path.as_os_str().to_owned();
+                    side.push(suffix);
+                    let _ = std::fs::remove_file(PathBuf::from(side));
+                }
+                let conn = create(path).map_err(&err)?;
+                return Ok((
+                    conn,
+                    Some(format!(
+                        "the chain state {} is unusable ({why}); moved aside to {}",
+                        path.display(),
+                        aside.display()
+                    )),
+                ));
+            }
+        }
+    }
+    let conn = create(path).map_err(&err)?;
+    Ok((
+        conn,
+        Some("no chain state yet (the first run starts a chain)".into()),
+    ))
+}
+
+/// Open an existing state, or say why it cannot be used.
+fn check(path: &Path) -> std::result::Result<Connection, String> {
+    let conn = Connection::open(path).map_err(|e| e.to_string())?;
+    configure(&conn).map_err(|e| e.to_string())?;
+    let ok: String = conn
+        .query_row("PRAGMA quick_check", [], |r| r.get(0))
+        .map_err(|e| e.to_string())?;
+    if ok != "ok" {
+        return Err(format!("integrity check: {ok}"));
+    }
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(|e| e.to_string())?;
+    if version != SCHEMA_VERSION {
+        return Err(format!(
+            "schema version {version}, this coffer uses {SCHEMA_VERSION}"
+        ));
+    }
+    Ok(conn)
+}
+
+fn create(path: &Path) -> rusqlite::Result<Connection> {
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        // Created 0600 before SQLite opens it: paths and hashes of the host's files.
+        let _ = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(path);
+    }
+    let conn = Connection::open(path)?;
+    configure(&conn)?;
+    conn.execute_batch(&format!(
+        "BEGIN; {SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+    ))?;
+    Ok(conn)
+}
+
+fn configure(conn: &Connection) -> rusqlite::Result<()> {
+    conn.busy_timeout(Duration::from_secs(30))?;
+    let _: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+    // FULL: a commit (after the archive is durable) survives a power cut as the archive does.
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    Ok(())
+}
