@@ -215,8 +215,15 @@ impl ChainState {
         };
         let found = st.find_chain(who)?;
         let newest = match &found {
-            Some((id, _)) => st.newest(*id)?,
+            Some((id, _)) => {
+                st.chain = *id;
+                st.newest(*id)?
+            }
             None => None,
+        };
+        let parents = match &newest {
+            Some(n) => st.parents_of(n)?,
+            None => Vec::new(),
         };
         let reason = if let Some(reason) = fresh {
             Some(reason)
@@ -230,13 +237,21 @@ impl ChainState {
                 )),
                 (Some((_, mismatch)), _) if mismatch.is_some() => mismatch.clone(),
                 (Some(_), None) => Some("the chain has no complete archive".into()),
-                (Some(_), Some(n)) => continuation_problem(n, full_every, archive_exists),
+                (Some(_), Some(n)) => continuation_problem(n, full_every, archive_exists)
+                    .or_else(|| {
+                        parents.iter().find_map(|p| {
+                            (archive_exists(&p.file_name) == Some(false)).then(|| {
+                                format!(
+                                    "the chain's archive {} is no longer at the destination",
+                                    p.file_name
+                                )
+                            })
+                        })
+                    }),
             }
         };
         let decision = match (reason, found, newest) {
-            (None, Some((id, _)), Some(newest)) => {
-                st.chain = id;
-                let parents = st.parents_of(&newest)?;
+            (None, Some(_), Some(newest)) => {
                 // The reader's transaction starts with its first page: the state as the
                 // last complete run left it, whatever this run writes.
                 let reader = Connection::open(path).map_err(&err)?;
