@@ -11,7 +11,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::error::{JobError, JobResult};
-use super::paths::StateDir;
+use super::paths::{CHAINS_FILE, StateDir};
+use crate::chain::ChainKind;
 
 /// Schema migrations, in order; the schema version is the number applied.
 const MIGRATIONS: &[&str] = &[
@@ -45,6 +46,16 @@ const MIGRATIONS: &[&str] = &[
         job             TEXT PRIMARY KEY,
         last_checked_ms INTEGER NOT NULL
     );",
+    // 2: incremental chains (FORMAT.md v2.8): whether a session's archive is a full or an
+    // incremental, and the parents it reads from (a JSON array of hex session ids, the
+    // header's flat parent table, oldest first), which retention keeps with it. Every
+    // archive written before chains existed is a full without parents.
+    "ALTER TABLE sessions ADD COLUMN kind TEXT CHECK (kind IN ('full', 'incremental'));
+    ALTER TABLE sessions ADD COLUMN parents TEXT;
+    ALTER TABLE sessions ADD COLUMN full_reason TEXT;
+    ALTER TABLE sessions ADD COLUMN files_unchanged INTEGER;
+    ALTER TABLE sessions ADD COLUMN bytes_referenced INTEGER;
+    UPDATE sessions SET kind = 'full', parents = '[]' WHERE archive IS NOT NULL;",
 ];
 
 /// The schema version this coffer writes.
@@ -158,11 +169,31 @@ pub struct SessionRow {
     /// When retention deleted the archive (or found it gone).
     pub deleted_at_ms: Option<i64>,
     pub deleted_reason: Option<String>,
+    /// Full or incremental, once the archive is complete (None for a session that left no
+    /// archive).
+    pub kind: Option<ChainKind>,
+    /// The session ids (hex) of the archives this one reads from: its header's flat parent
+    /// table, oldest first. Empty for a full.
+    pub parents: Vec<String>,
+    /// Why a session of an incremental job is a full (the writer's notice).
+    pub full_reason: Option<String>,
+    /// Files not read because they were unchanged since the last run (incrementals).
+    pub files_unchanged: Option<u64>,
+    /// Data bytes of this restore point held in parents rather than in this archive.
+    pub bytes_referenced: Option<u64>,
 }
 
 impl SessionRow {
     pub fn duration_ms(&self) -> Option<i64> {
         self.finished_at_ms.map(|f| (f - self.started_at_ms).max(0))
+    }
+}
+
+fn parse_kind(s: &str) -> Option<ChainKind> {
+    match s {
+        "full" => Some(ChainKind::Full),
+        "incremental" => Some(ChainKind::Incremental),
+        _ => None,
     }
 }
 
@@ -179,6 +210,12 @@ pub struct Finish {
     pub warning_count: u64,
     pub warnings: Vec<String>,
     pub error: Option<String>,
+    /// The archive's place in its chain (from the backup's [`crate::chain::ChainReport`]).
+    pub kind: Option<ChainKind>,
+    pub parents: Vec<String>,
+    pub full_reason: Option<String>,
+    pub files_unchanged: Option<u64>,
+    pub bytes_referenced: Option<u64>,
 }
 
 /// An open catalog.
@@ -189,7 +226,8 @@ pub struct Catalog {
 
 const COLUMNS: &str = "id, job, state, trigger, pid, started_at_ms, finished_at_ms, destination, \
      session_id, archive, files, dirs, symlinks, bytes_read, bytes_written, warning_count, \
-     warnings, error, deleted_at_ms, deleted_reason";
+     warnings, error, deleted_at_ms, deleted_reason, kind, parents, full_reason, \
+     files_unchanged, bytes_referenced";
 
 fn opt_u64(v: Option<i64>) -> Option<u64> {
     v.map(|n| n.max(0) as u64)
@@ -198,6 +236,8 @@ fn opt_u64(v: Option<i64>) -> Option<u64> {
 fn read_row(r: &Row<'_>) -> rusqlite::Result<SessionRow> {
     let state: String = r.get(2)?;
     let warnings: Option<String> = r.get(16)?;
+    let kind: Option<String> = r.get(20)?;
+    let parents: Option<String> = r.get(21)?;
     Ok(SessionRow {
         id: r.get(0)?,
         job: r.get(1)?,
@@ -221,6 +261,13 @@ fn read_row(r: &Row<'_>) -> rusqlite::Result<SessionRow> {
         error: r.get(17)?,
         deleted_at_ms: r.get(18)?,
         deleted_reason: r.get(19)?,
+        kind: kind.as_deref().and_then(parse_kind),
+        parents: parents
+            .and_then(|p| serde_json::from_str(&p).ok())
+            .unwrap_or_default(),
+        full_reason: r.get(22)?,
+        files_unchanged: opt_u64(r.get(23)?),
+        bytes_referenced: opt_u64(r.get(24)?),
     })
 }
 
@@ -276,6 +323,12 @@ impl Catalog {
         &self.path
     }
 
+    /// The incremental chains' state of the same state folder (`chains.sqlite`, next to
+    /// the catalog).
+    pub fn chains_path(&self) -> PathBuf {
+        self.path.with_file_name(CHAINS_FILE)
+    }
+
     fn err(&self) -> impl Fn(rusqlite::Error) -> JobError + '_ {
         move |e| JobError::catalog(&self.path, e)
     }
@@ -321,12 +374,15 @@ impl Catalog {
             let kept = &f.warnings[..f.warnings.len().min(MAX_STORED_WARNINGS)];
             Some(serde_json::to_string(kept).expect("strings always serialize"))
         };
+        let parents = serde_json::to_string(&f.parents).expect("strings always serialize");
         let n = self
             .conn
             .execute(
                 "UPDATE sessions SET state = ?2, finished_at_ms = ?3, session_id = ?4,
                      archive = ?5, files = ?6, dirs = ?7, symlinks = ?8, bytes_read = ?9,
-                     bytes_written = ?10, warning_count = ?11, warnings = ?12, error = ?13
+                     bytes_written = ?10, warning_count = ?11, warnings = ?12, error = ?13,
+                     kind = ?14, parents = ?15, full_reason = ?16, files_unchanged = ?17,
+                     bytes_referenced = ?18
                  WHERE id = ?1 AND state = 'running'",
                 params![
                     id,
@@ -341,7 +397,12 @@ impl Catalog {
                     f.bytes_written.map(|v| v as i64),
                     f.warning_count as i64,
                     warnings,
-                    f.error
+                    f.error,
+                    f.kind.map(ChainKind::as_str),
+                    f.kind.map(|_| parents),
+                    f.full_reason,
+                    f.files_unchanged.map(|v| v as i64),
+                    f.bytes_referenced.map(|v| v as i64),
                 ],
             )
             .map_err(self.err())?;
@@ -418,6 +479,19 @@ impl Catalog {
             ),
             [job],
         )
+    }
+
+    /// When the latest full of `job` that completed started (deleted since or not): an
+    /// `active_full` schedule that fired after it makes the next session a full.
+    pub fn last_full_ms(&self, job: &str) -> JobResult<Option<i64>> {
+        self.conn
+            .query_row(
+                "SELECT MAX(started_at_ms) FROM sessions
+                 WHERE job = ?1 AND kind = 'full' AND state IN ('succeeded', 'warnings')",
+                [job],
+                |r| r.get(0),
+            )
+            .map_err(self.err())
     }
 
     /// Note that a session's archive was deleted (by retention, or found missing).
@@ -589,6 +663,78 @@ mod tests {
         assert_eq!(c.good_archives("home").unwrap().len(), 1);
         c.mark_deleted(id, "retention").unwrap();
         assert!(c.good_archives("home").unwrap().is_empty());
+    }
+
+    #[test]
+    fn version_1_catalog_migrates_its_archives_to_fulls() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("catalog.sqlite");
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(MIGRATIONS[0]).unwrap();
+        conn.pragma_update(None, "user_version", 1).unwrap();
+        conn.execute_batch(
+            "INSERT INTO sessions (job, state, trigger, pid, started_at_ms, destination, archive)
+                 VALUES ('home', 'succeeded', 'manual', 1, 5, '/d', '/d/a.coffer');
+             INSERT INTO sessions (job, state, trigger, pid, started_at_ms, destination)
+                 VALUES ('home', 'failed', 'manual', 1, 6, '/d');",
+        )
+        .unwrap();
+        drop(conn);
+        let c = Catalog::open_path(&path).unwrap();
+        assert_eq!(c.schema_version().unwrap(), SCHEMA_VERSION);
+        let rows = c.sessions(Some("home"), None).unwrap();
+        assert_eq!(rows[0].kind, None, "a failed session left no archive");
+        assert_eq!(rows[1].kind, Some(ChainKind::Full));
+        assert!(rows[1].parents.is_empty());
+        assert_eq!(c.last_full_ms("home").unwrap(), Some(5));
+    }
+
+    #[test]
+    fn chain_fields_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Catalog::open(&StateDir::new(dir.path())).unwrap();
+        let full = c
+            .begin("home", Trigger::Manual, Path::new("/d"), 1)
+            .unwrap();
+        c.finish(
+            full,
+            SessionState::Succeeded,
+            &Finish {
+                archive: Some("/d/a.coffer".into()),
+                kind: Some(ChainKind::Full),
+                full_reason: Some("no chain state yet".into()),
+                ..Finish::default()
+            },
+        )
+        .unwrap();
+        let incr = c
+            .begin("home", Trigger::Manual, Path::new("/d"), 2)
+            .unwrap();
+        c.finish(
+            incr,
+            SessionState::Succeeded,
+            &Finish {
+                archive: Some("/d/b.coffer".into()),
+                kind: Some(ChainKind::Incremental),
+                parents: vec!["aa".repeat(16)],
+                files_unchanged: Some(3),
+                bytes_referenced: Some(4096),
+                ..Finish::default()
+            },
+        )
+        .unwrap();
+        let row = c.get(incr).unwrap().unwrap();
+        assert_eq!(row.kind, Some(ChainKind::Incremental));
+        assert_eq!(row.parents, ["aa".repeat(16)]);
+        assert_eq!(
+            (row.files_unchanged, row.bytes_referenced),
+            (Some(3), Some(4096))
+        );
+        let row = c.get(full).unwrap().unwrap();
+        assert_eq!(row.full_reason.as_deref(), Some("no chain state yet"));
+        // The last full is the full's start, not the incremental's.
+        assert_eq!(c.last_full_ms("home").unwrap(), Some(1));
+        assert_eq!(c.chains_path(), dir.path().join("chains.sqlite"));
     }
 
     #[test]
