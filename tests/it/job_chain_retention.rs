@@ -154,7 +154,7 @@ fn property_every_kept_point_keeps_its_parents_after_every_prune() {
             };
             chain_len = if full { 1 } else { chain_len + 1 };
             live.insert(id, Archive { time, parents });
-            if id as u64 % prune_every == 0 {
+            if (id as u64).is_multiple_of(prune_every) {
                 for gone in check_prune(&case, &policy, &live, &tz) {
                     live.remove(&gone);
                 }

@@ -124,7 +124,13 @@ fn history_and_job_list_show_full_or_incremental_and_the_chain() {
     let dest = w.mkdir("dest");
     config(&w, Path::new("/tmp"), &dest, "full_every = 7\n");
     let full = record(&w, &dest, 1, ChainKind::Full, &[]);
-    let second = record(&w, &dest, 2, ChainKind::Incremental, &[full.clone()]);
+    let second = record(
+        &w,
+        &dest,
+        2,
+        ChainKind::Incremental,
+        std::slice::from_ref(&full),
+    );
     record(
         &w,
         &dest,
