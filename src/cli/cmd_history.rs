@@ -3,6 +3,7 @@
 
 use clap::Args;
 
+use coffer::chain::ChainKind;
 use coffer::job::catalog::SessionRow;
 
 use super::jobs::{Locations, file_name, open_state};
@@ -65,10 +66,34 @@ pub fn session_json(r: &SessionRow) -> serde_json::Value {
         "error": r.error,
         "archive_deleted": r.deleted_at_ms.is_some(),
         "deleted_reason": r.deleted_reason,
+        "kind": r.kind.map(ChainKind::as_str),
+        "parents": r.parents,
+        "full_reason": r.full_reason,
+        "files_unchanged": r.files_unchanged,
+        "bytes_referenced": r.bytes_referenced,
     })
 }
 
-fn table_row(r: &SessionRow) -> [String; 8] {
+/// A session's place in its chain, in a few words: `full`, `incr of 3f2a9c01, 2 parents`
+/// (the oldest archive it reads from, usually the chain's full, and how many it reads
+/// from), or `-` for a session that left no archive.
+pub fn chain_words(r: &SessionRow) -> String {
+    match r.kind {
+        None => "-".into(),
+        Some(ChainKind::Full) => "full".into(),
+        Some(ChainKind::Incremental) => match r.parents.first() {
+            Some(oldest) => format!(
+                "incr of {}, {} parent{}",
+                safe(oldest.get(..8).unwrap_or(oldest)),
+                r.parents.len(),
+                if r.parents.len() == 1 { "" } else { "s" }
+            ),
+            None => "incr".into(),
+        },
+    }
+}
+
+fn table_row(r: &SessionRow) -> [String; 9] {
     let archive = match (&r.archive, &r.deleted_reason) {
         (Some(p), Some(_)) => format!("{} (deleted)", file_name(p)),
         (Some(p), None) => p.to_string_lossy().into_owned(),
@@ -80,6 +105,7 @@ fn table_row(r: &SessionRow) -> [String; 8] {
         local_time(r.started_at_ms),
         r.duration_ms().map(seconds).unwrap_or_else(|| "-".into()),
         r.state.to_string(),
+        chain_words(r),
         r.files.map(|f| f.to_string()).unwrap_or_else(|| "-".into()),
         r.bytes_read.map(human).unwrap_or_else(|| "-".into()),
         archive,
@@ -90,16 +116,19 @@ fn table_row(r: &SessionRow) -> [String; 8] {
 fn print_sessions(rows: &[SessionRow]) -> anyhow::Result<()> {
     use Align::{Left, Right};
     let head = [
-        "ID", "JOB", "STARTED", "DURATION", "OUTCOME", "FILES", "BYTES", "ARCHIVE",
+        "ID", "JOB", "STARTED", "DURATION", "OUTCOME", "KIND", "FILES", "BYTES", "ARCHIVE",
     ];
-    let align = [Right, Left, Left, Left, Left, Right, Right, Left];
-    let cells: Vec<[String; 8]> = rows.iter().map(table_row).collect();
+    let align = [Right, Left, Left, Left, Left, Left, Right, Right, Left];
+    let cells: Vec<[String; 9]> = rows.iter().map(table_row).collect();
     let lines = table_lines(&head, &align, &cells);
     outln!("{}", lines[0])?;
     for (row, line) in rows.iter().zip(&lines[1..]) {
         outln!("{line}")?;
         if let Some(e) = &row.error {
             outln!("      {}: {}", row.state, safe(e))?;
+        }
+        if let Some(why) = &row.full_reason {
+            outln!("      full: {}", safe(why))?;
         }
         for w in row.warnings.iter().take(3) {
             outln!("      warning: {}", safe(w))?;

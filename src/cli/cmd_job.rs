@@ -3,13 +3,15 @@
 use chrono::{DateTime, Local};
 use clap::{Args, Subcommand};
 
+use coffer::chain::ChainKind;
+use coffer::job::catalog::SessionRow;
 use coffer::job::catalog::{SessionState, Trigger};
 use coffer::job::prune;
-use coffer::job::session::{self, LockMode, SessionEvents, SessionOutcome};
+use coffer::job::session::{self, LockMode, SessionEvents, SessionOptions, SessionOutcome};
 use coffer::job::{JobError, ResolvedJob};
 use coffer::progress::Warning;
 
-use super::cmd_history::session_json;
+use super::cmd_history::{chain_words, session_json};
 use super::cmd_prune::print_prune_text;
 use super::jobs::{Locations, load_config, open_state, outcome_words};
 use super::report::{
@@ -35,7 +37,7 @@ enum JobCommand {
     Check(JobCheckArgs),
     /// Run one session of a job now (exit code as for backup)
     #[command(
-        after_help = "Example:\n  coffer job run home\n  coffer job run home --wait --prune   # queue behind a running session, apply retention after"
+        after_help = "Example:\n  coffer job run home\n  coffer job run home --wait --prune   # queue behind a running session, apply retention after\n  coffer job run home --full           # start a new chain (a job with full_every or active_full)"
     )]
     Run(JobRunArgs),
 }
@@ -67,6 +69,10 @@ struct JobRunArgs {
     /// Apply the job's retention after a session that completed
     #[arg(long)]
     prune: bool,
+    /// Make this session a full archive, starting a new chain (for a job with full_every
+    /// or active_full; every session of another job is a full anyway)
+    #[arg(long)]
+    full: bool,
     /// Print nothing but errors and warnings
     #[arg(short, long)]
     quiet: bool,
@@ -98,6 +104,9 @@ fn list(a: JobListArgs) -> anyhow::Result<u8> {
                 "next_run": next.map(|t| t.to_rfc3339()),
                 "destination": job.destination.value.to_string_lossy(),
                 "retention": job.retention.map(|r| r.to_string()),
+                "incremental": job.chain.is_incremental(),
+                "full_every": job.chain.full_every,
+                "active_full": job.chain.active_full.as_ref().map(|s| s.value.expr()),
                 "last": last.as_ref().map(session_json),
             }));
         } else {
@@ -108,8 +117,16 @@ fn list(a: JobListArgs) -> anyhow::Result<u8> {
                     .map(|s| s.value.expr().to_string())
                     .unwrap_or_else(|| "-".into()),
                 next.map(|t| minute(&t)).unwrap_or_else(|| "-".into()),
-                last.map(|l| format!("{} {}", l.state, local_time(l.started_at_ms)))
-                    .unwrap_or_else(|| "never run".into()),
+                last.map(|l| match l.kind {
+                    Some(_) => format!(
+                        "{} {} ({})",
+                        l.state,
+                        local_time(l.started_at_ms),
+                        chain_words(&l)
+                    ),
+                    None => format!("{} {}", l.state, local_time(l.started_at_ms)),
+                })
+                .unwrap_or_else(|| "never run".into()),
             ]);
         }
     }
@@ -168,7 +185,7 @@ fn print_checked(r: &ResolvedJob, now: &DateTime<Local>) -> anyhow::Result<()> {
         None => "no schedule".into(),
     };
     outln!(
-        "ok: job {}: {} source(s), {} recipient(s), destination {} writable, {}, retention: {}",
+        "ok: job {}: {} source(s), {} recipient(s), destination {} writable, {}, retention: {}, {}",
         safe(&j.name),
         j.sources.len(),
         r.recipients.len(),
@@ -176,7 +193,8 @@ fn print_checked(r: &ResolvedJob, now: &DateTime<Local>) -> anyhow::Result<()> {
         schedule,
         j.retention
             .map(|p| p.to_string())
-            .unwrap_or_else(|| "keep every archive".into())
+            .unwrap_or_else(|| "keep every archive".into()),
+        j.chain
     )
 }
 
@@ -208,14 +226,11 @@ fn run_now(a: JobRunArgs) -> anyhow::Result<u8> {
     } else {
         LockMode::Fail
     };
-    let outcome = session::run_session(
-        &st.cx(),
-        &resolved,
-        Trigger::Manual,
-        mode,
-        &stop,
-        &RunEvents,
-    )?;
+    let how = SessionOptions {
+        force_full: a.full,
+        ..SessionOptions::new(Trigger::Manual, mode)
+    };
+    let outcome = session::run_session(&st.cx(), &resolved, how, &stop, &RunEvents)?;
     // A closed stdout (`| head`) must not skip the retention that was asked for: the
     // printing error is returned after it.
     let printed = print_outcome(&outcome, a.quiet);
@@ -253,6 +268,7 @@ fn print_outcome(o: &SessionOutcome, quiet: bool) -> anyhow::Result<()> {
                 )?;
                 outln!("archive:    {}", safe_path(&r.archive))?;
                 outln!("session:    {}", row.session_id.as_deref().unwrap_or("-"))?;
+                print_chain(row, r)?;
             }
             if row.state == SessionState::Warnings {
                 warnings_note(row.warning_count);
@@ -277,4 +293,22 @@ fn print_outcome(o: &SessionOutcome, quiet: bool) -> anyhow::Result<()> {
         )),
     }
     Ok(())
+}
+
+/// The `chain:` line of a completed session: a full and why (for a job that makes
+/// incrementals), or an incremental with its parents and what it did not store again.
+fn print_chain(row: &SessionRow, r: &coffer::BackupReport) -> anyhow::Result<()> {
+    let c = &r.chain;
+    match c.kind {
+        ChainKind::Full => match &c.full_reason {
+            Some(why) => outln!("chain:      full ({})", safe(why)),
+            None => outln!("chain:      full"),
+        },
+        ChainKind::Incremental => outln!(
+            "chain:      {}: {} file(s) unchanged, {} in parents",
+            chain_words(row),
+            c.files_unchanged,
+            human(c.bytes_referenced)
+        ),
+    }
 }

@@ -3,6 +3,8 @@
 
 use clap::Args;
 
+use coffer::chain::ChainKind;
+use coffer::job::catalog::SessionRow;
 use coffer::job::prune::{self, PruneReport};
 
 use super::jobs::{Locations, file_name, load_config, open_state};
@@ -78,17 +80,25 @@ pub fn print_prune_text(r: &PruneReport) -> anyhow::Result<()> {
             (false, false) => "deleted",
         };
         outln!(
-            "  {action:<12}  {}  {}  ({})",
+            "  {action:<12}  {}  {:<4}  {}  {}",
             local_time(row.started_at_ms),
+            kind_word(row),
             safe(&row.archive.as_deref().map(file_name).unwrap_or_default()),
             v.reason
         )?;
     }
+    for (id, parent) in &plan.broken {
+        outln!(
+            "  warning: session {id} reads from archive {} which is gone: it cannot be restored",
+            safe(parent)
+        )?;
+    }
     for row in &plan.missing {
         outln!(
-            "  {:<12}  {}  {}  (file not found; no longer counted)",
+            "  {:<12}  {}  {:<4}  {}  file not found; no longer counted",
             "missing",
             local_time(row.started_at_ms),
+            kind_word(row),
             safe(&row.archive.as_deref().map(file_name).unwrap_or_default())
         )?;
     }
@@ -101,6 +111,15 @@ pub fn print_prune_text(r: &PruneReport) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `full` or `incr` (`-` for an archive catalogued before chains were recorded).
+fn kind_word(row: &SessionRow) -> &'static str {
+    match row.kind {
+        Some(ChainKind::Full) => "full",
+        Some(ChainKind::Incremental) => "incr",
+        None => "-",
+    }
+}
+
 fn prune_json(r: &PruneReport) -> serde_json::Value {
     let archives: Vec<_> = r
         .plan
@@ -111,8 +130,11 @@ fn prune_json(r: &PruneReport) -> serde_json::Value {
                 "id": row.id,
                 "archive": row.archive.as_ref().map(|p| p.to_string_lossy()),
                 "started_at": rfc3339_ms(row.started_at_ms),
+                "kind": row.kind.map(ChainKind::as_str),
+                "parents": row.parents,
                 "keep": v.keep,
                 "reason": v.reason,
+                "needed_by": v.needed_by,
                 "deleted": r.deleted.iter().any(|d| d.id == row.id),
             })
         })
@@ -128,6 +150,7 @@ fn prune_json(r: &PruneReport) -> serde_json::Value {
         "policy": r.plan.policy.map(|p| p.to_string()),
         "archives": archives,
         "missing": missing,
+        "broken": r.plan.broken.iter().map(|(id, parent)| serde_json::json!({"id": id, "missing_parent": parent})).collect::<Vec<_>>(),
         "failed": r.failed.iter().map(|(row, e)| serde_json::json!({"id": row.id, "error": e})).collect::<Vec<_>>(),
     })
 }

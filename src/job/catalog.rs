@@ -11,7 +11,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::error::{JobError, JobResult};
-use super::paths::StateDir;
+use super::paths::{CHAINS_FILE, StateDir};
+use crate::chain::ChainKind;
 
 /// Schema migrations, in order; the schema version is the number applied.
 const MIGRATIONS: &[&str] = &[
@@ -45,6 +46,16 @@ const MIGRATIONS: &[&str] = &[
         job             TEXT PRIMARY KEY,
         last_checked_ms INTEGER NOT NULL
     );",
+    // 2: incremental chains (FORMAT.md v2.8): whether a session's archive is a full or an
+    // incremental, and the parents it reads from (a JSON array of hex session ids, the
+    // header's flat parent table, oldest first), which retention keeps with it. Every
+    // archive written before chains existed is a full without parents.
+    "ALTER TABLE sessions ADD COLUMN kind TEXT CHECK (kind IN ('full', 'incremental'));
+    ALTER TABLE sessions ADD COLUMN parents TEXT;
+    ALTER TABLE sessions ADD COLUMN full_reason TEXT;
+    ALTER TABLE sessions ADD COLUMN files_unchanged INTEGER;
+    ALTER TABLE sessions ADD COLUMN bytes_referenced INTEGER;
+    UPDATE sessions SET kind = 'full', parents = '[]' WHERE archive IS NOT NULL;",
 ];
 
 /// The schema version this coffer writes.
@@ -158,11 +169,31 @@ pub struct SessionRow {
     /// When retention deleted the archive (or found it gone).
     pub deleted_at_ms: Option<i64>,
     pub deleted_reason: Option<String>,
+    /// Full or incremental, once the archive is complete (None for a session that left no
+    /// archive).
+    pub kind: Option<ChainKind>,
+    /// The session ids (hex) of the archives this one reads from: its header's flat parent
+    /// table, oldest first. Empty for a full.
+    pub parents: Vec<String>,
+    /// Why a session of an incremental job is a full (the writer's notice).
+    pub full_reason: Option<String>,
+    /// Files not read because they were unchanged since the last run (incrementals).
+    pub files_unchanged: Option<u64>,
+    /// Data bytes of this restore point held in parents rather than in this archive.
+    pub bytes_referenced: Option<u64>,
 }
 
 impl SessionRow {
     pub fn duration_ms(&self) -> Option<i64> {
         self.finished_at_ms.map(|f| (f - self.started_at_ms).max(0))
+    }
+}
+
+fn parse_kind(s: &str) -> Option<ChainKind> {
+    match s {
+        "full" => Some(ChainKind::Full),
+        "incremental" => Some(ChainKind::Incremental),
+        _ => None,
     }
 }
 
@@ -179,6 +210,12 @@ pub struct Finish {
     pub warning_count: u64,
     pub warnings: Vec<String>,
     pub error: Option<String>,
+    /// The archive's place in its chain (from the backup's [`crate::chain::ChainReport`]).
+    pub kind: Option<ChainKind>,
+    pub parents: Vec<String>,
+    pub full_reason: Option<String>,
+    pub files_unchanged: Option<u64>,
+    pub bytes_referenced: Option<u64>,
 }
 
 /// An open catalog.
@@ -189,7 +226,8 @@ pub struct Catalog {
 
 const COLUMNS: &str = "id, job, state, trigger, pid, started_at_ms, finished_at_ms, destination, \
      session_id, archive, files, dirs, symlinks, bytes_read, bytes_written, warning_count, \
-     warnings, error, deleted_at_ms, deleted_reason";
+     warnings, error, deleted_at_ms, deleted_reason, kind, parents, full_reason, \
+     files_unchanged, bytes_referenced";
 
 fn opt_u64(v: Option<i64>) -> Option<u64> {
     v.map(|n| n.max(0) as u64)
@@ -198,6 +236,8 @@ fn opt_u64(v: Option<i64>) -> Option<u64> {
 fn read_row(r: &Row<'_>) -> rusqlite::Result<SessionRow> {
     let state: String = r.get(2)?;
     let warnings: Option<String> = r.get(16)?;
+    let kind: Option<String> = r.get(20)?;
+    let parents: Option<String> = r.get(21)?;
     Ok(SessionRow {
         id: r.get(0)?,
         job: r.get(1)?,
@@ -221,6 +261,13 @@ fn read_row(r: &Row<'_>) -> rusqlite::Result<SessionRow> {
         error: r.get(17)?,
         deleted_at_ms: r.get(18)?,
         deleted_reason: r.get(19)?,
+        kind: kind.as_deref().and_then(parse_kind),
+        parents: parents
+            .and_then(|p| serde_json::from_str(&p).ok())
+            .unwrap_or_default(),
+        full_reason: r.get(22)?,
+        files_unchanged: opt_u64(r.get(23)?),
+        bytes_referenced: opt_u64(r.get(24)?),
     })
 }
 
@@ -276,6 +323,12 @@ impl Catalog {
         &self.path
     }
 
+    /// The incremental chains' state of the same state folder (`chains.sqlite`, next to
+    /// the catalog).
+    pub fn chains_path(&self) -> PathBuf {
+        self.path.with_file_name(CHAINS_FILE)
+    }
+
     fn err(&self) -> impl Fn(rusqlite::Error) -> JobError + '_ {
         move |e| JobError::catalog(&self.path, e)
     }
@@ -321,12 +374,15 @@ impl Catalog {
             let kept = &f.warnings[..f.warnings.len().min(MAX_STORED_WARNINGS)];
             Some(serde_json::to_string(kept).expect("strings always serialize"))
         };
+        let parents = serde_json::to_string(&f.parents).expect("strings always serialize");
         let n = self
             .conn
             .execute(
                 "UPDATE sessions SET state = ?2, finished_at_ms = ?3, session_id = ?4,
                      archive = ?5, files = ?6, dirs = ?7, symlinks = ?8, bytes_read = ?9,
-                     bytes_written = ?10, warning_count = ?11, warnings = ?12, error = ?13
+                     bytes_written = ?10, warning_count = ?11, warnings = ?12, error = ?13,
+                     kind = ?14, parents = ?15, full_reason = ?16, files_unchanged = ?17,
+                     bytes_referenced = ?18
                  WHERE id = ?1 AND state = 'running'",
                 params![
                     id,
@@ -341,7 +397,12 @@ impl Catalog {
                     f.bytes_written.map(|v| v as i64),
                     f.warning_count as i64,
                     warnings,
-                    f.error
+                    f.error,
+                    f.kind.map(ChainKind::as_str),
+                    f.kind.map(|_| parents),
+                    f.full_reason,
+                    f.files_unchanged.map(|v| v as i64),
+                    f.bytes_referenced.map(|v| v as i64),
                 ],
             )
             .map_err(self.err())?;
@@ -420,6 +481,19 @@ impl Catalog {
         )
     }
 
+    /// When the latest full of `job` that completed started (deleted since or not): an
+    /// `active_full` schedule that fired after it makes the next session a full.
+    pub fn last_full_ms(&self, job: &str) -> JobResult<Option<i64>> {
+        self.conn
+            .query_row(
+                "SELECT MAX(started_at_ms) FROM sessions
+                 WHERE job = ?1 AND kind = 'full' AND state IN ('succeeded', 'warnings')",
+                [job],
+                |r| r.get(0),
+            )
+            .map_err(self.err())
+    }
+
     /// Note that a session's archive was deleted (by retention, or found missing).
     pub fn mark_deleted(&self, id: i64, reason: &str) -> JobResult<()> {
         self.conn
@@ -487,117 +561,4 @@ fn now_ms() -> i64 {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn new_catalog_is_at_the_current_version_in_wal_mode() {
-        let dir = tempfile::tempdir().unwrap();
-        let c = Catalog::open(&StateDir::new(dir.path())).unwrap();
-        assert_eq!(c.schema_version().unwrap(), SCHEMA_VERSION);
-        let mode: String = c
-            .conn
-            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
-            .unwrap();
-        assert_eq!(mode, "wal");
-        drop(c);
-        // Reopening does not migrate again.
-        let c = Catalog::open(&StateDir::new(dir.path())).unwrap();
-        assert_eq!(c.schema_version().unwrap(), SCHEMA_VERSION);
-    }
-
-    #[test]
-    fn regression_catalog_created_0600() {
-        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-        let dir = tempfile::tempdir().unwrap();
-        // A state folder that already exists, made with an open mode.
-        let state = dir.path().join("state");
-        std::fs::DirBuilder::new()
-            .mode(0o755)
-            .create(&state)
-            .unwrap();
-        let c = Catalog::open(&StateDir::new(&state)).unwrap();
-        c.begin("home", Trigger::Manual, Path::new("/dest"), 1)
-            .unwrap();
-        let mode = |name: &str| {
-            std::fs::metadata(state.join(name)).map(|m| m.permissions().mode() & 0o777)
-        };
-        assert_eq!(mode("catalog.sqlite").unwrap(), 0o600);
-        // While the catalog is open in WAL mode, SQLite's side files exist: same mode.
-        assert_eq!(mode("catalog.sqlite-wal").unwrap(), 0o600);
-        assert_eq!(mode("catalog.sqlite-shm").unwrap(), 0o600);
-    }
-
-    #[test]
-    fn catalog_from_a_newer_coffer_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("catalog.sqlite");
-        let conn = Connection::open(&path).unwrap();
-        conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1)
-            .unwrap();
-        drop(conn);
-        match Catalog::open_path(&path) {
-            Err(JobError::CatalogVersion { found, .. }) => assert_eq!(found, SCHEMA_VERSION + 1),
-            other => panic!("expected a version error, got {:?}", other.err()),
-        }
-    }
-
-    #[test]
-    fn finish_only_changes_running_sessions() {
-        let dir = tempfile::tempdir().unwrap();
-        let c = Catalog::open(&StateDir::new(dir.path())).unwrap();
-        let id = c
-            .begin("home", Trigger::Manual, Path::new("/d"), 1)
-            .unwrap();
-        assert_eq!(c.running().unwrap().len(), 1);
-        assert!(c.mark_interrupted(id, "stopped").unwrap());
-        assert!(
-            !c.finish(id, SessionState::Succeeded, &Finish::default())
-                .unwrap()
-        );
-        let row = c.get(id).unwrap().unwrap();
-        assert_eq!(row.state, SessionState::Interrupted);
-        assert_eq!(row.error.as_deref(), Some("stopped"));
-        assert!(c.running().unwrap().is_empty());
-    }
-
-    #[test]
-    fn warnings_round_trip_and_are_capped() {
-        let dir = tempfile::tempdir().unwrap();
-        let c = Catalog::open(&StateDir::new(dir.path())).unwrap();
-        let id = c
-            .begin("home", Trigger::Schedule, Path::new("/d"), 1)
-            .unwrap();
-        let warnings: Vec<String> = (0..MAX_STORED_WARNINGS + 5)
-            .map(|i| format!("f{i}: gone"))
-            .collect();
-        c.finish(
-            id,
-            SessionState::Warnings,
-            &Finish {
-                archive: Some("/d/a.coffer".into()),
-                warning_count: warnings.len() as u64,
-                warnings,
-                ..Finish::default()
-            },
-        )
-        .unwrap();
-        let row = c.get(id).unwrap().unwrap();
-        assert_eq!(row.warning_count as usize, MAX_STORED_WARNINGS + 5);
-        assert_eq!(row.warnings.len(), MAX_STORED_WARNINGS);
-        assert_eq!(row.warnings[0], "f0: gone");
-        assert_eq!(c.good_archives("home").unwrap().len(), 1);
-        c.mark_deleted(id, "retention").unwrap();
-        assert!(c.good_archives("home").unwrap().is_empty());
-    }
-
-    #[test]
-    fn schedule_bookkeeping() {
-        let dir = tempfile::tempdir().unwrap();
-        let c = Catalog::open(&StateDir::new(dir.path())).unwrap();
-        assert_eq!(c.last_checked("home").unwrap(), None);
-        c.set_last_checked("home", 5).unwrap();
-        c.set_last_checked("home", 7).unwrap();
-        assert_eq!(c.last_checked("home").unwrap(), Some(7));
-    }
-}
+mod tests;

@@ -12,6 +12,7 @@
 //! schedule    = "0 2 * * *"
 //! retention   = { keep_last = 7, keep_daily = 14, keep_weekly = 8, keep_monthly = 12 }
 //! compression = "zstd"
+//! full_every  = 7                          # incrementals, a full every 7th session
 //! ```
 //!
 //! [`JobFile::load`] reads the file and [`JobFile::parse`] (in [`super::config_toml`])
@@ -24,6 +25,7 @@
 
 use std::path::{Path, PathBuf};
 
+use super::chains::ChainPolicy;
 use super::error::{ConfigError, JobError, JobResult};
 use super::retention::Retention;
 use super::schedule::Schedule;
@@ -65,6 +67,8 @@ pub struct Job {
     /// The first line of this file is the signing key's passphrase, for a protected key
     /// (`signing_key_passphrase_file`): a scheduled run has nobody to ask.
     pub signing_key_passphrase_file: Option<Located<PathBuf>>,
+    /// `full_every` and `active_full`: whether and how the job makes incrementals.
+    pub chain: ChainPolicy,
 }
 
 /// A parsed and validated job file.

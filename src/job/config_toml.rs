@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
 use toml::Spanned;
 
+use super::chains::{ChainPolicy, check_full_every};
 use super::config::{
     Job, JobFile, Located, MAX_JOB_NAME, job_section, shared_destination, valid_job_name,
 };
@@ -47,6 +48,8 @@ struct RawDefaults {
     xattrs: Option<bool>,
     signing_key: Option<Spanned<String>>,
     signing_key_passphrase_file: Option<Spanned<String>>,
+    full_every: Option<Spanned<u32>>,
+    active_full: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -64,6 +67,8 @@ struct RawJob {
     xattrs: Option<bool>,
     signing_key: Option<Spanned<String>>,
     signing_key_passphrase_file: Option<Spanned<String>>,
+    full_every: Option<Spanned<u32>>,
+    active_full: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Clone, Copy)]
@@ -222,6 +227,8 @@ struct Defaults {
     xattrs: Option<bool>,
     signing_key: Option<Located<PathBuf>>,
     signing_key_passphrase_file: Option<Located<PathBuf>>,
+    /// `full_every` and `active_full` of `[defaults]` (each None when unset or invalid).
+    chain: ChainPolicy,
 }
 
 impl Defaults {
@@ -250,6 +257,16 @@ impl Defaults {
                 .signing_key_passphrase_file
                 .as_ref()
                 .map(|s| cx.located_path(s)),
+            chain: ChainPolicy {
+                full_every: raw
+                    .full_every
+                    .as_ref()
+                    .and_then(|n| check_full_every_key(cx, n, &section)),
+                active_full: raw
+                    .active_full
+                    .as_ref()
+                    .and_then(|s| check_schedule(cx, s, &section, "active_full")),
+            },
         }
     }
 }
@@ -286,7 +303,18 @@ fn check_job(
     let schedule = job
         .schedule
         .as_ref()
-        .and_then(|s| check_schedule(cx, s, &section));
+        .and_then(|s| check_schedule(cx, s, &section, "schedule"));
+    // Each key on its own: a job's `full_every` keeps the default `active_full`.
+    let chain = ChainPolicy {
+        full_every: match &job.full_every {
+            Some(n) => check_full_every_key(cx, n, &section),
+            None => defaults.chain.full_every,
+        },
+        active_full: match &job.active_full {
+            Some(s) => check_schedule(cx, s, &section, "active_full"),
+            None => defaults.chain.active_full.clone(),
+        },
+    };
     let retention = match &job.retention {
         Some(r) => check_retention(cx, r, &section),
         None => defaults.retention,
@@ -335,6 +363,7 @@ fn check_job(
             .as_ref()
             .map(|s| cx.located_path(s))
             .or_else(|| defaults.signing_key.clone()),
+        chain,
     })
 }
 
@@ -416,10 +445,12 @@ fn check_recipients(
     recipients
 }
 
+/// A cron expression: `schedule`, or `active_full` (`key`).
 fn check_schedule(
     cx: &mut Ctx<'_>,
     s: &Spanned<String>,
     section: &Option<String>,
+    key: &str,
 ) -> Option<Located<Schedule>> {
     match Schedule::parse(s.get_ref()) {
         Ok(sch) => Some(Located {
@@ -430,9 +461,29 @@ fn check_schedule(
             cx.err(
                 s.span().start,
                 section.clone(),
-                "schedule",
+                key,
                 msg,
                 Some("use 5 cron fields: minute hour day-of-month month day-of-week, e.g. \"0 2 * * *\" for 02:00 every day"),
+            );
+            None
+        }
+    }
+}
+
+fn check_full_every_key(
+    cx: &mut Ctx<'_>,
+    n: &Spanned<u32>,
+    section: &Option<String>,
+) -> Option<u32> {
+    match check_full_every(*n.get_ref()) {
+        Ok(n) => Some(n),
+        Err((msg, hint)) => {
+            cx.err(
+                n.span().start,
+                section.clone(),
+                "full_every",
+                msg,
+                Some(hint),
             );
             None
         }

@@ -10,12 +10,14 @@
 //!   resolves them against the file system (recipients' keys, writable destinations);
 //! - [`config_toml`] reads the TOML text: the raw schema and the errors that carry file,
 //!   line, job and key;
+//! - [`chains`] decides how a job's sessions join incremental chains (`full_every`,
+//!   `active_full`, `job run --full`);
 //! - [`schedule`] is the cron [`Schedule`] of a job;
 //! - [`error`] holds [`JobError`] and [`ConfigError`];
 //! - [`session`] runs one job session under the job's lock and records it in the [`catalog`];
 //! - [`scheduler`] evaluates schedules and runs due jobs (the `daemon` command);
-//! - [`retention`] decides which archives to keep (keep-last/daily/weekly/monthly) and
-//!   [`prune`] applies it;
+//! - [`retention`] decides which archives to keep (keep-last/daily/weekly/monthly, then
+//!   every archive a kept restore point reads from) and [`prune`] applies it;
 //! - [`lock`] holds one process-wide file lock per job (released if the process dies);
 //! - [`paths`] finds the job file and the state folder.
 //!
@@ -27,6 +29,7 @@
 //! reported through the [`session::SessionEvents`] and [`scheduler::DaemonEvents`] traits.
 
 pub mod catalog;
+pub mod chains;
 pub mod config;
 pub mod config_toml;
 pub mod error;

@@ -51,7 +51,11 @@ pub fn config_path(flag: Option<&Path>, env: Env<'_>) -> JobResult<PathBuf> {
     }
 }
 
-/// The state folder: the session catalog and the lock files.
+/// The file name of the incremental chains' state, next to `catalog.sqlite` in the state
+/// folder (FORMAT.md v2.8.4).
+pub const CHAINS_FILE: &str = "chains.sqlite";
+
+/// The state folder: the session catalog, the chains' state and the lock files.
 #[derive(Clone, Debug)]
 pub struct StateDir {
     root: PathBuf,
@@ -91,6 +95,11 @@ impl StateDir {
     /// The SQLite session catalog.
     pub fn catalog_path(&self) -> PathBuf {
         self.root.join("catalog.sqlite")
+    }
+
+    /// The incremental chains' state (FORMAT.md v2.8.4), beside the catalog.
+    pub fn chains_path(&self) -> PathBuf {
+        self.root.join(CHAINS_FILE)
     }
 
     /// Lock files, one per job plus one for the daemon.

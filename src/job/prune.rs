@@ -1,6 +1,8 @@
-//! Applying retention: decide with [`super::retention::decide`] over the job's good
-//! archives from the catalog, delete the archives that are not kept (whole files or
-//! objects, nothing else), and note each deletion in the catalog.
+//! Applying retention: decide with [`super::retention::decide_chains`] over the job's good
+//! archives from the catalog (each a restore point, with the archives its parent table
+//! names), delete the archives that are not kept (whole files or objects, nothing else),
+//! and note each deletion in the catalog. An archive a kept restore point reads from is
+//! never deleted.
 //!
 //! An archive whose file is already gone does not count toward any rule; a real prune notes
 //! it in the catalog as missing. A dry run changes nothing.
@@ -10,7 +12,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use super::catalog::{Catalog, SessionRow};
 use super::config::Job;
 use super::error::JobResult;
-use super::retention::{self, Candidate, Retention, Verdict};
+use super::retention::{self, Candidate, ChainCandidate, Retention, Verdict};
 use crate::storage::{self, Location};
 
 /// What retention decided for one job.
@@ -23,6 +25,10 @@ pub struct PrunePlan {
     pub verdicts: Vec<(SessionRow, Verdict)>,
     /// Catalogued archives whose file no longer exists.
     pub missing: Vec<SessionRow>,
+    /// Kept restore points that read from an archive no longer there (deleted, gone, or
+    /// never catalogued): the catalog row id of the point and the parent's session id.
+    /// Such a point cannot be restored; it is kept all the same (nothing is deleted for it).
+    pub broken: Vec<(i64, String)>,
 }
 
 impl PrunePlan {
@@ -64,16 +70,35 @@ pub fn plan<Tz: TimeZone>(catalog: &Catalog, job: &Job, tz: &Tz) -> JobResult<Pr
             policy: None,
             verdicts: Vec::new(),
             missing,
+            broken: Vec::new(),
         });
     };
-    let candidates: Vec<Candidate> = good
+    let by_session: std::collections::HashMap<&str, i64> = good
         .iter()
-        .map(|r| Candidate {
-            id: r.id,
-            time: DateTime::<Utc>::from_timestamp_millis(r.started_at_ms).unwrap_or_default(),
+        .filter_map(|r| Some((r.session_id.as_deref()?, r.id)))
+        .collect();
+    let mut unresolved: Vec<(i64, String)> = Vec::new();
+    let points: Vec<ChainCandidate> = good
+        .iter()
+        .map(|r| ChainCandidate {
+            candidate: Candidate {
+                id: r.id,
+                time: DateTime::<Utc>::from_timestamp_millis(r.started_at_ms).unwrap_or_default(),
+            },
+            parents: r
+                .parents
+                .iter()
+                .filter_map(|p| {
+                    let found = by_session.get(p.as_str()).copied();
+                    if found.is_none() {
+                        unresolved.push((r.id, p.clone()));
+                    }
+                    found
+                })
+                .collect(),
         })
         .collect();
-    let verdicts = retention::decide(&policy, &candidates, tz)
+    let verdicts: Vec<(SessionRow, Verdict)> = retention::decide_chains(&policy, &points, tz)
         .into_iter()
         .map(|v| {
             let row = good
@@ -84,11 +109,22 @@ pub fn plan<Tz: TimeZone>(catalog: &Catalog, job: &Job, tz: &Tz) -> JobResult<Pr
             (row, v)
         })
         .collect();
+    // Only the restore points kept matter: the missing parent of a deleted point, or of an
+    // archive kept only as a parent, harms nobody.
+    let broken = unresolved
+        .into_iter()
+        .filter(|(id, _)| {
+            verdicts
+                .iter()
+                .any(|(r, v)| r.id == *id && v.keep && v.needed_by.is_none())
+        })
+        .collect();
     Ok(PrunePlan {
         job: job.name.clone(),
         policy: Some(policy),
         verdicts,
         missing,
+        broken,
     })
 }
 

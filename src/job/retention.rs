@@ -8,8 +8,18 @@
 //! the oldest archive (as borg does), so a young backup set is not thinned too early. The
 //! newest good archive is always kept, whatever the rules say. Everything not kept is
 //! deleted.
+//!
+//! **Chains** ([`decide_chains`]): an incremental archive holds only what changed; the rest
+//! of its restore point is in its parents (FORMAT.md v2.8.1, a flat table naming every
+//! archive it reads from). So a chain is pruned as a unit, as Veeam does: the rules above
+//! choose the restore points to keep, and an archive — full or incremental — is deleted
+//! only when no kept restore point needs it. A kept point needs itself and every archive
+//! of its parent table; the table is flat, so nothing further (a parent's own parents) is
+//! needed. The newest point is always kept, and with it everything a next incremental may
+//! reference (v2.8.4: the newest archive and its parent table).
 
 use chrono::{DateTime, Datelike, TimeZone, Utc};
+use std::collections::HashMap;
 
 /// How many archives to keep per rule. Zero turns a rule off.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -64,9 +74,13 @@ pub struct Verdict {
     pub id: i64,
     pub time: DateTime<Utc>,
     pub keep: bool,
-    /// e.g. `last #1`, `daily #3`, `monthly #2 (oldest)`, `newest good archive`, or for a
-    /// deletion `not kept by keep_last=7, keep_daily=14`.
+    /// e.g. `last #1`, `daily #3`, `monthly #2 (oldest)`, `newest good archive`,
+    /// `parent of session 12 (kept: daily #1)`, or for a deletion `not kept by keep_last=7,
+    /// keep_daily=14`.
     pub reason: String,
+    /// Kept only because this kept restore point (the newest that needs it) reads from it:
+    /// not a restore point of its own any more ([`decide_chains`]).
+    pub needed_by: Option<i64>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -159,8 +173,61 @@ pub fn decide<Tz: TimeZone>(policy: &Retention, candidates: &[Candidate], tz: &T
             time: c.time,
             keep: reason.is_some(),
             reason: reason.unwrap_or_else(|| format!("not kept by {policy}")),
+            needed_by: None,
         })
         .collect()
+}
+
+/// A restore point for [`decide_chains`]: the archive, and the archives its restore reads
+/// from (its parent table), by candidate id. A parent that is not a candidate (deleted or
+/// gone already) cannot be kept and is ignored here.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChainCandidate {
+    pub candidate: Candidate,
+    pub parents: Vec<i64>,
+}
+
+/// [`decide`] over restore points, then the chain rule (see the module docs): every
+/// archive a kept point reads from is kept too, its reason naming the newest kept point
+/// that needs it (`parent of session 12 (kept: daily #1)`). So the archives deleted are the
+/// candidates minus the kept points and their parents. Newest first, as [`decide`].
+pub fn decide_chains<Tz: TimeZone>(
+    policy: &Retention,
+    points: &[ChainCandidate],
+    tz: &Tz,
+) -> Vec<Verdict> {
+    let candidates: Vec<Candidate> = points.iter().map(|p| p.candidate).collect();
+    let mut verdicts = decide(policy, &candidates, tz);
+    let index: HashMap<i64, usize> = verdicts
+        .iter()
+        .enumerate()
+        .map(|(i, v)| (v.id, i))
+        .collect();
+    let parents: HashMap<i64, &[i64]> = points
+        .iter()
+        .map(|p| (p.candidate.id, p.parents.as_slice()))
+        .collect();
+    // The restore points the rules keep, newest first: only they extend the kept set (an
+    // archive kept as a parent is not restorable through its own parents any more).
+    let kept: Vec<(i64, String)> = verdicts
+        .iter()
+        .filter(|v| v.keep)
+        .map(|v| (v.id, v.reason.clone()))
+        .collect();
+    for (point, reason) in kept {
+        for parent in parents.get(&point).copied().unwrap_or_default() {
+            let Some(&i) = index.get(parent) else {
+                continue;
+            };
+            let v = &mut verdicts[i];
+            if !v.keep {
+                v.keep = true;
+                v.reason = format!("parent of session {point} (kept: {reason})");
+                v.needed_by = Some(point);
+            }
+        }
+    }
+    verdicts
 }
 
 #[cfg(test)]
@@ -204,6 +271,51 @@ mod tests {
             ..Default::default()
         };
         assert!(decide(&p, &[], &Utc).is_empty());
+    }
+
+    fn point(id: i64, t: &str, parents: &[i64]) -> ChainCandidate {
+        ChainCandidate {
+            candidate: Candidate { id, time: at(t) },
+            parents: parents.to_vec(),
+        }
+    }
+
+    #[test]
+    fn a_kept_incremental_keeps_its_parents_and_nothing_more() {
+        // Chain 1: full 1, incrementals 2 and 3 (3 reads from 1 only). Chain 2: full 4,
+        // incremental 5 reading from 4.
+        let points = [
+            point(1, "2024-03-01T02:00:00Z", &[]),
+            point(2, "2024-03-02T02:00:00Z", &[1]),
+            point(3, "2024-03-03T02:00:00Z", &[1]),
+            point(4, "2024-03-04T02:00:00Z", &[]),
+            point(5, "2024-03-05T02:00:00Z", &[4]),
+        ];
+        let p = Retention {
+            keep_last: 1,
+            ..Default::default()
+        };
+        let v = decide_chains(&p, &points, &Utc);
+        let keep: Vec<(i64, &str)> = v
+            .iter()
+            .filter(|v| v.keep)
+            .map(|v| (v.id, v.reason.as_str()))
+            .collect();
+        assert_eq!(
+            keep,
+            [(5, "last #1"), (4, "parent of session 5 (kept: last #1)")]
+        );
+        assert_eq!(v[1].needed_by, Some(5));
+        // Keeping point 3 keeps the full 1 but not incremental 2, which 3 does not read.
+        let p = Retention {
+            keep_daily: 3,
+            ..Default::default()
+        };
+        let v = decide_chains(&p, &points, &Utc);
+        let kept: Vec<i64> = v.iter().filter(|v| v.keep).map(|v| v.id).collect();
+        assert_eq!(kept, [5, 4, 3, 1]);
+        let one = v.iter().find(|v| v.id == 1).unwrap();
+        assert_eq!(one.reason, "parent of session 3 (kept: daily #3)");
     }
 
     #[test]

@@ -26,7 +26,7 @@ use super::config::ResolvedJob;
 use super::error::{JobError, JobResult};
 use super::prune::{self, PruneReport};
 use super::schedule::Schedule;
-use super::session::{self, Context, LockMode, SessionEvents, SessionOutcome};
+use super::session::{self, Context, LockMode, SessionEvents, SessionOptions, SessionOutcome};
 
 /// The daemon's log, as events; the binary turns them into lines on stderr.
 pub trait DaemonEvents: SessionEvents {
@@ -238,7 +238,13 @@ fn run_due(
         scheduled: at,
         trigger,
     });
-    match session::run_session(cx, job, trigger, LockMode::Fail, stop, events) {
+    match session::run_session(
+        cx,
+        job,
+        SessionOptions::new(trigger, LockMode::Fail),
+        stop,
+        events,
+    ) {
         Ok(outcome) => {
             events.event(&DaemonEvent::Finished { outcome: &outcome });
             if outcome.state() != SessionState::Interrupted {

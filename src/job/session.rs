@@ -27,10 +27,12 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use super::catalog::{Catalog, Finish, SessionRow, SessionState, Trigger};
+use super::chains;
 use super::config::ResolvedJob;
 use super::error::{JobError, JobResult};
 use super::lock::{Lock, LockDir, pid_alive};
 use crate::backup::{self, BackupReport};
+use crate::chain::ChainOptions;
 use crate::format::hex;
 use crate::keys::{SessionId, new_session_id};
 use crate::progress::{Observer, Warning};
@@ -149,17 +151,38 @@ fn recover(
     Ok(marked)
 }
 
+/// How to run one session.
+#[derive(Clone, Copy, Debug)]
+pub struct SessionOptions {
+    pub trigger: Trigger,
+    pub lock: LockMode,
+    /// Make this session a full even if the job's chain could take an incremental
+    /// (`job run --full`). No effect on a job without `full_every`/`active_full`: every
+    /// session of such a job is a full.
+    pub force_full: bool,
+}
+
+impl SessionOptions {
+    pub fn new(trigger: Trigger, lock: LockMode) -> Self {
+        SessionOptions {
+            trigger,
+            lock,
+            force_full: false,
+        }
+    }
+}
+
 /// Run one session of `job` now. See the module docs for what happens on `stop`.
 pub fn run_session(
     cx: &Context<'_>,
     job: &ResolvedJob,
-    trigger: Trigger,
-    mode: LockMode,
+    how: SessionOptions,
     stop: &AtomicBool,
     events: &dyn SessionEvents,
 ) -> JobResult<SessionOutcome> {
     let name = job.job.name.as_str();
-    let _lock = lock_job(cx, name, mode, stop, events)?;
+    let trigger = how.trigger;
+    let _lock = lock_job(cx, name, how.lock, stop, events)?;
     if stop.load(Ordering::SeqCst) {
         return Err(JobError::Cancelled {
             job: name.to_string(),
@@ -170,6 +193,14 @@ pub fn run_session(
     sweep_leftovers(&dest, name);
 
     let started = Utc::now();
+    // Decided under the lock, before the session is recorded: the catalog's last full is
+    // the one `active_full` counts from.
+    let chain = chains::chain_options(
+        cx.catalog,
+        &job.job,
+        how.force_full,
+        &started.with_timezone(&chrono::Local),
+    )?;
     let row_id = cx
         .catalog
         .begin(name, trigger, &dest, started.timestamp_millis())?;
@@ -179,7 +210,7 @@ pub fn run_session(
         Err(e) => return fail_before_start(cx, row_id, e.into()),
     };
     let archive = dest.join(archive_name(name, started, &session_id));
-    let backup = match BackupThread::spawn(job, &archive, session_id) {
+    let backup = match BackupThread::spawn(job, &archive, session_id, chain) {
         Ok(b) => b,
         Err(e) => return fail_before_start(cx, row_id, JobError::io(&archive, e)),
     };
@@ -230,9 +261,15 @@ struct BackupThread {
 }
 
 impl BackupThread {
-    fn spawn(job: &ResolvedJob, archive: &Path, session_id: SessionId) -> std::io::Result<Self> {
+    fn spawn(
+        job: &ResolvedJob,
+        archive: &Path,
+        session_id: SessionId,
+        chain: Option<ChainOptions>,
+    ) -> std::io::Result<Self> {
         let mut opts = job.backup_options(archive.to_path_buf());
         opts.session_id = Some(session_id);
+        opts.chain = chain;
         let cancel = Arc::new(AtomicBool::new(false));
         opts.cancel = Some(Arc::clone(&cancel));
         let recipients = job.recipients.clone();
@@ -339,6 +376,11 @@ fn record_result(
                     warning_count: report.warnings.len() as u64,
                     warnings,
                     error: None,
+                    kind: Some(report.chain.kind),
+                    parents: report.chain.parents.iter().map(|p| hex(p)).collect(),
+                    full_reason: report.chain.full_reason.clone(),
+                    files_unchanged: Some(report.chain.files_unchanged),
+                    bytes_referenced: Some(report.chain.bytes_referenced),
                 },
             )?;
             finish_outcome(cx, row_id, Some(report), None)
