@@ -165,7 +165,7 @@ fn options(a: &BackupArgs) -> anyhow::Result<BackupOptions> {
             a.state_dir.as_deref(),
             &coffer::job::paths::process_env,
         )?;
-        let mut chain = coffer::chain::ChainOptions::new(state.root().join("chains.sqlite"));
+        let mut chain = coffer::chain::ChainOptions::new(state.chains_path());
         chain.full = a.full.then(|| "--full was given".to_string());
         opts.chain = Some(chain);
     }

@@ -189,7 +189,6 @@ fn history_and_job_list_show_full_or_incremental_and_the_chain() {
 /// so this fails until `src/backup/` honours `BackupOptions::chain`. Run it after merging:
 /// `cargo test --release --test it -- --ignored job_chain_run::`.
 #[test]
-#[ignore = "needs the incremental writer of issue 16; run with --ignored after merging it"]
 fn with_the_incremental_writer_sessions_chain_and_prune_keeps_parents() {
     let w = World::new();
     let src = w.small_tree("src");
