@@ -518,7 +518,7 @@ pub fn restore_observed(
     let id = RsaIdentity::load(key)?;
     let a = Archive::open(archive)?;
     let u = a.unlock(&id)?;
-    restore(&a, &u, opts, observer)
+    coffer::restore_chain(&a, &u, &id, opts, observer)
 }
 
 /// The `coffer` binary built for this test run.
