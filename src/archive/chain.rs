@@ -244,7 +244,16 @@ mod tests {
     #[test]
     fn hints_naming_other_folders_are_ignored() {
         assert!(hint_is_plain("home-20261129T010000Z-a0a1a2a3.coffer"));
-        for bad in ["", ".", "..", "../x.coffer", "/etc/x.coffer", "a/b", "a\\b", "a\0b"] {
+        for bad in [
+            "",
+            ".",
+            "..",
+            "../x.coffer",
+            "/etc/x.coffer",
+            "a/b",
+            "a\\b",
+            "a\0b",
+        ] {
             assert!(!hint_is_plain(bad), "{bad:?}");
         }
     }

@@ -119,10 +119,7 @@ pub(super) fn write_contents(
 /// take in stream order, and those starting before the previous spanning file ended (bytes
 /// shared with it, as a copied file's are in an incremental): those go through the piece
 /// pipeline, which needs no order.
-fn split_single(
-    files: Vec<&Entry>,
-    block_size: u64,
-) -> (Vec<&Entry>, Vec<&Entry>, Vec<&Entry>) {
+fn split_single(files: Vec<&Entry>, block_size: u64) -> (Vec<&Entry>, Vec<&Entry>, Vec<&Entry>) {
     let (mut in_block, mut spanning, mut shared) = (Vec::new(), Vec::new(), Vec::new());
     let mut end = 0u64;
     for e in files {

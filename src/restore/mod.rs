@@ -21,13 +21,13 @@ use target::{SpecialKind, not_permitted};
 
 use crate::archive::chain::{self, ParentArchive};
 use crate::archive::{Archive, Unlocked};
-use crate::recipient::Identity;
 use crate::error::{Error, Result};
 use crate::format::v2::{
     EntryV2 as Entry, KIND_BLOCK, KIND_CHAR, KIND_DIR, KIND_FIFO, KIND_FILE, KIND_HARDLINK,
     KIND_SYMLINK,
 };
 use crate::progress::{Observer, Warning};
+use crate::recipient::Identity;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 

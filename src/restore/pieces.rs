@@ -202,17 +202,18 @@ pub(super) fn write_pieces(
                 if current.as_ref().is_none_or(|(f, _)| *f != p.file) {
                     current = Some((p.file, policy.create(e, true)?));
                 }
-                let data = slot.plain().get(p.from..p.from + p.len).ok_or_else(|| {
-                    Error::Corrupt {
-                        path: archive.path().to_path_buf(),
-                        offset: archive.data_start() + slot.r.offset,
-                        detail: format!(
-                            "block {}: the index places data of {:?} beyond the block's data",
-                            slot.block,
-                            crate::format::v2::display_path(&e.path)
-                        ),
-                    }
-                })?;
+                let data =
+                    slot.plain()
+                        .get(p.from..p.from + p.len)
+                        .ok_or_else(|| Error::Corrupt {
+                            path: archive.path().to_path_buf(),
+                            offset: archive.data_start() + slot.r.offset,
+                            detail: format!(
+                                "block {}: the index places data of {:?} beyond the block's data",
+                                slot.block,
+                                crate::format::v2::display_path(&e.path)
+                            ),
+                        })?;
                 let (_, pf) = current.as_mut().expect("opened above");
                 pf.write(data)?;
                 observer.bytes_done(p.len as u64);
