@@ -189,10 +189,7 @@ pub(super) fn write_pieces(
             read[slot.member as usize] += slot.frame.len() as u64;
             report.blocks += 1;
             let mut wrote = false;
-            loop {
-                let Some(p) = pending.take().or_else(|| walk.next_piece()) else {
-                    break;
-                };
+            while let Some(p) = pending.take().or_else(|| walk.next_piece()) {
                 if (p.member, p.block) != (slot.member, slot.block) {
                     pending = Some(p);
                     break;

@@ -402,3 +402,33 @@ fn restore_without_the_identity_refuses_an_incremental() {
     assert!(matches!(err, Error::InvalidOption(_)), "{err}");
     assert!(!ch.t.join("out").exists());
 }
+
+#[test]
+fn info_shows_the_parents_and_whether_each_is_present() {
+    let ch = chain();
+    let sid = coffer::format::hex(&ch.a.session_id);
+    let out = coffer_cmd()
+        .arg("info")
+        .arg(ch.path("b.coffer"))
+        .assert()
+        .success();
+    let text = String::from_utf8(out.get_output().stdout.clone()).unwrap();
+    assert!(text.contains("incremental, 1 parent"), "{text}");
+    assert!(text.contains(&sid) && text.contains("present"), "{text}");
+    fs::remove_file(ch.path("a.coffer")).unwrap();
+    let out = coffer_cmd()
+        .args(["info", "--json"])
+        .arg(ch.path("b.coffer"))
+        .assert()
+        .success();
+    let v: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
+    let doc = if v.is_array() { v[0].clone() } else { v };
+    let doc = if doc.get("archives").is_some() {
+        doc["archives"][0].clone()
+    } else {
+        doc
+    };
+    assert_eq!(doc["kind"], "incremental", "{doc}");
+    assert_eq!(doc["parents"][0]["session_id"], sid.as_str());
+    assert_eq!(doc["parents"][0]["present"], false);
+}
