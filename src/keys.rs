@@ -93,7 +93,6 @@ pub struct SubKeys {
     /// one label per purpose means deriving it costs one HMAC and can collide with nothing,
     /// whereas an `Option` would make every v2 caller handle a "no key" case that cannot
     /// occur.
-    #[allow(dead_code, reason = "format v2 chains (issue 16) bind parents by it")]
     pub(crate) chain_commit: KeyBytes,
 }
 

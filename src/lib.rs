@@ -11,7 +11,7 @@
 //! |---|---|
 //! | write an archive | [`backup()`] with [`BackupOptions`] → [`BackupReport`] |
 //! | open, inspect, unlock an archive | [`Archive`] (`open`, `header`, `recipients`, `unlock` → [`Unlocked`]) |
-//! | restore all or part | [`restore()`] with [`RestoreOptions`] → [`RestoreReport`] |
+//! | restore all or part | [`restore()`] (an incremental: [`restore_chain()`]) with [`RestoreOptions`] → [`RestoreReport`] |
 //! | check an archive | [`Archive::verify_checksums`] (no key), [`Archive::verify_blocks`] (keyed) |
 //! | change recipients | [`rekey()`] with [`RekeyOptions`] |
 //! | keys | [`Recipient`] / [`Identity`], implemented by [`RsaRecipient`] / [`RsaIdentity`] |
@@ -75,7 +75,7 @@ pub use error::{Error, Result};
 pub use format::Compression;
 pub use progress::{Observer, Quiet, Warning};
 pub use recipient::{Fingerprint, Identity, Recipient, RsaIdentity, RsaRecipient};
-pub use restore::{RestoreOptions, RestoreReport, restore};
+pub use restore::{RestoreOptions, RestoreReport, restore, restore_chain};
 pub use signing::{SigningKey, VerifyingKey, load_allowed_signers};
 pub use storage::Location;
 

@@ -17,6 +17,7 @@ use crate::recipient::{Fingerprint, Identity};
 use crate::seal::{BlockSealer, OpenError, header_mac_ok, open_index};
 use crate::storage::{self, ArchiveSource, Location};
 
+pub mod chain;
 pub(crate) mod meta_writer;
 mod rekey;
 pub(crate) mod sign;

@@ -5,6 +5,7 @@ use clap::Args;
 use std::path::{Path, PathBuf};
 
 use coffer::archive::Archive;
+use coffer::archive::chain::parents_keyless;
 use coffer::format::hex;
 use coffer::recipient::Fingerprint;
 
@@ -19,14 +20,17 @@ pub struct InfoArgs {
     /// Print one JSON document instead of text
     #[arg(long)]
     json: bool,
+    /// Another folder to look for an incremental's parents in (after the archive's own)
+    #[arg(long, value_name = "DIR")]
+    chain_dir: Option<PathBuf>,
 }
 
 pub fn run(a: InfoArgs) -> anyhow::Result<u8> {
     let mut out = PerArchive::new(a.json);
     for path in &a.archives {
         match Archive::open(path) {
-            Ok(ar) if a.json => out.push(info_json(path, &ar)),
-            Ok(ar) => print_info(path, &ar)?,
+            Ok(ar) if a.json => out.push(info_json(path, &ar, a.chain_dir.as_deref())),
+            Ok(ar) => print_info(path, &ar, a.chain_dir.as_deref())?,
             Err(e) => out.fail(path, e),
         }
     }
@@ -40,8 +44,20 @@ fn compression_name(code: u8) -> &'static str {
     }
 }
 
-fn info_json(path: &Path, ar: &Archive) -> serde_json::Value {
+fn info_json(path: &Path, ar: &Archive, chain_dir: Option<&Path>) -> serde_json::Value {
     let h = ar.params();
+    let parents: Vec<serde_json::Value> = parents_keyless(ar, chain_dir)
+        .iter()
+        .map(|p| {
+            serde_json::json!({
+                "session_id": hex(&p.session_id),
+                "hint": p.hint,
+                "present": p.archive.is_some(),
+                "path": p.archive.as_ref().map(|a| a.path().to_string_lossy().into_owned()),
+                "problem": p.problem,
+            })
+        })
+        .collect();
     let recipients: Vec<serde_json::Value> = h
         .stanzas
         .iter()
@@ -66,12 +82,14 @@ fn info_json(path: &Path, ar: &Archive) -> serde_json::Value {
         "block_count": h.block_count,
         "size": ar.file_len(),
         "recipients": recipients,
+        "kind": if h.chain.is_empty() { "full" } else { "incremental" },
+        "parents": parents,
         // Declared, not checked: `verify --signer` checks it.
         "signer": ar.declared_signer().map(|f| f.to_string()),
     })
 }
 
-fn print_info(path: &Path, ar: &Archive) -> anyhow::Result<()> {
+fn print_info(path: &Path, ar: &Archive, chain_dir: Option<&Path>) -> anyhow::Result<()> {
     let h = ar.params();
     outln!("{}", safe_path(path))?;
     outln!(
@@ -113,6 +131,21 @@ fn print_info(path: &Path, ar: &Archive) -> anyhow::Result<()> {
             format!(" ({})", safe(&s.label))
         };
         outln!("  {lead} {}{label}", Fingerprint(s.fingerprint))?;
+    }
+    if h.chain.is_empty() {
+        outln!("  chain:       full archive")?;
+    } else {
+        outln!("  chain:       incremental, {} parent(s)", h.chain.len())?;
+        // Located without a key (v2.8.2 step 2): a parent found here is only proven to be
+        // the right one when a restore checks its commitment.
+        for p in parents_keyless(ar, chain_dir) {
+            let state = match (&p.archive, &p.problem) {
+                (Some(_), Some(problem)) => safe(problem).into_owned(),
+                (Some(a), None) => format!("present: {}", safe_path(a.path())),
+                (None, _) => "missing".to_string(),
+            };
+            outln!("    {} ({}): {state}", hex(&p.session_id), safe(&p.hint))?;
+        }
     }
     // The archive names its signer's fingerprint, not the key: only a pinned key
     // (`verify --signer`) can check the signature.

@@ -38,6 +38,10 @@ pub struct RestoreArgs {
     /// Do not restore extended attributes and ACLs
     #[arg(long)]
     no_xattrs: bool,
+    /// Another folder holding the parents of an incremental archive (searched after the
+    /// archive's own folder)
+    #[arg(long, value_name = "DIR")]
+    chain_dir: Option<PathBuf>,
     #[command(flatten)]
     signers: SignerArgs,
     /// Print nothing but errors and warnings
@@ -65,9 +69,10 @@ pub fn run(a: RestoreArgs) -> anyhow::Result<u8> {
         preserve_special_bits: a.preserve_special_bits,
         skip_xattrs: a.no_xattrs,
         signers,
+        chain_dir: a.chain_dir,
     };
     let progress = Progress::new("restore", a.quiet || a.json);
-    let result = restore::restore(&archive, &unlocked, &opts, &progress);
+    let result = restore::restore_chain(&archive, &unlocked, &identity, &opts, &progress);
     progress.finish();
     let report = result?;
     if a.json {
@@ -104,6 +109,15 @@ fn summary_json(report: &RestoreReport, archive: &Path, target: &Path) -> serde_
         "bytes": report.bytes,
         "blocks": report.blocks,
         "archive_bytes_read": report.archive_bytes_read,
+        "parents_read": report
+            .parents_read
+            .iter()
+            .map(|p| serde_json::json!({
+                "session_id": p.session_id,
+                "archive": p.path.to_string_lossy(),
+                "bytes": p.bytes,
+            }))
+            .collect::<Vec<_>>(),
         "index_bytes_read": report.index_bytes_read,
         "remote_bytes_fetched": report.remote_fetched.map(|(bytes, _)| bytes),
         "remote_requests": report.remote_fetched.map(|(_, requests)| requests),

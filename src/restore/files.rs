@@ -21,12 +21,12 @@ use crate::format::v2::{DataRange, EntryV2 as Entry, KIND_FILE, KIND_SYMLINK};
 use std::os::fd::AsFd;
 
 /// Where a file's data bytes start in the archive's stream.
-fn pos(e: &Entry) -> u64 {
+pub(super) fn pos(e: &Entry) -> u64 {
     e.extents.first().map_or(0, |x| x.offset)
 }
 
 /// How many data bytes a file has (its size, or the bytes of its data ranges).
-fn dlen(e: &Entry) -> u64 {
+pub(super) fn dlen(e: &Entry) -> u64 {
     e.data_len()
 }
 use crate::fsutil::{CHUNK, ChunkWriter, reopen_direct};
@@ -34,54 +34,44 @@ use crate::pipeline::{self, sink_stopped, slot_count};
 use crate::progress::{Observer, Warning};
 use crate::seal::{OpenError, Opened};
 
-/// Write the contents of the selected files: empty ones first, then every file from the
-/// blocks it lies in, each block's tag checked before a byte of it reaches a file.
+/// The archives file data is read from: member 0 is the archive being restored, member `k`
+/// its parent `k` (FORMAT.md v2.7.1 extents), `None` for a parent no selected file needs
+/// (never opened).
+pub(super) struct Members<'a> {
+    pub list: Vec<Option<(&'a Archive, &'a Unlocked)>>,
+}
+
+impl<'a> Members<'a> {
+    pub fn get(&self, k: u32) -> Result<(&'a Archive, &'a Unlocked)> {
+        self.list
+            .get(k as usize)
+            .copied()
+            .flatten()
+            .ok_or_else(|| Error::Internal(format!("archive {k} of the chain is not open")))
+    }
+}
+
+/// Write the contents of the selected files: empty ones first; then, per archive, the files
+/// whose data is one extent in it, through the block pipeline run against that archive;
+/// then the files in several pieces (or sharing bytes with another file of the batch)
+/// through one ordered pipeline over the blocks of every archive they need. Each block's
+/// tag is checked before a byte of it reaches a file. Returns the archive bytes read per
+/// member.
 pub(super) fn write_contents(
-    archive: &Archive,
-    unlocked: &Unlocked,
+    members: &Members<'_>,
     policy: &Arc<Policy>,
-    mut files: Vec<Entry>,
+    files: Vec<Entry>,
     observer: &dyn Observer,
     report: &mut RestoreReport,
-) -> Result<()> {
-    // This build restores data held in this archive only: one extent each, as a full
-    // backup writes them (FORMAT.md v2.7.3). Extents into parents are incremental chains.
-    if let Some(e) = files
-        .iter()
-        .find(|e| e.extents.len() > 1 || e.extents.iter().any(|x| x.archive != 0))
-    {
-        return Err(Error::InvalidOption(format!(
-            "{}: {:?} has its data in {} pieces or in a parent archive (an incremental chain), which this build cannot restore",
-            archive.path().display(),
-            crate::format::v2::display_path(&e.path),
-            e.extents.len()
-        )));
-    }
-    // Files are written in stream order, as their blocks arrive.
-    files.sort_by_key(pos);
+) -> Result<Vec<u64>> {
+    let mut read = vec![0u64; members.list.len()];
     let (files, empty): (Vec<&Entry>, Vec<&Entry>) = files
         .iter()
         .filter(|e| e.kind == KIND_FILE)
         .partition(|e| dlen(e) > 0);
-    let block_size = archive.params().block_size as u64;
-    let needed = needed_blocks(&files, block_size);
-
-    // A file that lies wholly inside one block is written by the worker that opened and
-    // verified that block, so small files are created on every core at once (creating
-    // files, not copying bytes, is what a tree of small files costs). Files that span
-    // blocks are written here, in stream order, as their blocks arrive.
-    let (in_block, spanning): (Vec<&Entry>, Vec<&Entry>) = files.iter().copied().partition(|e| {
-        let (first, last) = block_span(e, block_size);
-        first == last
-    });
-    let in_block = Arc::new(InBlockFiles {
-        policy: Arc::clone(policy),
-        block_size,
-        entries: in_block.into_iter().cloned().collect(),
-    });
     let mut writer = FileWriter {
         policy,
-        files: &spanning,
+        files: &[],
         next: 0,
         current: None,
         observer,
@@ -91,6 +81,92 @@ pub(super) fn write_contents(
         let pf = writer.open(e)?;
         writer.finish(pf, e)?;
     }
+    let (single, mut pieces): (Vec<&Entry>, Vec<&Entry>) =
+        files.into_iter().partition(|e| e.extents.len() == 1);
+    for k in 0..members.list.len() as u32 {
+        let mut mine: Vec<&Entry> = single
+            .iter()
+            .copied()
+            .filter(|e| e.extents[0].archive == k)
+            .collect();
+        if mine.is_empty() {
+            continue;
+        }
+        let (archive, unlocked) = members.get(k)?;
+        // Files are written in stream order, as their blocks arrive.
+        mine.sort_by_key(|e| pos(e));
+        let block_size = archive.params().block_size as u64;
+        let (in_block, spanning, shared) = split_single(mine, block_size);
+        pieces.extend(shared);
+        read[k as usize] += write_single(
+            archive,
+            unlocked,
+            policy,
+            in_block,
+            &spanning,
+            observer,
+            &mut *writer.report,
+        )?;
+    }
+    if !pieces.is_empty() {
+        super::pieces::write_pieces(members, policy, &pieces, observer, writer.report, &mut read)?;
+    }
+    Ok(read)
+}
+
+/// Files with one extent in one archive, in stream order, split three ways: those inside
+/// one block (written by the workers), those spanning blocks that the ordered writer can
+/// take in stream order, and those starting before the previous spanning file ended (bytes
+/// shared with it, as a copied file's are in an incremental): those go through the piece
+/// pipeline, which needs no order.
+fn split_single(files: Vec<&Entry>, block_size: u64) -> (Vec<&Entry>, Vec<&Entry>, Vec<&Entry>) {
+    let (mut in_block, mut spanning, mut shared) = (Vec::new(), Vec::new(), Vec::new());
+    let mut end = 0u64;
+    for e in files {
+        let (first, last) = block_span(e, block_size);
+        if first == last {
+            in_block.push(e);
+        } else if pos(e) >= end {
+            end = pos(e) + dlen(e);
+            spanning.push(e);
+        } else {
+            shared.push(e);
+        }
+    }
+    (in_block, spanning, shared)
+}
+
+/// The files of one archive whose data is one extent of it: those inside one block are
+/// written by the worker that opened and verified that block, so small files are created on
+/// every core at once (creating files, not copying bytes, is what a tree of small files
+/// costs); those spanning blocks are written here, in stream order, as their blocks arrive.
+/// Returns the archive bytes read.
+fn write_single(
+    archive: &Archive,
+    unlocked: &Unlocked,
+    policy: &Arc<Policy>,
+    in_block: Vec<&Entry>,
+    spanning: &[&Entry],
+    observer: &dyn Observer,
+    report: &mut RestoreReport,
+) -> Result<u64> {
+    let block_size = archive.params().block_size as u64;
+    let mut all: Vec<&Entry> = in_block.iter().chain(spanning).copied().collect();
+    all.sort_by_key(|e| pos(e));
+    let needed = needed_blocks(&all, block_size);
+    let in_block = Arc::new(InBlockFiles {
+        policy: Arc::clone(policy),
+        block_size,
+        entries: in_block.into_iter().cloned().collect(),
+    });
+    let mut writer = FileWriter {
+        policy,
+        files: spanning,
+        next: 0,
+        current: None,
+        observer,
+        report,
+    };
     let archive_bytes = run_blocks(archive, unlocked, &needed, in_block, &mut writer)?;
     if writer.current.is_some() || writer.next < spanning.len() {
         return Err(Error::Corrupt {
@@ -99,8 +175,7 @@ pub(super) fn write_contents(
             detail: "data stream ended before every file was complete".into(),
         });
     }
-    writer.report.archive_bytes_read += archive_bytes;
-    Ok(())
+    Ok(archive_bytes)
 }
 
 /// The blocks the files' bytes lie in, ascending, each once (files are in stream order).
@@ -369,7 +444,7 @@ impl Policy {
     /// Open a file's temporary name in its folder.
     /// `chunked`: the file is written piece by piece as its blocks arrive (a file inside
     /// one block is written at once, through the plain descriptor).
-    fn create(&self, e: &Entry, chunked: bool) -> Result<PartialFile> {
+    pub(super) fn create(&self, e: &Entry, chunked: bool) -> Result<PartialFile> {
         let new = self.target.create_file(&e.path)?;
         // Small files gain nothing from it and would pay for two I/O threads each.
         let direct = (chunked && dlen(e) >= CHUNK as u64)
@@ -399,7 +474,7 @@ impl Policy {
 
     /// Give a fully written file its owner, mode and times (in that order) and its final
     /// name; returns that name.
-    fn finish(
+    pub(super) fn finish(
         &self,
         mut pf: PartialFile,
         e: &Entry,
@@ -429,12 +504,12 @@ impl Policy {
 }
 
 /// A file being restored under a temporary name; removed if dropped unfinished.
-struct PartialFile {
+pub(super) struct PartialFile {
     new: NewFile,
     /// Large files are written in aligned chunks, bypassing the page cache when it can.
     chunked: Option<ChunkWriter>,
     /// Data bytes written so far.
-    written: u64,
+    pub(super) written: u64,
     /// A sparse file's data ranges, the one being filled and the bytes of it written.
     ranges: Option<(Vec<DataRange>, usize, u64)>,
     /// The content hash being computed, when the entry records one.
@@ -444,7 +519,7 @@ struct PartialFile {
 impl PartialFile {
     /// Write the next data bytes: in order for a dense file; at their ranges' offsets for a
     /// sparse one (the holes between stay holes).
-    fn write(&mut self, mut data: &[u8]) -> Result<()> {
+    pub(super) fn write(&mut self, mut data: &[u8]) -> Result<()> {
         if let Some(h) = self.hasher.as_mut() {
             h.update(data);
         }

@@ -6,6 +6,7 @@
 //! descriptors, never by path, so a target shared with other users cannot redirect it.
 
 mod files;
+mod pieces;
 mod select;
 mod target;
 
@@ -18,6 +19,7 @@ use select::{Open, Patterns, Selector, Step};
 use std::collections::HashMap;
 use target::{SpecialKind, not_permitted};
 
+use crate::archive::chain::{self, ParentArchive};
 use crate::archive::{Archive, Unlocked};
 use crate::error::{Error, Result};
 use crate::format::v2::{
@@ -25,6 +27,7 @@ use crate::format::v2::{
     KIND_SYMLINK,
 };
 use crate::progress::{Observer, Warning};
+use crate::recipient::Identity;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 
@@ -48,6 +51,20 @@ pub struct RestoreOptions {
     /// Allowed signers: when not empty, the archive must be signed by one of them and the
     /// signature must verify (FORMAT.md v2.9.5) before anything is written.
     pub signers: Vec<crate::signing::VerifyingKey>,
+    /// Another folder to look for an incremental's parent archives in, after the folder
+    /// (or S3 prefix) of the archive itself (FORMAT.md v2.8.2).
+    pub chain_dir: Option<PathBuf>,
+}
+
+/// Data read from one parent archive of an incremental.
+#[derive(Clone, Debug, Default)]
+pub struct ParentRead {
+    /// The parent's session id, in hex.
+    pub session_id: String,
+    /// Where it was found.
+    pub path: PathBuf,
+    /// Bytes of its data section read (block frames).
+    pub bytes: u64,
 }
 
 /// What a restore did.
@@ -65,6 +82,9 @@ pub struct RestoreReport {
     pub blocks: u64,
     /// Bytes read from the archive's data section.
     pub archive_bytes_read: u64,
+    /// For an incremental: the parents opened (only those the selected files need) and
+    /// the data bytes read from each.
+    pub parents_read: Vec<ParentRead>,
     /// Bytes of the archive's index read (v2: the chunks a selective restore needs, read
     /// twice: once to check and plan, once to restore; 0 for v1, read whole at unlock).
     pub index_bytes_read: u64,
@@ -91,9 +111,37 @@ const BATCH_BYTES: usize = 32 << 20;
 /// match): the first checks every entry and refuses conflicts before anything is written,
 /// the second restores in batches — folders as they come, then per batch file contents,
 /// symlinks, FIFOs and devices, hard links, and the metadata of completed folders.
+///
+/// An incremental whose selected files need a parent needs the identity to open it: use
+/// [`restore_chain`] (this refuses such a restore before writing anything).
 pub fn restore(
     archive: &Archive,
     unlocked: &Unlocked,
+    opts: &RestoreOptions,
+    observer: &dyn Observer,
+) -> Result<RestoreReport> {
+    restore_inner(archive, unlocked, None, opts, observer)
+}
+
+/// [`restore`] for any archive, an incremental included: after the first pass, the parents
+/// the selected files need (only those) are located next to the archive or in
+/// `opts.chain_dir`, unlocked with `identity` and proven to be the archives this one was
+/// made from (FORMAT.md v2.8.2), and every extent into each is checked against its stream,
+/// all before the target is touched.
+pub fn restore_chain(
+    archive: &Archive,
+    unlocked: &Unlocked,
+    identity: &dyn Identity,
+    opts: &RestoreOptions,
+    observer: &dyn Observer,
+) -> Result<RestoreReport> {
+    restore_inner(archive, unlocked, Some(identity), opts, observer)
+}
+
+fn restore_inner(
+    archive: &Archive,
+    unlocked: &Unlocked,
+    identity: Option<&dyn Identity>,
     opts: &RestoreOptions,
     observer: &dyn Observer,
 ) -> Result<RestoreReport> {
@@ -105,11 +153,21 @@ pub fn restore(
     }
     let plan = unlocked.chunk_plan(Patterns::new(&opts.patterns)?.prefixes());
     let plan = plan.as_deref();
-    let chosen = scan(archive, unlocked, plan, opts, observer)?;
+    let (chosen, needs) = scan(archive, unlocked, plan, opts, observer)?;
+    let parents = open_parents(archive, unlocked, identity, opts, &needs)?;
+    let mut list = vec![Some((archive, unlocked))];
+    list.extend(
+        parents
+            .iter()
+            .map(|p| p.as_ref().map(|p| (&p.archive, &p.unlocked))),
+    );
+    let members = files::Members { list };
     let policy = Arc::new(Policy::new(opts)?);
     let mut run = Run {
         archive,
         unlocked,
+        members: &members,
+        read: vec![0; members.list.len()],
         policy: &policy,
         observer,
         chosen: &chosen,
@@ -126,12 +184,93 @@ pub fn restore(
         .closed
         .extend(selector.finish().into_iter().filter(|o| o.needed));
     run.flush()?;
+    let read = run.read;
     let mut report = run.report;
+    report.archive_bytes_read = read[0];
+    report.parents_read = parents
+        .iter()
+        .enumerate()
+        .filter_map(|(i, p)| {
+            p.as_ref().map(|p| ParentRead {
+                session_id: p.archive.session_id_hex(),
+                path: p.archive.path().to_path_buf(),
+                bytes: read[i + 1],
+            })
+        })
+        .collect();
     report.special_bits_cleared = policy.special_cleared();
     report.index_bytes_read = unlocked.index_bytes_read();
     report.duration = started.elapsed();
     report.remote_fetched = archive.source().fetched();
     Ok(report)
+}
+
+/// What the selected files need of one parent: how many of them, and the furthest end of
+/// their extents into it (with the file it belongs to), checked against the parent's
+/// stream once the parent is open.
+#[derive(Clone, Default)]
+struct Need {
+    files: u64,
+    end: u64,
+    entry: Vec<u8>,
+}
+
+/// Count what a selected file needs of each parent.
+fn note_needs(needs: &mut [Need], e: &Entry) {
+    let mut seen: Vec<u32> = Vec::new();
+    for x in e.extents.iter().filter(|x| x.archive != 0) {
+        let Some(n) = needs.get_mut(x.archive as usize) else {
+            continue; // refused by the index checks (archive ≤ |chain|)
+        };
+        if !seen.contains(&x.archive) {
+            seen.push(x.archive);
+            n.files += 1;
+        }
+        let end = x.offset.saturating_add(x.len);
+        if end > n.end {
+            n.end = end;
+            n.entry = e.path.clone();
+        }
+    }
+}
+
+/// Open the parents the selected files need (v2.8.2 steps 2–6), in table order, each
+/// checked before the next; `None` for the others. With required signers, each parent's
+/// signature is verified too.
+fn open_parents(
+    archive: &Archive,
+    unlocked: &Unlocked,
+    identity: Option<&dyn Identity>,
+    opts: &RestoreOptions,
+    needs: &[Need],
+) -> Result<Vec<Option<ParentArchive>>> {
+    let mut parents = Vec::new();
+    for (k, need) in needs.iter().enumerate().skip(1) {
+        if need.files == 0 {
+            parents.push(None);
+            continue;
+        }
+        let identity = identity.ok_or_else(|| {
+            Error::InvalidOption(format!(
+                "{}: an incremental archive; restoring it needs its parents, opened with the identity (restore_chain)",
+                archive.path().display()
+            ))
+        })?;
+        let p = chain::open_parent(
+            archive,
+            unlocked,
+            k,
+            identity,
+            opts.chain_dir.as_deref(),
+            need.files,
+        )?;
+        if !opts.signers.is_empty() {
+            p.unlocked.verify_signature(&p.archive, &opts.signers)?;
+        }
+        chain::check_extent_end(archive, &p, need.end, &need.entry)?;
+        parents.push(Some(p));
+    }
+    Ok(parents)
 }
 
 /// Entry numbers restored, one bit each: how a hard link whose first name comes earlier is
@@ -162,7 +301,7 @@ fn scan(
     plan: Option<&[usize]>,
     opts: &RestoreOptions,
     observer: &dyn Observer,
-) -> Result<Chosen> {
+) -> Result<(Chosen, Vec<Need>)> {
     let target = &opts.target;
     if target.symlink_metadata().is_ok() && !target.is_dir() {
         return Err(Error::InvalidOption(format!(
@@ -173,6 +312,9 @@ fn scan(
     let mut selector = Selector::new(Patterns::new(&opts.patterns)?);
     let mut chosen = Chosen(Vec::new());
     let (mut files, mut bytes) = (0u64, 0u64);
+    let mut needs = vec![Need::default(); archive.params().chain.len() + 1];
+    // Hard-link sets whose first name is not selected: one selected link restores it.
+    let mut stand_ins = std::collections::HashSet::new();
     unlocked.for_each_entry_in(archive, plan, |n, e| {
         let step = selector.next(n, &e);
         for a in &step.newly_needed {
@@ -184,13 +326,20 @@ fn scan(
             if e.kind == KIND_FILE {
                 files += 1;
                 bytes += e.size;
+                note_needs(&mut needs, &e);
+            }
+            if e.kind == KIND_HARDLINK {
+                let t = e.hardlink_to.unwrap_or(u64::MAX);
+                if !chosen.get(t) && stand_ins.insert(t) {
+                    note_needs(&mut needs, &unlocked.entry(archive, t)?);
+                }
             }
         }
         Ok(())
     })?;
     selector.patterns.check_all_matched()?;
     observer.totals(files, bytes);
-    Ok(chosen)
+    Ok((chosen, needs))
 }
 
 /// A folder where a file goes (or the reverse), or an existing file without `overwrite`.
@@ -249,6 +398,10 @@ fn entry_bytes(e: &Entry) -> usize {
 struct Run<'a> {
     archive: &'a Archive,
     unlocked: &'a Unlocked,
+    /// The archive and its open parents, where file data is read from.
+    members: &'a files::Members<'a>,
+    /// Data bytes read from each member.
+    read: Vec<u64>,
     policy: &'a Arc<Policy>,
     observer: &'a dyn Observer,
     chosen: &'a Chosen,
@@ -323,14 +476,10 @@ impl Run<'_> {
         let b = std::mem::take(&mut self.batch);
         let (policy, observer) = (self.policy, self.observer);
         let report = &mut self.report;
-        files::write_contents(
-            self.archive,
-            self.unlocked,
-            policy,
-            b.files,
-            observer,
-            report,
-        )?;
+        let read = files::write_contents(self.members, policy, b.files, observer, report)?;
+        for (total, n) in self.read.iter_mut().zip(read) {
+            *total += n;
+        }
         make_links(policy, &b.symlinks, observer, report)?;
         make_specials(policy, &b.specials, observer, report)?;
         // Last of the objects: a link's first name may be a file, a symlink, a FIFO or a

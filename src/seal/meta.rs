@@ -29,7 +29,6 @@ use crate::keys::{SessionId, SubKeys};
 
 const META_MAC_CONTEXT: &[u8] = b"coffer/v2/meta";
 const HEADER_MAC_CONTEXT: &[u8] = b"coffer/v2/header";
-#[allow(dead_code, reason = "format v2 chains (issue 16) bind parents by it")]
 const COMMITMENT_CONTEXT: &[u8] = b"coffer/v2/commitment";
 const IV_OFFSET: usize = 10;
 
@@ -221,13 +220,23 @@ pub fn header_v2_mac_ok(raw: &RawHeaderV2, keys: &SubKeys) -> bool {
 
 /// The archive's chain commitment (v2.4): `HMAC-SHA256(K_chain-commit,
 /// "coffer/v2/commitment" ‖ session_id)`. Public: it opens and forges nothing.
-#[allow(dead_code, reason = "format v2 chains (issue 16) bind parents by it")]
-pub(crate) fn commitment(keys: &SubKeys, session_id: &SessionId) -> [u8; 32] {
+pub fn commitment(keys: &SubKeys, session_id: &SessionId) -> [u8; 32] {
     let mut m = <HmacSha256 as KeyInit>::new_from_slice(keys.chain_commit.as_ref())
         .expect("HMAC takes any key length");
     m.update(COMMITMENT_CONTEXT);
     m.update(session_id);
     m.finalize().into_bytes().into()
+}
+
+/// Whether `expected` (a child's `parent_commitments` record) is this archive's commitment,
+/// compared without an early exit, so a look-alike parent learns nothing from how long the
+/// refusal took.
+pub(crate) fn commitment_is(keys: &SubKeys, session_id: &SessionId, expected: &[u8; 32]) -> bool {
+    let ours = commitment(keys, session_id);
+    ours.iter()
+        .zip(expected)
+        .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+        == 0
 }
 
 #[cfg(test)]

@@ -45,30 +45,30 @@ use coffer::seal::meta::{meta_frame_tag, open_meta, seal_meta};
 // Toolkit: a v2 archive taken apart, and put back together
 
 /// A v2 archive opened with alice's key and decoded down to its entries and block table.
-struct Parts {
+pub(crate) struct Parts {
     /// The header, byte for byte (MAC and CRC included): never changed by reassembly.
-    header: Vec<u8>,
-    session_id: SessionId,
-    keys: SubKeys,
+    pub(crate) header: Vec<u8>,
+    pub(crate) session_id: SessionId,
+    pub(crate) keys: SubKeys,
     /// The header's `compression` is 1: meta frames are compressed when that pays.
     compress: bool,
     /// The data section (every block frame), copied as is.
-    data: Vec<u8>,
+    pub(crate) data: Vec<u8>,
     block_count: u64,
     /// Every entry, in index order (entry numbers are positions here).
-    entries: Vec<EntryV2>,
+    pub(crate) entries: Vec<EntryV2>,
     /// How many entries each of the writer's index chunks held.
     chunk_counts: Vec<u32>,
     /// Each block-table chunk's records.
-    block_tables: Vec<Vec<BlockRefV2>>,
-    directory: Directory,
+    pub(crate) block_tables: Vec<Vec<BlockRefV2>>,
+    pub(crate) directory: Directory,
 }
 
 impl Parts {
     /// Take `archive` apart with `key`: header and trailer parsed as a reader does, the
     /// session key unwrapped, the directory, every index chunk and every block-table chunk
     /// opened (tags checked against the directory) and decoded.
-    fn load(archive: &Path, key: &Path) -> Parts {
+    pub(crate) fn load(archive: &Path, key: &Path) -> Parts {
         Parts::load_with(&fs::read(archive).unwrap(), key)
     }
 
@@ -178,7 +178,7 @@ impl Parts {
     }
 
     /// Seal index chunks as a writer does: chunk `k` is frame `k`, the last one `FLAG_LAST`.
-    fn seal_chunks(&self, chunks: &[Chunk]) -> Vec<Sealed> {
+    pub(crate) fn seal_chunks(&self, chunks: &[Chunk]) -> Vec<Sealed> {
         chunks
             .iter()
             .enumerate()
@@ -187,7 +187,7 @@ impl Parts {
     }
 
     /// Seal block-table chunks as a writer does.
-    fn seal_block_tables(&self, tables: &[Vec<BlockRefV2>]) -> Vec<Vec<u8>> {
+    pub(crate) fn seal_block_tables(&self, tables: &[Vec<BlockRefV2>]) -> Vec<Vec<u8>> {
         tables
             .iter()
             .enumerate()
@@ -202,7 +202,7 @@ impl Parts {
     /// `blocks` frames back to back in that order, a directory recording each frame where
     /// it lies (offset, length, tag; entry counts and first paths from `index`), changed
     /// by `edit` before it is sealed, and a trailer for these lengths.
-    fn assemble(
+    pub(crate) fn assemble(
         &self,
         index: &[Sealed],
         blocks: &[Vec<u8>],
@@ -261,7 +261,7 @@ impl Parts {
     }
 
     /// `entries` cut into chunks of `per_chunk`, everything sealed anew as a writer would.
-    fn rebuild(&self, entries: &[EntryV2], per_chunk: usize) -> Vec<u8> {
+    pub(crate) fn rebuild(&self, entries: &[EntryV2], per_chunk: usize) -> Vec<u8> {
         let index = self.seal_chunks(&chunks_of(entries, per_chunk));
         let blocks = self.seal_block_tables(&self.block_tables);
         self.assemble(&index, &blocks, |_| {})
@@ -275,7 +275,7 @@ impl Parts {
 
 /// An index chunk before sealing: its plaintext and what the directory records about it.
 #[derive(Clone)]
-struct Chunk {
+pub(crate) struct Chunk {
     plain: Vec<u8>,
     entry_count: u32,
     first_path: Vec<u8>,
@@ -301,13 +301,13 @@ impl Chunk {
 
 /// A sealed index chunk frame and what the directory records about it.
 #[derive(Clone)]
-struct Sealed {
+pub(crate) struct Sealed {
     frame: Vec<u8>,
     entry_count: u32,
     first_path: Vec<u8>,
 }
 
-fn chunks_of(entries: &[EntryV2], per_chunk: usize) -> Vec<Chunk> {
+pub(crate) fn chunks_of(entries: &[EntryV2], per_chunk: usize) -> Vec<Chunk> {
     entries.chunks(per_chunk).map(Chunk::of).collect()
 }
 
@@ -328,7 +328,7 @@ fn chunks_by(entries: &[EntryV2], counts: &[u32]) -> Vec<Chunk> {
         .collect()
 }
 
-fn find(entries: &[EntryV2], path: &str) -> usize {
+pub(crate) fn find(entries: &[EntryV2], path: &str) -> usize {
     entries
         .iter()
         .position(|e| e.path == path.as_bytes())

@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use coffer::archive::Archive;
 use coffer::backup::{BackupOptions, BackupReport, Quiet, backup};
 use coffer::recipient::{Recipient, RsaIdentity, RsaRecipient};
-use coffer::restore::{RestoreOptions, RestoreReport, restore};
+use coffer::restore::{RestoreOptions, RestoreReport};
 use coffer::{Compression, Error};
 
 /// Block size used wherever several blocks are wanted without much data.
@@ -518,7 +518,7 @@ pub fn restore_observed(
     let id = RsaIdentity::load(key)?;
     let a = Archive::open(archive)?;
     let u = a.unlock(&id)?;
-    restore(&a, &u, opts, observer)
+    coffer::restore_chain(&a, &u, &id, opts, observer)
 }
 
 /// The `coffer` binary built for this test run.
