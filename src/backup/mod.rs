@@ -11,6 +11,7 @@ mod chain_run;
 mod chain_run;
 #[cfg(feature = "jobs")]
 mod incremental;
+mod prefetch;
 mod stream;
 mod walk;
 

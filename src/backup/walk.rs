@@ -13,6 +13,7 @@ use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use super::prefetch::{self, Pending, Prefetched};
 use super::stream::{Block, BlockStream};
 use crate::error::{Error, Result};
 use crate::format::v2::{
@@ -167,6 +168,8 @@ impl<'a, 'c> Walk<'a, 'c> {
             .same_file_system(self.one_file_system)
             .sort_by_file_name()
             .into_iter();
+        let mut batch = Vec::new();
+        let mut batch_bytes = 0u64;
         while let Some(item) = walker.next() {
             let entry = match item {
                 Ok(e) => e,
@@ -205,7 +208,44 @@ impl<'a, 'c> Walk<'a, 'c> {
             if Some((meta.dev(), meta.ino())) == self.own_file {
                 continue;
             }
-            if let Some(e) = self.entry(entry.path(), &meta, archive_path, stream, sink)? {
+            if prefetch::eligible(&meta) {
+                batch_bytes += meta.len();
+            }
+            batch.push(Pending {
+                path: entry.into_path(),
+                meta,
+                archive_path,
+            });
+            if batch.len() >= prefetch::BATCH_ENTRIES || batch_bytes >= prefetch::BATCH_BYTES {
+                self.flush(&mut batch, stream, sink)?;
+                batch_bytes = 0;
+            }
+        }
+        self.flush(&mut batch, stream, sink)
+    }
+
+    /// Make the entries of `batch`, in order; the small files among them were read ahead
+    /// on the workers (`prefetch.rs`), unless this run is an incremental, which must not
+    /// read a file it finds unchanged.
+    fn flush<W>(
+        &mut self,
+        batch: &mut Vec<Pending>,
+        stream: &mut BlockStream<'_, W>,
+        sink: &mut dyn EntrySink,
+    ) -> Result<()>
+    where
+        W: Fn(&mut Block, u64) + Send + Sync + 'static,
+    {
+        let ahead = self.fidelity.v2 && !self.chain.as_ref().is_some_and(|c| c.reuses());
+        let mut fetched = if ahead {
+            let keep = self.chain.is_some().then_some(super::MAX_WINDOWS);
+            prefetch::read_ahead(batch, self.fidelity.xattrs, keep)
+        } else {
+            Vec::new()
+        };
+        fetched.resize_with(batch.len(), || None);
+        for (p, f) in batch.drain(..).zip(fetched) {
+            if let Some(e) = self.entry(&p.path, &p.meta, p.archive_path, f, stream, sink)? {
                 sink.push(e)?;
             }
         }
@@ -233,6 +273,7 @@ impl<'a, 'c> Walk<'a, 'c> {
         path: &Path,
         meta: &Metadata,
         archive_path: Vec<u8>,
+        fetched: Option<Prefetched>,
         stream: &mut BlockStream<'_, W>,
         sink: &mut dyn EntrySink,
     ) -> Result<Option<EntryV2>>
@@ -286,7 +327,7 @@ impl<'a, 'c> Walk<'a, 'c> {
             e.kind = KIND_SYMLINK;
             self.found.totals.symlinks += 1;
         } else if ft.is_file() {
-            if !self.file(path, meta, &mut e, stream)? {
+            if !self.file(path, meta, &mut e, fetched, stream)? {
                 return Ok(None);
             }
         } else if self.fidelity.v2 && (ft.is_fifo() || ft.is_char_device() || ft.is_block_device())
@@ -358,13 +399,16 @@ impl<'a, 'c> Walk<'a, 'c> {
         path: &Path,
         meta: &Metadata,
         e: &mut EntryV2,
+        fetched: Option<Prefetched>,
         stream: &mut BlockStream<'_, W>,
     ) -> Result<bool>
     where
         W: Fn(&mut Block, u64) + Send + Sync + 'static,
     {
         let Some(chain) = self.chain.as_deref_mut() else {
-            return self.read_file(path, meta, e, stream).map(|r| r.is_some());
+            return self
+                .read_file(path, meta, e, fetched, stream)
+                .map(|r| r.is_some());
         };
         if let Some(reused) = chain.unchanged(&e.path, meta)? {
             e.size = meta.len();
@@ -383,7 +427,7 @@ impl<'a, 'c> Walk<'a, 'c> {
             self.observer.file_done(path, e.size);
             return Ok(true);
         }
-        let read = self.read_file(path, meta, e, stream)?;
+        let read = self.read_file(path, meta, e, fetched, stream)?;
         let chain = self.chain.as_deref_mut().expect("checked above");
         match read {
             Some(windows) => chain.record(e, meta, windows)?,
@@ -406,11 +450,15 @@ impl<'a, 'c> Walk<'a, 'c> {
         path: &Path,
         meta: &Metadata,
         e: &mut EntryV2,
+        fetched: Option<Prefetched>,
         stream: &mut BlockStream<'_, W>,
     ) -> Result<Option<Option<Vec<[u8; 32]>>>>
     where
         W: Fn(&mut Block, u64) + Send + Sync + 'static,
     {
+        if let Some(f) = fetched {
+            return self.take_prefetched(path, meta, e, f, stream);
+        }
         let mut file = match File::open(path) {
             Ok(f) => f,
             Err(err) => {
@@ -482,18 +530,7 @@ impl<'a, 'c> Walk<'a, 'c> {
             }
             e.data_ranges = Some(ranges);
         }
-        if e.size != meta.len() {
-            // Written to while it was read (or a procfs/sysfs file, whose listed size is
-            // not its content): the copy may mix old and new bytes, and the user should know.
-            self.warn(
-                path,
-                format!(
-                    "changed size while it was read ({} bytes listed, {} read); stored as read",
-                    meta.len(),
-                    e.size
-                ),
-            );
-        }
+        self.check_size(path, meta, e.size);
         // v1 records where even an empty file sits in the stream; v2 needs no extent there.
         if let Some(extents) = reused {
             e.extents = extents;
@@ -512,6 +549,79 @@ impl<'a, 'c> Walk<'a, 'c> {
         self.found.totals.files += 1;
         self.observer.file_done(path, e.size);
         Ok(Some(windows))
+    }
+}
+
+impl<'a, 'c> Walk<'a, 'c> {
+    /// A file read ahead on a worker: its contents go into the stream, as if read here.
+    #[allow(
+        clippy::option_option,
+        reason = "skipped / read without / with windows"
+    )]
+    fn take_prefetched<W>(
+        &mut self,
+        path: &Path,
+        meta: &Metadata,
+        e: &mut EntryV2,
+        f: Prefetched,
+        stream: &mut BlockStream<'_, W>,
+    ) -> Result<Option<Option<Vec<[u8; 32]>>>>
+    where
+        W: Fn(&mut Block, u64) + Send + Sync + 'static,
+    {
+        let read = match f.contents {
+            Ok(read) => read,
+            Err(err) => {
+                self.warn(path, format!("cannot open: {err}"));
+                return Ok(None);
+            }
+        };
+        let (xattrs, problems) = f.xattrs;
+        e.xattrs = xattrs;
+        for p in problems {
+            self.warn(path, p);
+        }
+        let data = match read {
+            Ok(data) => data,
+            Err(err) => {
+                self.warn(path, format!("read failed, file skipped: {err}"));
+                return Ok(None);
+            }
+        };
+        let offset = stream.stream_len();
+        stream.push_bytes(&data)?;
+        e.size = data.len() as u64;
+        self.check_size(path, meta, e.size);
+        if !data.is_empty() {
+            e.extents = vec![Extent {
+                archive: 0,
+                offset,
+                len: e.size,
+            }];
+        }
+        let (hash, windows) = match f.digest {
+            Some(d) => (Some(d.hash), d.windows),
+            None => (None, None),
+        };
+        e.content_hash = hash;
+        self.found.totals.files += 1;
+        self.observer.file_done(path, e.size);
+        Ok(Some(windows))
+    }
+
+    /// Warn when a file's size changed while it was read.
+    fn check_size(&mut self, path: &Path, meta: &Metadata, read: u64) {
+        if read != meta.len() {
+            // Written to while it was read (or a procfs/sysfs file, whose listed size is
+            // not its content): the copy may mix old and new bytes, and the user should know.
+            self.warn(
+                path,
+                format!(
+                    "changed size while it was read ({} bytes listed, {read} read); stored as read",
+                    meta.len(),
+                ),
+            );
+        }
     }
 }
 
