@@ -113,7 +113,13 @@ impl Ctx {
         self.rsa.wrap(key).unwrap()
     }
 
-    pub fn spec<'a>(&'a self, key: [u8; 32], id: SessionId, created_at: i64, job: &'a str) -> Spec<'a> {
+    pub fn spec<'a>(
+        &'a self,
+        key: [u8; 32],
+        id: SessionId,
+        created_at: i64,
+        job: &'a str,
+    ) -> Spec<'a> {
         Spec {
             key,
             sid: id,
@@ -207,10 +213,18 @@ fn copy_tree(from: &Path, to: &Path) {
 /// the re-sealed parents), signed by `signer` when given.
 pub fn chain_member(ctx: &Ctx, run: &ChainRun, n: usize, signer: Option<&SigningKey>) -> Built {
     let m = &run.models[n];
-    let mut spec = ctx.spec(seq(CHAIN_KEYS[n]), sid(CHAIN_IDS[n]), CHAIN_TIMES[n], "home");
+    let mut spec = ctx.spec(
+        seq(CHAIN_KEYS[n]),
+        sid(CHAIN_IDS[n]),
+        CHAIN_TIMES[n],
+        "home",
+    );
     spec.signer = signer;
     for p in &m.fields.chain {
-        let k = CHAIN_IDS.iter().position(|&b| p.session_id == sid(b)).unwrap();
+        let k = CHAIN_IDS
+            .iter()
+            .position(|&b| p.session_id == sid(b))
+            .unwrap();
         assert_eq!(p.hint, CHAIN_NAMES[k]);
         spec.chain.push(ParentRef {
             session_id: sid(CHAIN_IDS[k]),
@@ -286,7 +300,9 @@ fn main() {
         .str("info", "ok");
     session(&mut m, &key, &sid(0xf0), &commitment);
     m.table("header");
-    m.int("block_size", 65_536).int("segment_size", 4096).int("compression", 0);
+    m.int("block_size", 65_536)
+        .int("segment_size", 4096)
+        .int("compression", 0);
     m.int("stream_len", basic.stream_len.into());
     m.int("block_count", basic.blocks.len() as i128);
     m.tree(&t);

@@ -21,12 +21,20 @@ fn header(ctx: &Ctx, run: &ChainRun, m: &mut Manifest, upto: usize) {
     for n in 0..=upto {
         let table = ["session", "session_b", "session_c"][n];
         if n == 0 {
-            session(m, &seq(CHAIN_KEYS[0]), &sid(CHAIN_IDS[0]), &commitment_of(ctx, 0, run));
+            session(
+                m,
+                &seq(CHAIN_KEYS[0]),
+                &sid(CHAIN_IDS[0]),
+                &commitment_of(ctx, 0, run),
+            );
         } else {
             m.table(table);
             m.str("session_key", &crate::manifest::hex(&seq(CHAIN_KEYS[n])));
             m.str("session_id", &crate::manifest::hex(&sid(CHAIN_IDS[n])));
-            m.str("commitment", &crate::manifest::hex(&commitment_of(ctx, n, run)));
+            m.str(
+                "commitment",
+                &crate::manifest::hex(&commitment_of(ctx, n, run)),
+            );
         }
         m.str("file", CHAIN_NAMES[n]);
         m.int("stream_len", run.models[n].stream_len.into());
@@ -40,7 +48,11 @@ pub fn write(ctx: &Ctx, run: &ChainRun) {
     let b = chain_member(ctx, run, 1, None);
     let c = chain_member(ctx, run, 2, None);
     assert_eq!(run.models[1].fields.chain.len(), 1);
-    assert_eq!(run.models[2].fields.chain.len(), 2, "C's flat table: A and B");
+    assert_eq!(
+        run.models[2].fields.chain.len(),
+        2,
+        "C's flat table: A and B"
+    );
 
     // chain2
     let dir = ctx.folder("chain2");
@@ -163,7 +175,12 @@ pub fn write(ctx: &Ctx, run: &ChainRun) {
     m.write(&dir);
 
     // chain-cycle: A lists B as its parent, B lists A.
-    let mut spec = ctx.spec(seq(CHAIN_KEYS[0]), sid(CHAIN_IDS[0]), CHAIN_TIMES[0], "home");
+    let mut spec = ctx.spec(
+        seq(CHAIN_KEYS[0]),
+        sid(CHAIN_IDS[0]),
+        CHAIN_TIMES[0],
+        "home",
+    );
     spec.chain = vec![ParentRef {
         session_id: sid(CHAIN_IDS[1]),
         hint: CHAIN_NAMES[1].into(),
@@ -180,12 +197,18 @@ pub fn write(ctx: &Ctx, run: &ChainRun) {
     keys_lines(&mut m);
     m.str("restore", "Corrupt")
         .str("verify_keyed", "Corrupt")
-        .str("info", "Corrupt")
+        .str("info", "ok")
+        .str("info_parents", "chain cycle")
         .str("list", "ok");
     m.write(&dir);
 
     // chain-self-parent: A listing its own session id.
-    let mut spec = ctx.spec(seq(CHAIN_KEYS[0]), sid(CHAIN_IDS[0]), CHAIN_TIMES[0], "home");
+    let mut spec = ctx.spec(
+        seq(CHAIN_KEYS[0]),
+        sid(CHAIN_IDS[0]),
+        CHAIN_TIMES[0],
+        "home",
+    );
     spec.chain = vec![ParentRef {
         session_id: sid(CHAIN_IDS[0]),
         hint: CHAIN_NAMES[0].into(),
@@ -210,7 +233,12 @@ pub fn write(ctx: &Ctx, run: &ChainRun) {
 
 /// B's model re-sealed under B's key with its true parent table.
 fn reseal_b(ctx: &Ctx, run: &ChainRun, model: &crate::model::Model) -> Built {
-    let mut spec = ctx.spec(seq(CHAIN_KEYS[1]), sid(CHAIN_IDS[1]), CHAIN_TIMES[1], "home");
+    let mut spec = ctx.spec(
+        seq(CHAIN_KEYS[1]),
+        sid(CHAIN_IDS[1]),
+        CHAIN_TIMES[1],
+        "home",
+    );
     spec.chain = vec![ParentRef {
         session_id: sid(CHAIN_IDS[0]),
         hint: CHAIN_NAMES[0].into(),

@@ -64,7 +64,12 @@ impl Manifest {
         all.sort_by_key(|p| key(p));
         let mut seen: Vec<(u64, Vec<u8>)> = Vec::new();
         for p in all {
-            let rel = p.strip_prefix(base).unwrap().as_os_str().as_bytes().to_vec();
+            let rel = p
+                .strip_prefix(base)
+                .unwrap()
+                .as_os_str()
+                .as_bytes()
+                .to_vec();
             let m = fs::symlink_metadata(&p).unwrap();
             let ft = m.file_type();
             self.0.push_str("\n[[entry]]\n");
@@ -93,7 +98,8 @@ impl Manifest {
             };
             self.str("kind", kind);
             if !ft.is_symlink() {
-                self.0.push_str(&format!("mode = 0o{:o}\n", m.mode() & 0o7777));
+                self.0
+                    .push_str(&format!("mode = 0o{:o}\n", m.mode() & 0o7777));
             }
             self.int("uid", m.uid().into());
             self.int("gid", m.gid().into());

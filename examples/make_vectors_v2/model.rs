@@ -6,6 +6,7 @@
 
 use std::path::Path;
 
+use coffer::format::crc32c;
 use coffer::format::frame::FRAME_PREFIX;
 use coffer::format::header::{PREFIX_LEN, SUFFIX_LEN};
 use coffer::format::v2::validate::{
@@ -14,9 +15,8 @@ use coffer::format::v2::validate::{
 use coffer::format::v2::{
     BLOCKS_PER_CHUNK, BlockChunkRef, BlockRefV2, ChunkRef, Directory, EntryV2, HeaderBodyV2,
     HeaderFields, META_BLOCKS, META_DIRECTORY, META_INDEX, ParentRef, SIGNATURE_LEN,
-    SIGNER_ED25519, SignerDecl, TRAILER_LEN, TrailerV2, TotalsV2,
+    SIGNER_ED25519, SignerDecl, TRAILER_LEN, TotalsV2, TrailerV2,
 };
-use coffer::format::crc32c;
 use coffer::keys::{SessionId, SessionKey, SubKeys};
 use coffer::recipient::{Identity, Recipient};
 use coffer::seal::meta::{commitment, meta_frame_tag, open_meta, seal_header_v2, seal_meta};
@@ -84,8 +84,16 @@ impl Model {
         for (k, r) in dir.block_chunks.iter().enumerate() {
             let last = k + 1 == dir.block_chunks.len();
             let frame = at(r.offset, r.frame_len as usize);
-            let plain = open_meta(&keys, &sid, META_BLOCKS, k as u64, last, frame, Some(&r.tag))
-                .expect("block-table chunk");
+            let plain = open_meta(
+                &keys,
+                &sid,
+                META_BLOCKS,
+                k as u64,
+                last,
+                frame,
+                Some(&r.tag),
+            )
+            .expect("block-table chunk");
             let mut pos = r.first_block_offset;
             for b in decode_block_chunk(&plain).unwrap() {
                 let i = blocks.len() as u64;

@@ -83,17 +83,26 @@ pub fn settle(root: &Path) {
     let mut all = Vec::new();
     collect(root, &mut all);
     all.reverse();
-    for p in all {
-        lchown(&p, Some(OWNER), Some(OWNER)).unwrap();
+    settle_paths(&all);
+}
+
+/// Owner and mtime of exactly `paths` (touching others would change their ctime, and an
+/// incremental would read them as changed).
+fn settle_paths(paths: &[PathBuf]) {
+    for p in paths {
+        lchown(p, Some(OWNER), Some(OWNER)).unwrap();
         let t = filetime::FileTime::from_unix_time(MTIME, 0);
-        filetime::set_symlink_file_times(&p, t, t).unwrap();
+        filetime::set_symlink_file_times(p, t, t).unwrap();
     }
 }
 
 fn collect(p: &Path, out: &mut Vec<PathBuf>) {
     out.push(p.to_path_buf());
     if fs::symlink_metadata(p).unwrap().is_dir() {
-        let mut names: Vec<_> = fs::read_dir(p).unwrap().map(|e| e.unwrap().path()).collect();
+        let mut names: Vec<_> = fs::read_dir(p)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
         names.sort();
         for n in names {
             collect(&n, out);
@@ -118,7 +127,10 @@ pub fn basic(parent: &Path) -> PathBuf {
     file(&t.join("tool"), b"#!/bin/sh\necho tool\n");
     fs::set_permissions(t.join("tool"), fs::Permissions::from_mode(0o755)).unwrap();
     xattr(&t.join("tool"), "security.capability", &CAPABILITY);
-    file(&t.join(OsStr::from_bytes(ODD_NAME)), b"a name that is not UTF-8\n");
+    file(
+        &t.join(OsStr::from_bytes(ODD_NAME)),
+        b"a name that is not UTF-8\n",
+    );
     symlink("a.txt", t.join("link")).unwrap();
     rustix::fs::mkfifoat(CWD, t.join("fifo"), Mode::from_raw_mode(0o644)).unwrap();
     mknodat(
@@ -166,7 +178,11 @@ pub fn chain_point(t: &Path, n: usize) {
             file(&t.join("d.txt"), b"new in C\n");
         }
     }
-    settle(t);
+    match n {
+        0 => settle(t),
+        1 => settle_paths(&[t.join("big.bin"), t.join("c.txt"), t.to_path_buf()]),
+        _ => settle_paths(&[t.join("big.bin"), t.join("d.txt"), t.to_path_buf()]),
+    }
 }
 
 fn rewrite(path: &Path, at: u64, bytes: &[u8]) {
