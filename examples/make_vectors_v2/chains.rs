@@ -43,7 +43,35 @@ fn header(ctx: &Ctx, run: &ChainRun, m: &mut Manifest, upto: usize) {
     }
 }
 
+/// Print each member's entries: the numbers of the worked example, docs/FORMAT.md v2.8.5.
+fn print_members(run: &ChainRun) {
+    for (n, m) in run.models.iter().enumerate() {
+        println!("{} (stream_len {}):", CHAIN_NAMES[n], m.stream_len);
+        for (i, e) in m.entries.iter().enumerate() {
+            let x: Vec<String> = e
+                .extents
+                .iter()
+                .map(|x| format!("({}, {}, {})", x.archive, x.offset, x.len))
+                .collect();
+            println!(
+                "  {i} {} kind {} size {} ranges {:?} link {:?} extents {}",
+                String::from_utf8_lossy(&e.path),
+                e.kind,
+                e.size,
+                e.data_ranges,
+                e.hardlink_to,
+                x.join(", ")
+            );
+            if n == 1 && e.path == b"t/big.bin" {
+                let bytes = postcard::to_stdvec(e).unwrap();
+                println!("  postcard ({} bytes): {}", bytes.len(), crate::manifest::hex(&bytes));
+            }
+        }
+    }
+}
+
 pub fn write(ctx: &Ctx, run: &ChainRun) {
+    print_members(run);
     let a = chain_member(ctx, run, 0, None);
     let b = chain_member(ctx, run, 1, None);
     let c = chain_member(ctx, run, 2, None);
