@@ -64,7 +64,11 @@ fn print_members(run: &ChainRun) {
             );
             if n == 1 && e.path == b"t/big.bin" {
                 let bytes = postcard::to_stdvec(e).unwrap();
-                println!("  postcard ({} bytes): {}", bytes.len(), crate::manifest::hex(&bytes));
+                println!(
+                    "  postcard ({} bytes): {}",
+                    bytes.len(),
+                    crate::manifest::hex(&bytes)
+                );
             }
         }
     }

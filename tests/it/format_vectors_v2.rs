@@ -360,7 +360,7 @@ fn compare(v: &Vector, target: &Path, select: Option<&str>) -> Vec<String> {
         };
         if !ok_kind {
             // Devices are made only as root (FORMAT.md v2.12 question 5).
-            if !(kind == "char" && !root) {
+            if kind != "char" || root {
                 diffs.push(format!("{name}: kind {ft:?}, expected {kind}"));
             }
             continue;
