@@ -18,6 +18,7 @@ mod crc_mismatch;
 mod disk_full;
 mod foreign_keys;
 mod format_vectors;
+mod format_vectors_v2;
 mod hostile_index;
 mod hostile_target;
 mod hostile_v2;
