@@ -20,7 +20,9 @@ use crate::storage::{self, ArchiveSource, Location};
 pub mod chain;
 pub(crate) mod meta_writer;
 mod rekey;
-pub(crate) mod sign;
+/// Public only for the signing benchmark (`benches/sign.rs`); not a stable API.
+#[doc(hidden)]
+pub mod sign;
 pub mod v2;
 pub(crate) mod verify;
 mod verify_content;

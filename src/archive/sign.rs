@@ -18,17 +18,17 @@ const TRANSCRIPT_CONTEXT: &[u8; 20] = b"coffer/v2/transcript";
 /// Context of the signed message (19 ASCII bytes).
 const MESSAGE_CONTEXT: &[u8; 19] = b"coffer/v2/signature";
 /// The signed message: the context and `T`.
-pub(crate) const MESSAGE_LEN: usize = 19 + 32;
+pub const MESSAGE_LEN: usize = 19 + 32;
 
 /// The running digests `B` (block tags) and `M` (meta frames' kind and tag), fed in file
 /// order as the archive is written or walked (v2.9.3).
-pub(crate) struct Transcript {
+pub struct Transcript {
     blocks: Sha256,
     meta: Sha256,
 }
 
 impl Transcript {
-    pub(crate) fn new() -> Self {
+    pub fn new() -> Self {
         Transcript {
             blocks: Sha256::new(),
             meta: Sha256::new(),
@@ -36,12 +36,12 @@ impl Transcript {
     }
 
     /// The next block's tag, in block order.
-    pub(crate) fn block(&mut self, tag: &[u8; 32]) {
+    pub fn block(&mut self, tag: &[u8; 32]) {
         self.blocks.update(tag);
     }
 
     /// The next meta frame's kind and tag, in file order.
-    pub(crate) fn meta(&mut self, kind: u8, tag: &[u8; 32]) {
+    pub fn meta(&mut self, kind: u8, tag: &[u8; 32]) {
         self.meta.update([kind]);
         self.meta.update(tag);
     }
@@ -49,7 +49,7 @@ impl Transcript {
     /// The message that is signed: `"coffer/v2/signature" ‖ T`, where `T` binds magic and
     /// version (`header[0, 10)`), the signed header prefix `body[0, r)` with its length, `B`,
     /// `M` and the trailer's first 40 bytes.
-    pub(crate) fn message(
+    pub fn message(
         self,
         header: &[u8],
         signed_body: &[u8],
@@ -109,10 +109,7 @@ pub(crate) fn parse_section(
 }
 
 /// Sign `message` with `key` and return the signature section.
-pub(crate) fn sign_section(
-    key: &SigningKey,
-    message: &[u8; MESSAGE_LEN],
-) -> [u8; SIGNATURE_LEN as usize] {
+pub fn sign_section(key: &SigningKey, message: &[u8; MESSAGE_LEN]) -> [u8; SIGNATURE_LEN as usize] {
     encode_section(&key.sign(message))
 }
 
