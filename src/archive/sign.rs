@@ -27,6 +27,12 @@ pub struct Transcript {
     meta: Sha256,
 }
 
+impl Default for Transcript {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Transcript {
     pub fn new() -> Self {
         Transcript {
