@@ -8,6 +8,37 @@
 #   ROUNDS=3 BIG_GIB=10 ./scripts/bench.sh file   # only the single-file cases, 10 GiB file
 #   BENCH_DIR=/mnt/fast ./scripts/bench.sh tree
 set -euo pipefail
+
+# --- data generators (also sourced by scripts/chain_bench.sh, which measures the same data) --
+bench_make_big() {  # bench_make_big FILE BYTES: incompressible, remade only if the size differs
+  local big=$1 bytes=$2
+  if [ ! -f "$big" ] || [ "$(stat -c %s "$big")" != "$bytes" ]; then
+    echo "# making $big (incompressible)"
+    head -c "$bytes" /dev/urandom > "$big"
+  fi
+}
+bench_make_tree() {  # bench_make_tree FILES: ./tree, remade only if tree.done names another count
+  local files=$1
+  if [ ! -f tree.done ] || [ "$(cat tree.done)" != "$files" ]; then
+    echo "# making tree/ ($files files)"
+    rm -rf tree
+    python3 - "$files" <<'PY'
+import os, random, sys
+n = int(sys.argv[1])
+rng = random.Random(42)
+for i in range(n):
+    d = f"tree/d{i // 500:03d}/s{(i // 50) % 10}"
+    os.makedirs(d, exist_ok=True)
+    size = rng.randint(1, 56 * 1024)   # mean ~28 KiB: 50,000 files ~ 1.4 GB
+    with open(f"{d}/f{i:06d}.dat", "wb") as f:
+        f.write(rng.randbytes(size))
+PY
+    echo "$files" > tree.done
+  fi
+}
+# Sourced for the generators only: stop before measuring anything.
+[[ "${BASH_SOURCE[0]}" != "$0" ]] && return 0
+
 cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-5}
 BIG_GIB=${BIG_GIB:-2}
@@ -33,26 +64,8 @@ echo "# coffer $("$coffer" --version | cut -d' ' -f2), $(age --version 2>&1 | he
 
 # --- data ----------------------------------------------------------------------------
 big="big-${BIG_GIB}g.bin"
-if [ ! -f "$big" ] || [ "$(stat -c %s "$big")" != $((BIG_GIB << 30)) ]; then
-  echo "# making $big (incompressible)"
-  head -c $((BIG_GIB << 30)) /dev/urandom > "$big"
-fi
-if [ ! -f tree.done ] || [ "$(cat tree.done)" != "$TREE_FILES" ]; then
-  echo "# making tree/ ($TREE_FILES files)"
-  rm -rf tree
-  python3 - "$TREE_FILES" <<'PY'
-import os, random, sys
-n = int(sys.argv[1])
-rng = random.Random(42)
-for i in range(n):
-    d = f"tree/d{i // 500:03d}/s{(i // 50) % 10}"
-    os.makedirs(d, exist_ok=True)
-    size = rng.randint(1, 56 * 1024)   # mean ~28 KiB: 50,000 files ~ 1.4 GB
-    with open(f"{d}/f{i:06d}.dat", "wb") as f:
-        f.write(rng.randbytes(size))
-PY
-  echo "$TREE_FILES" > tree.done
-fi
+bench_make_big "$big" $((BIG_GIB << 30))
+bench_make_tree "$TREE_FILES"
 tree_bytes=$(du -sb tree | cut -f1)
 big_bytes=$(stat -c %s "$big")
 
