@@ -42,6 +42,7 @@ impl ChainRun {
 
     pub fn walk<T>(
         &mut self,
+        _: bool,
         _: impl FnOnce(&mut dyn ChainWalk) -> Result<T>,
     ) -> Result<(T, Walked)> {
         match *self {}

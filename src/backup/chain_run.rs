@@ -91,9 +91,11 @@ impl ChainRun {
         self.decision.parents.iter().map(|p| p.commitment).collect()
     }
 
-    /// Walk with the chain: `walk` gets the chain side and returns what it returns.
+    /// Walk with the chain: `walk` gets the chain side and returns what it returns;
+    /// `xattrs`: whether the run reads extended attributes.
     pub fn walk<T>(
         &mut self,
+        xattrs: bool,
         walk: impl FnOnce(&mut dyn ChainWalk) -> Result<T>,
     ) -> Result<(T, Walked)> {
         let parents = self
@@ -111,6 +113,7 @@ impl ChainRun {
             incremental,
             self.decision.position,
             parents,
+            xattrs,
         );
         let out = walk(&mut inc)?;
         let walked = Walked {
@@ -142,7 +145,7 @@ impl ChainRun {
             files_unchanged: walked.files_unchanged,
             bytes_referenced: walked.bytes_referenced,
         };
-        self.state.complete(&Completed {
+        self.state.complete(Completed {
             position: self.decision.position,
             session_id,
             file_name: self.file_name,

@@ -36,6 +36,8 @@ pub(super) struct Incremental<'s> {
     incremental: bool,
     /// This run's position in the chain.
     own: u32,
+    /// Whether this run reads extended attributes (and records them).
+    xattrs: bool,
     /// The header's parent table, in order: extent archive `k` is `parents[k − 1]`.
     parents: Vec<Referable>,
     /// Chain positions this run's entries reference.
@@ -56,11 +58,13 @@ impl<'s> Incremental<'s> {
         incremental: bool,
         own: u32,
         parents: Vec<Referable>,
+        xattrs: bool,
     ) -> Self {
         Incremental {
             state,
             incremental,
             own,
+            xattrs,
             parents,
             refs: BTreeSet::new(),
             prev: None,
@@ -155,6 +159,7 @@ impl ChainWalk for Incremental<'_> {
                 extents,
                 ranges: row.data.ranges,
                 hash: row.hash,
+                xattrs: row.data.xattrs.filter(|_| self.xattrs),
             }));
         }
         self.prev = Some(row);
@@ -269,9 +274,10 @@ impl ChainWalk for Incremental<'_> {
                 extents,
                 // One window's hash is the content hash.
                 windows: windows.filter(|w| w.len() > 1),
+                xattrs: self.xattrs.then(|| e.xattrs.clone()),
             },
         };
-        self.state.put(&row)
+        self.state.put(row)
     }
 
     /// A file that was skipped: the state forgets it.

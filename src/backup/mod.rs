@@ -397,7 +397,7 @@ fn write_archive_v2(
     };
     let ((walked, chunker, stream_len), chain_walked) = match chain.as_mut() {
         Some(c) => {
-            let (r, w) = c.walk(|cw| walk(Some(cw)))?;
+            let (r, w) = c.walk(opts.xattrs, |cw| walk(Some(cw)))?;
             (r, Some(w))
         }
         None => (walk(None)?, None),

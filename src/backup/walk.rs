@@ -79,6 +79,8 @@ pub(super) struct Reused {
     pub extents: Vec<Extent>,
     pub ranges: Option<Vec<DataRange>>,
     pub hash: [u8; 32],
+    /// The attributes recorded with the file, when the last run read them.
+    pub xattrs: Option<Vec<crate::format::v2::Xattr>>,
 }
 
 /// What the walk found besides its entries: their totals and the warnings.
@@ -415,7 +417,10 @@ impl<'a, 'c> Walk<'a, 'c> {
             e.data_ranges = reused.ranges;
             e.extents = reused.extents;
             e.content_hash = Some(reused.hash);
-            if self.fidelity.xattrs {
+            if let (true, Some(xattrs)) = (self.fidelity.xattrs, reused.xattrs) {
+                // Unchanged since the last run, ctime included: so are its attributes.
+                e.xattrs = xattrs;
+            } else if self.fidelity.xattrs {
                 // Not opened: the attributes are read by name, as for other kinds.
                 let (xattrs, problems) = crate::fsmeta::read_xattrs(path);
                 e.xattrs = xattrs;

@@ -6,6 +6,8 @@
 
 #[cfg(feature = "jobs")]
 pub(crate) mod state;
+#[cfg(feature = "jobs")]
+mod writer;
 
 use std::path::PathBuf;
 

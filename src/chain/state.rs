@@ -23,12 +23,13 @@ use std::time::Duration;
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 
+use super::writer::StateWriter;
 use crate::error::{Error, Result};
 use crate::format::v2::DataRange;
 use crate::keys::SessionId;
 
 /// Schema version (`PRAGMA user_version`); a state with another version is not used.
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA: &str = "
     CREATE TABLE chain (
@@ -127,6 +128,10 @@ pub(crate) struct FileData {
     /// Window hashes (FORMAT.md v2.4) when the data has more than one window; `None` for
     /// one window (its hash is the content hash) or when there were too many to keep.
     pub windows: Option<Vec<[u8; 32]>>,
+    /// The file's extended attributes as the run read them, so an unchanged file's are
+    /// not listed again (any change to them changes the ctime); `None` when the run did
+    /// not read attributes (`--no-xattrs`).
+    pub xattrs: Option<Vec<crate::format::v2::Xattr>>,
 }
 
 impl FileRow {
@@ -144,7 +149,7 @@ impl FileRow {
 }
 
 /// The lookup key of a first-window hash.
-fn fkey(first_window: &[u8; 32]) -> i64 {
+pub(super) fn fkey(first_window: &[u8; 32]) -> i64 {
     i64::from_le_bytes(first_window[..8].try_into().unwrap())
 }
 
@@ -168,7 +173,9 @@ pub(crate) struct Decision {
 /// The state of one job's chain, open for one run.
 pub(crate) struct ChainState {
     path: PathBuf,
-    conn: Connection,
+    /// The run's connection while [`ChainState::begin`] decides; then the writer's.
+    conn: Option<Connection>,
+    writer: Option<StateWriter>,
     /// The snapshot the merge reads (incrementals only).
     reader: Option<Connection>,
     chain: i64,
@@ -206,7 +213,8 @@ impl ChainState {
         conn.execute_batch("BEGIN IMMEDIATE").map_err(&err)?;
         let mut st = ChainState {
             path: path.to_path_buf(),
-            conn,
+            conn: Some(conn),
+            writer: None,
             reader: None,
             chain: 0,
             page: VecDeque::new(),
@@ -274,14 +282,24 @@ impl ChainState {
                 }
             }
         };
+        let conn = st.conn.take().expect("held until here");
+        st.writer = Some(StateWriter::start(conn, st.chain, path)?);
         Ok((st, decision))
+    }
+
+    fn conn(&self) -> &Connection {
+        self.conn.as_ref().expect("used only while deciding")
+    }
+
+    fn writer(&self) -> &StateWriter {
+        self.writer.as_ref().expect("started when the run begins")
     }
 
     /// The chain row of `who.job`, and why it cannot be continued (another host,
     /// destination or parameters), if so.
     fn find_chain(&self, who: &RunIdentity) -> Result<Option<(i64, Option<String>)>> {
         let row = self
-            .conn
+            .conn()
             .query_row(
                 "SELECT id, host, destination, params FROM chain WHERE job = ?1",
                 [&who.job],
@@ -311,7 +329,7 @@ impl ChainState {
     }
 
     fn newest(&self, chain: i64) -> Result<Option<ArchiveRow>> {
-        self.conn
+        self.conn()
             .query_row(
                 "SELECT position, session_id, file_name, stream_len, commitment, refs
                  FROM archive WHERE chain = ?1 ORDER BY position DESC LIMIT 1",
@@ -328,7 +346,7 @@ impl ChainState {
         let mut out = Vec::new();
         for &p in &newest.refs {
             let row = self
-                .conn
+                .conn()
                 .query_row(
                     "SELECT position, session_id, file_name, stream_len, commitment, refs
                      FROM archive WHERE chain = ?1 AND position = ?2",
@@ -350,21 +368,27 @@ impl ChainState {
         let err = state_error(&self.path);
         if let Some(old) = old {
             for table in ["file", "archive"] {
-                self.conn
+                self.conn()
                     .execute(&format!("DELETE FROM {table} WHERE chain = ?1"), [old])
                     .map_err(&err)?;
             }
-            self.conn
+            self.conn()
                 .execute("DELETE FROM chain WHERE id = ?1", [old])
                 .map_err(&err)?;
         }
-        self.conn
+        // A full records every file: the copy lookup index is built once at the end from
+        // sorted keys instead of taking one random insert per file (the run looks nothing
+        // up). Inside the run's transaction, like everything else.
+        self.conn()
+            .execute_batch("DROP INDEX IF EXISTS file_fkey")
+            .map_err(&err)?;
+        self.conn()
             .execute(
                 "INSERT INTO chain (job, host, destination, params) VALUES (?1, ?2, ?3, ?4)",
                 params![who.job, who.host, who.destination, who.params],
             )
             .map_err(&err)?;
-        self.chain = self.conn.last_insert_rowid();
+        self.chain = self.conn().last_insert_rowid();
         Ok(())
     }
 
@@ -418,9 +442,13 @@ impl ChainState {
             .map_err(&err)?;
         let mut n = 0;
         for row in rows {
-            let row = row.map_err(&err)??;
-            self.read_to = Some(row.key.clone());
-            self.page.push_back(row);
+            let (key, row) = row.map_err(&err)?;
+            match row {
+                Some(row) => self.page.push_back(row),
+                // Undecodable: gone from the merge, so the walk reads that file again.
+                None => self.delete(&key)?,
+            }
+            self.read_to = Some(key);
             n += 1;
         }
         if n < PAGE {
@@ -430,11 +458,7 @@ impl ChainState {
     }
 
     fn delete(&self, key: &[u8]) -> Result<()> {
-        self.conn
-            .prepare_cached("DELETE FROM file WHERE chain = ?1 AND key = ?2")
-            .and_then(|mut s| s.execute(params![self.chain, key]))
-            .map_err(state_error(&self.path))?;
-        Ok(())
+        self.writer().delete(key.to_vec())
     }
 
     /// Forget the row of `path` (it is no longer a file).
@@ -443,62 +467,19 @@ impl ChainState {
     }
 
     /// Record (or replace) a file of this run.
-    pub fn put(&self, row: &FileRow) -> Result<()> {
-        let data = postcard::to_stdvec(&row.data)
-            .map_err(|e| Error::Internal(format!("cannot encode a state row: {e}")))?;
-        self.conn
-            .prepare_cached(
-                "INSERT OR REPLACE INTO file
-                 (chain, key, dev, ino, size, mtime, mtime_ns, ctime, ctime_ns, hash, fkey, data)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-            )
-            .and_then(|mut s| {
-                s.execute(params![
-                    self.chain,
-                    row.key,
-                    row.dev as i64,
-                    row.ino as i64,
-                    row.size as i64,
-                    row.mtime.0,
-                    row.mtime.1,
-                    row.ctime.0,
-                    row.ctime.1,
-                    row.hash.as_slice(),
-                    fkey(&row.first_window()),
-                    data,
-                ])
-            })
-            .map_err(state_error(&self.path))?;
-        Ok(())
+    pub fn put(&self, row: FileRow) -> Result<()> {
+        self.writer().put(row)
     }
 
     /// Files of the chain (the last restore point's, and this run's so far) whose first
     /// window hashes to `first_window`: candidates for a copied or renamed file.
     pub fn lookup(&self, first_window: &[u8; 32]) -> Result<Vec<FileRow>> {
-        let err = state_error(&self.path);
-        let mut stmt = self
-            .conn
-            .prepare_cached(
-                "SELECT key, dev, ino, size, mtime, mtime_ns, ctime, ctime_ns, hash, data
-                 FROM file WHERE fkey = ?1 AND chain = ?2 LIMIT 8",
-            )
-            .map_err(&err)?;
-        let rows = stmt
-            .query_map(params![fkey(first_window), self.chain], file_row)
-            .map_err(&err)?;
-        let mut out = Vec::new();
-        for row in rows {
-            let row = row.map_err(&err)??;
-            if row.first_window() == *first_window {
-                out.push(row);
-            }
-        }
-        Ok(out)
+        self.writer().lookup(first_window)
     }
 
     /// The archive is durable: record it and commit the run's changes. Rows the walk did
     /// not reach (files after the last one met) are gone and dropped first.
-    pub fn complete(mut self, done: &Completed) -> Result<()> {
+    pub fn complete(mut self, done: Completed) -> Result<()> {
         while self.reader.is_some() && (!self.page.is_empty() || !self.exhausted) {
             if self.page.is_empty() {
                 self.read_page()?;
@@ -507,32 +488,13 @@ impl ChainState {
                 self.delete(&gone.key)?;
             }
         }
-        let err = state_error(&self.path);
-        let refs = postcard::to_stdvec(&done.refs)
-            .map_err(|e| Error::Internal(format!("cannot encode a state row: {e}")))?;
-        self.conn
-            .execute(
-                "INSERT OR REPLACE INTO archive
-                 (chain, position, session_id, file_name, created_at, stream_len, commitment, refs)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                params![
-                    self.chain,
-                    done.position,
-                    done.session_id.as_slice(),
-                    done.file_name,
-                    done.created_at,
-                    done.stream_len as i64,
-                    done.commitment.as_slice(),
-                    refs,
-                ],
-            )
-            .map_err(&err)?;
         if let Some(reader) = self.reader.take() {
             // End the read snapshot first: a checkpoint may then move the run's pages in.
-            reader.execute_batch("COMMIT").map_err(&err)?;
+            reader
+                .execute_batch("COMMIT")
+                .map_err(state_error(&self.path))?;
         }
-        self.conn.execute_batch("COMMIT").map_err(&err)?;
-        Ok(())
+        self.writer.take().expect("started").finish(done)
     }
 }
 
@@ -610,29 +572,30 @@ fn archive_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<ArchiveRow>> {
     })())
 }
 
-fn file_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<FileRow>> {
+/// A file row and its key; `None` for a row whose fields do not decode (a state edited
+/// by hand, or by a bug): the run treats its file as having no last version, and its
+/// row is replaced or dropped like any other.
+pub(super) fn file_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(Vec<u8>, Option<FileRow>)> {
+    let key: Vec<u8> = r.get(0)?;
     let hash: Vec<u8> = r.get(8)?;
     let data: Vec<u8> = r.get(9)?;
-    let bad = |what: &str| Error::Internal(format!("chain state: bad {what} in a file row"));
-    let row = (|| -> rusqlite::Result<Result<FileRow>> {
-        Ok(Ok(FileRow {
-            key: r.get(0)?,
-            dev: r.get::<_, i64>(1)? as u64,
-            ino: r.get::<_, i64>(2)? as u64,
-            size: r.get::<_, i64>(3)? as u64,
-            mtime: (r.get(4)?, r.get(5)?),
-            ctime: (r.get(6)?, r.get(7)?),
-            hash: match hash.try_into() {
-                Ok(h) => h,
-                Err(_) => return Ok(Err(bad("content hash"))),
-            },
-            data: match postcard::from_bytes(&data) {
-                Ok(d) => d,
-                Err(_) => return Ok(Err(bad("data"))),
-            },
-        }))
-    })()?;
-    Ok(row)
+    let (Ok(hash), Ok(data)) = (
+        <[u8; 32]>::try_from(hash),
+        postcard::from_bytes::<FileData>(&data),
+    ) else {
+        return Ok((key, None));
+    };
+    let row = FileRow {
+        key: key.clone(),
+        dev: r.get::<_, i64>(1)? as u64,
+        ino: r.get::<_, i64>(2)? as u64,
+        size: r.get::<_, i64>(3)? as u64,
+        mtime: (r.get(4)?, r.get(5)?),
+        ctime: (r.get(6)?, r.get(7)?),
+        hash,
+        data,
+    };
+    Ok((key, Some(row)))
 }
 
 /// Open the state, creating it (0600, its folder 0700) when missing. A state that cannot
@@ -729,5 +692,7 @@ fn configure(conn: &Connection) -> rusqlite::Result<()> {
     let _: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
     // FULL: a commit (after the archive is durable) survives a power cut as the archive does.
     conn.pragma_update(None, "synchronous", "FULL")?;
+    // 8 MiB of page cache (SQLite's default is 2 MiB): a run walks the whole file table.
+    conn.pragma_update(None, "cache_size", -8192)?;
     Ok(())
 }
