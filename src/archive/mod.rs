@@ -23,11 +23,12 @@ mod rekey;
 pub(crate) mod sign;
 pub mod v2;
 pub(crate) mod verify;
+mod verify_chain;
 mod verify_content;
 pub(crate) mod writer;
 
 pub use rekey::{RekeyOptions, RekeyReport, rekey};
-pub use verify::{Problem, VerifyReport};
+pub use verify::{ParentCheck, Problem, VerifyReport};
 
 /// Largest encrypted index accepted (about ten million entries).
 pub const MAX_INDEX_LEN: u64 = 1 << 30;
