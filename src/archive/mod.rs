@@ -20,6 +20,7 @@ use crate::storage::{self, ArchiveSource, Location};
 pub mod chain;
 pub(crate) mod meta_writer;
 mod rekey;
+mod rekey_chain;
 pub(crate) mod sign;
 pub mod v2;
 pub(crate) mod verify;

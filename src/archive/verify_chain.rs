@@ -25,8 +25,8 @@ use crate::signing::VerifyingKey;
 /// What the restore point's files need of one parent: how many of them, and the furthest
 /// end of their extents into it with the file it belongs to.
 #[derive(Clone, Default)]
-struct Need {
-    files: u64,
+pub(super) struct Need {
+    pub(super) files: u64,
     end: u64,
     entry: Vec<u8>,
 }
@@ -263,7 +263,7 @@ impl Archive {
 }
 
 /// One scan of the index: what the files need of each parent (index 1..=`parents`).
-fn needs(archive: &Archive, unlocked: &Unlocked, parents: usize) -> Result<Vec<Need>> {
+pub(super) fn needs(archive: &Archive, unlocked: &Unlocked, parents: usize) -> Result<Vec<Need>> {
     let mut needs = vec![Need::default(); parents + 1];
     unlocked.for_each_entry(archive, |_, e| {
         if e.kind != KIND_FILE {
