@@ -124,6 +124,11 @@ fn a_chain_rekey_failing_part_way_leaves_every_member_unchanged() {
         err.contains(&inc.file_name().unwrap().to_string_lossy().to_string()),
         "{err}"
     );
+    // Found and refused on its own damage, after the full's replacement was written.
+    assert!(
+        err.contains("corrupt") && !err.contains("not found"),
+        "{err}"
+    );
     // Every member as it was, and no temporary file left beside them.
     assert_eq!(contents(&c), before);
 }
