@@ -89,17 +89,11 @@ pub(super) fn rekey_chain(
     let table = archive.params().chain;
     let needs = super::verify_chain::needs(archive, unlocked, table.len())?;
     let mut written: Vec<Written> = Vec::with_capacity(table.len() + 1);
-    for k in 1..=table.len() {
+    for (k, need) in needs.iter().enumerate().skip(1) {
         // Every parent is a member, whether or not this point's files still use it: the
         // chain is rekeyed as a whole (v2.8.3).
-        let parent = chain::open_parent(
-            archive,
-            unlocked,
-            k,
-            identity,
-            opts.chain_dir,
-            needs[k].files,
-        )?;
+        let parent =
+            chain::open_parent(archive, unlocked, k, identity, opts.chain_dir, need.files)?;
         let p = &parent.archive;
         // The index must authenticate, as for a single archive's rekey.
         parent.unlocked.for_each_entry(p, |_, _| Ok(()))?;

@@ -23,6 +23,9 @@ use crate::seal::{BlockSealer, OpenError};
 /// and the range inside the block's plaintext.
 type Piece = (u32, u64, std::ops::Range<usize>);
 
+/// A block of a member, as `(member, block)`.
+type BlockAt = (u32, u64);
+
 /// A file whose hash is being checked: its pieces, in data order.
 struct Work {
     path: Vec<u8>,
@@ -196,13 +199,13 @@ struct Waiting {
     pending: VecDeque<Work>,
     /// The last block delivered (member, block) and its plaintext (`None`: it did not
     /// open).
-    current: Option<((u32, u64), Option<Vec<u8>>)>,
+    current: Option<(BlockAt, Option<Vec<u8>>)>,
     problems: Vec<String>,
 }
 
 impl Waiting {
     /// Block `b` (member, block) arrived: its plaintext, or `None` if it did not open.
-    fn block(&mut self, b: (u32, u64), plain: Option<&[u8]>) {
+    fn block(&mut self, b: BlockAt, plain: Option<&[u8]>) {
         self.apply_current();
         self.current = Some((b, plain.map(<[u8]>::to_vec)));
         self.apply_current();
