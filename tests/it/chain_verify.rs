@@ -308,3 +308,32 @@ fn a_look_alike_parent_fails_keyed_verify_on_its_commitment() {
     assert_eq!(code, 2, "{text}");
     assert!(text.contains("commitment"), "{text}");
 }
+
+#[test]
+fn wrong_bytes_referenced_in_a_parent_are_a_content_problem_naming_the_file() {
+    use crate::hostile_v2::{Parts, find};
+    let c = cli_chain();
+    // The newest point re-sealed with a.txt's extent into the full shifted by one byte:
+    // every block still opens, only the content hash tells.
+    let parts = Parts::load(c.newest(), &alice_key());
+    let mut entries = parts.entries.clone();
+    let i = find(&entries, "tree/a.txt");
+    assert_eq!(
+        entries[i].extents[0].archive, 1,
+        "a.txt is held in the full"
+    );
+    entries[i].extents[0].offset += 1;
+    fs::write(c.newest(), parts.rebuild(&entries, 3)).unwrap();
+    let key = alice_key();
+    let (code, doc) = verify_json(&[c.newest().as_os_str(), "-i".as_ref(), key.as_os_str()]);
+    assert_eq!(code, 2, "{doc}");
+    let problems = doc["problems"].as_array().unwrap();
+    assert_eq!(problems.len(), 1, "{doc}");
+    let detail = problems[0]["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("tree/a.txt") && detail.contains("content hash"),
+        "{doc}"
+    );
+    // Keyless cannot tell: the checksums of every member hold.
+    assert_eq!(verify_text(c.newest(), &[]).0, 0);
+}
