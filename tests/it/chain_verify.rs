@@ -337,3 +337,33 @@ fn wrong_bytes_referenced_in_a_parent_are_a_content_problem_naming_the_file() {
     // Keyless cannot tell: the checksums of every member hold.
     assert_eq!(verify_text(c.newest(), &[]).0, 0);
 }
+
+#[test]
+fn verify_blocks_of_an_incremental_alone_reports_files_in_parents_as_not_checked() {
+    // The library's single-archive check does not open parents: it says what it skipped
+    // instead of passing (or refusing the whole check, as before chains were verified).
+    let c = cli_chain();
+    let a = Archive::open(c.newest()).unwrap();
+    let u = a.unlock(&identity(&alice_key())).unwrap();
+    let report = a.verify_blocks(&u, &coffer::backup::Quiet).unwrap();
+    assert!(!report.is_ok());
+    assert!(
+        report.problems.iter().any(|p| p
+            .detail
+            .contains("data in parent archives and were not checked")),
+        "{:?}",
+        report.problems
+    );
+    // With its chain, the same archive passes.
+    let report = a
+        .verify_chain(
+            &u,
+            &identity(&alice_key()),
+            None,
+            &[],
+            &coffer::backup::Quiet,
+        )
+        .unwrap();
+    assert!(report.is_ok(), "{:?}", report.problems);
+    assert_eq!(report.parents.len(), 2);
+}
