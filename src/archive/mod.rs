@@ -20,16 +20,18 @@ use crate::storage::{self, ArchiveSource, Location};
 pub mod chain;
 pub(crate) mod meta_writer;
 mod rekey;
+mod rekey_chain;
 /// Public only for the signing benchmark (`benches/sign.rs`); not a stable API.
 #[doc(hidden)]
 pub mod sign;
 pub mod v2;
 pub(crate) mod verify;
+mod verify_chain;
 mod verify_content;
 pub(crate) mod writer;
 
 pub use rekey::{RekeyOptions, RekeyReport, rekey};
-pub use verify::{Problem, VerifyReport};
+pub use verify::{ParentCheck, Problem, VerifyReport};
 
 /// Largest encrypted index accepted (about ten million entries).
 pub const MAX_INDEX_LEN: u64 = 1 << 30;

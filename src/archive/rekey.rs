@@ -58,6 +58,9 @@ pub struct RekeyOptions<'a> {
     /// changes the session id and every tag, so the old signature cannot carry over; without
     /// a key the result is unsigned (FORMAT.md v2.9.6). Plain rekey keeps the signature.
     pub signing_key: Option<Arc<crate::signing::SigningKey>>,
+    /// An incremental's parents are looked for next to it, then in this folder (its whole
+    /// chain is rekeyed, FORMAT.md v2.8.3).
+    pub chain_dir: Option<&'a Path>,
 }
 
 /// What a rekey changed.
@@ -73,6 +76,8 @@ pub struct RekeyReport {
     /// The archive's session id: new after a re-encryption, the old one otherwise.
     pub session_id: SessionId,
     pub blocks: u64,
+    /// For an incremental: its parents, rekeyed with it (table order, oldest first).
+    pub chain: Vec<PathBuf>,
 }
 
 /// Change who can open an archive; see the module docs for the two modes. `identity` must
@@ -91,14 +96,17 @@ pub fn rekey(
     // Refuse to re-bless a damaged archive: the index must authenticate too (v2: every
     // index chunk, opened and checked as `list` would).
     let unlocked = archive.unlock_with(Arc::clone(&keys))?;
+    let incremental = archive.version() == 2 && !archive.params().chain.is_empty();
     if archive.version() == 2 {
         unlocked.for_each_entry(&archive, |_, _| Ok(()))?;
-        if !archive.params().chain.is_empty() {
-            return Err(Error::InvalidOption(format!(
-                "{}: an incremental archive cannot be rekeyed alone (its chain is rekeyed as a whole)",
-                path.display()
-            )));
-        }
+    }
+    if incremental && opts.reencrypt {
+        // Re-sealing a chain means new session ids for every member, so new parent tables
+        // and commitments in every child (signed fields) and new file names: not done.
+        return Err(Error::InvalidOption(format!(
+            "{}: --reencrypt of an incremental chain is not supported (each member would need a new session key and its children new parent tables); rekey without --reencrypt to change recipients, or make a new full backup for the new recipients and delete the old chain",
+            path.display()
+        )));
     }
     let staying = staying_recipients(&archive, identity, opts)?;
     let keep = if opts.reencrypt {
@@ -116,6 +124,29 @@ pub fn rekey(
         ));
     }
 
+    if incremental {
+        let stanzas = super::rekey_chain::stanzas(staying, opts.add, &session_key)?;
+        drop(session_key);
+        let chain = super::rekey_chain::rekey_chain(
+            &archive,
+            &unlocked,
+            identity,
+            (stanzas.clone(), &keys),
+            opts,
+            observer,
+        )?;
+        let p = archive.params();
+        return Ok(RekeyReport {
+            archive: path.clone(),
+            added: opts.add.iter().map(|r| r.fingerprint()).collect(),
+            removed: opts.remove.to_vec(),
+            recipients: stanzas.iter().map(|s| Fingerprint(s.fingerprint)).collect(),
+            reencrypted: false,
+            session_id: p.session_id,
+            blocks: p.block_count,
+            chain,
+        });
+    }
     let location = Location::parse(path)?;
     let (stanzas, session_id, blocks) = match keep {
         None => {
@@ -184,12 +215,13 @@ pub fn rekey(
         reencrypted: opts.reencrypt,
         session_id,
         blocks,
+        chain: Vec::new(),
     })
 }
 
 /// Check the requested change against the archive's recipients; returns the stanzas that
 /// stay, in header order.
-fn staying_recipients<'a>(
+pub(super) fn staying_recipients<'a>(
     archive: &'a Archive,
     identity: &dyn Identity,
     opts: &RekeyOptions<'_>,
@@ -264,7 +296,11 @@ fn reencrypted_stanzas(
 /// The archive's header with `stanzas` in place of its recipients, sealed again under the
 /// session's (unchanged) header key. v2: every byte before the recipients (what a signature
 /// covers) is kept exactly.
-fn rekeyed_header(archive: &Archive, stanzas: Vec<Stanza>, keys: &SubKeys) -> Result<Vec<u8>> {
+pub(super) fn rekeyed_header(
+    archive: &Archive,
+    stanzas: Vec<Stanza>,
+    keys: &SubKeys,
+) -> Result<Vec<u8>> {
     if let Some(v1) = archive.v1_header() {
         let body = HeaderBody {
             recipients: stanzas,
@@ -290,7 +326,7 @@ fn rekeyed_header(archive: &Archive, stanzas: Vec<Stanza>, keys: &SubKeys) -> Re
 /// A local archive path with every link resolved, once: the replacement is then written
 /// beside the real file and renamed over it. Renaming over a link would replace the link
 /// with a new file and leave the real archive with its old recipients.
-fn real_path(path: &Path) -> Result<PathBuf> {
+pub(super) fn real_path(path: &Path) -> Result<PathBuf> {
     match Location::parse(path)? {
         Location::Local(p) => std::fs::canonicalize(&p).map_err(|e| Error::io(&p, e)),
         Location::S3 { .. } => Ok(path.to_path_buf()),
@@ -339,6 +375,16 @@ fn copy_with_header(
     location: &Location,
     observer: &dyn Observer,
 ) -> Result<()> {
+    write_with_header(archive, header, location, observer)?.commit()
+}
+
+/// [`copy_with_header`] up to the commit: the replacement written in full, not yet in place.
+pub(super) fn write_with_header(
+    archive: &Archive,
+    header: &[u8],
+    location: &Location,
+    observer: &dyn Observer,
+) -> Result<Box<dyn storage::ArchiveSink>> {
     let mut out = storage::create_sink_keeping_mode(location)?;
     out.write_all(header)?;
     let start = archive.data_start();
@@ -354,7 +400,7 @@ fn copy_with_header(
         copied += n as u64;
         observer.bytes_done(n as u64);
     }
-    out.commit()
+    Ok(out)
 }
 
 thread_local! {

@@ -23,6 +23,9 @@ pub(crate) fn frame_tag_is(frame: &[u8], tag: &[u8; 32]) -> bool {
 /// One problem found by `verify`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Problem {
+    /// The member of a chain the problem is in, when it is not the archive checked (a
+    /// parent): `block` and `offset` are then that file's.
+    pub archive: Option<std::path::PathBuf>,
     /// Block number, or `None` for the header, index or trailer.
     pub block: Option<u64>,
     /// File offset of the damaged part.
@@ -41,6 +44,27 @@ pub struct VerifyReport {
     /// The signer whose signature was checked and verified (`--signer`); `None` when no
     /// signature was checked.
     pub signer: Option<crate::recipient::Fingerprint>,
+    /// For an incremental checked as a chain: each parent of its table, in table order.
+    pub parents: Vec<ParentCheck>,
+}
+
+/// What `verify` of a chain did with one parent of the archive's table.
+#[derive(Clone, Debug, Default)]
+pub struct ParentCheck {
+    /// The parent's session id, in hex.
+    pub session_id: String,
+    /// The file-name hint the child records for it.
+    pub hint: String,
+    /// Where it was found; `None` when it was not (a problem says so).
+    pub path: Option<std::path::PathBuf>,
+    /// Keyed: how many of the restore point's files have data in it.
+    pub files: u64,
+    /// Blocks of it checked: keyless, all of them; keyed, each block an extent of the
+    /// restore point references, once.
+    pub blocks_checked: u64,
+    /// Bytes read from it: the blocks checked, and keyed, the blocks read again to hash the
+    /// files' contents.
+    pub bytes_read: u64,
 }
 
 impl VerifyReport {
@@ -83,6 +107,7 @@ impl Archive {
                     // The length field itself is damaged: assume the usual frame length
                     // and try to pick up the next frame there.
                     report.problems.push(Problem {
+                        archive: None,
                         block: Some(block),
                         offset: at,
                         detail: format!("block {block}: damaged frame header"),
@@ -95,6 +120,7 @@ impl Archive {
                         }
                         _ => {
                             report.problems.push(Problem {
+                                archive: None,
                                 block: None,
                                 offset: at,
                                 detail: "cannot locate the frames after this point".into(),
@@ -109,6 +135,7 @@ impl Archive {
             let mut frame_len = frame_len;
             if !checksum_ok(&buf) {
                 report.problems.push(Problem {
+                    archive: None,
                     block: Some(block),
                     offset: at,
                     detail: format!("block {block}: checksum mismatch"),
@@ -138,6 +165,7 @@ impl Archive {
         }
         if block != params.block_count {
             report.problems.push(Problem {
+                archive: None,
                 block: None,
                 offset: self.file_len - self.trailer_len(),
                 detail: format!(
@@ -174,6 +202,7 @@ impl Archive {
         let n = self.params().index_len;
         if !crate::seal::index_len_ok(n) {
             report.problems.push(Problem {
+                archive: None,
                 block: None,
                 offset: index_at,
                 detail: "index section has a bad length".into(),
@@ -186,6 +215,7 @@ impl Archive {
                 != u32::from_le_bytes(section[at..].try_into().unwrap())
             {
                 report.problems.push(Problem {
+                    archive: None,
                     block: None,
                     offset: index_at,
                     detail: "index checksum mismatch (storage damage)".into(),
@@ -245,6 +275,7 @@ impl Archive {
             let Some(len) = len else {
                 // A damaged length leaves no way to find the next frame.
                 report.problems.push(Problem {
+                    archive: None,
                     block: None,
                     offset: at,
                     detail: "index section: damaged frame header".into(),
@@ -259,6 +290,7 @@ impl Archive {
                 != u32::from_le_bytes(frame[n..].try_into().expect("4 bytes"))
             {
                 report.problems.push(Problem {
+                    archive: None,
                     block: None,
                     offset: at,
                     detail: format!(
@@ -267,6 +299,7 @@ impl Archive {
                 });
             } else if let Some(detail) = meta_order_problem(prev, kind, last, at, len, dir_at) {
                 report.problems.push(Problem {
+                    archive: None,
                     block: None,
                     offset: at,
                     detail: format!("index section: {detail}"),
@@ -280,6 +313,7 @@ impl Archive {
         }
         if at == end && prev.is_some_and(|p| p != (META_DIRECTORY, true)) {
             report.problems.push(Problem {
+                archive: None,
                 block: None,
                 offset: dir_at,
                 detail: "index section: does not end with the directory".into(),
@@ -314,12 +348,77 @@ impl Archive {
     }
 
     /// Full check with a key: header MAC and index (by `unlock`), then every block's tag
-    /// and decryption. Nothing is written; every bad block is reported.
+    /// and decryption, then (v2) every file's content hash. Nothing is written; every bad
+    /// block is reported. An incremental's files with data in a parent are reported as not
+    /// checked: [`Archive::verify_chain`] opens the parents and checks them too.
     pub fn verify_blocks(
         &self,
         unlocked: &Unlocked,
         observer: &dyn Observer,
     ) -> Result<VerifyReport> {
+        let mut report = self.verify_own_blocks(unlocked, observer)?;
+        if self.version() == 2 {
+            let mut read = [0u64];
+            let skipped = super::verify_content::check_content_hashes(
+                &[Some((self, unlocked))],
+                self,
+                unlocked,
+                &mut report,
+                &mut read,
+            )?;
+            if skipped > 0 {
+                report.problems.push(Problem {
+                    archive: None,
+                    block: None,
+                    offset: self.data_start(),
+                    detail: format!(
+                        "{skipped} file(s) have data in parent archives and were not checked: verify the chain with its parents"
+                    ),
+                });
+            }
+        }
+        Ok(report)
+    }
+
+    /// The archive's own part of a keyed check: header MAC and index (by `unlock`), every
+    /// index chunk (v2), then every block's tag and decryption; no content hash.
+    pub(crate) fn verify_own_blocks(
+        &self,
+        unlocked: &Unlocked,
+        observer: &dyn Observer,
+    ) -> Result<VerifyReport> {
+        let mut report = VerifyReport {
+            keyed: true,
+            ..Default::default()
+        };
+        // v2: every index chunk is opened and every entry checked, as `list` would.
+        if self.version() == 2
+            && let Err(e) = unlocked.for_each_entry(self, |_, _| Ok(()))
+        {
+            report.problems.push(Problem {
+                archive: None,
+                block: None,
+                offset: self.data_start() + self.params().data_len,
+                detail: e.to_string(),
+            });
+        }
+        let count = unlocked.block_count();
+        observer.totals(count, self.params().data_len);
+        self.check_blocks(unlocked, 0..count, observer, &mut report)?;
+        // `unlock` already checked the index section (length, checksum, tag).
+        self.count_envelope(&mut report);
+        Ok(report)
+    }
+
+    /// Open `blocks` (increasing block numbers) of the archive, tag first, in parallel;
+    /// each one that fails is a problem in `report`, the check going on.
+    pub(crate) fn check_blocks(
+        &self,
+        unlocked: &Unlocked,
+        blocks: impl Iterator<Item = u64> + Send,
+        observer: &dyn Observer,
+        report: &mut VerifyReport,
+    ) -> Result<()> {
         #[derive(Default)]
         struct Slot {
             frame: Vec<u8>,
@@ -330,28 +429,12 @@ impl Archive {
             tag_differs: bool,
             failure: Option<OpenError>,
         }
-        let count = unlocked.block_count();
-        let last = count.saturating_sub(1);
+        let last = unlocked.block_count().saturating_sub(1);
         let sealer = std::sync::Arc::clone(&unlocked.sealer);
-        let mut report = VerifyReport {
-            keyed: true,
-            ..Default::default()
-        };
-        // v2: every index chunk is opened and every entry checked, as `list` would.
-        if self.version() == 2
-            && let Err(e) = unlocked.for_each_entry(self, |_, _| Ok(()))
-        {
-            report.problems.push(Problem {
-                block: None,
-                offset: self.data_start() + self.params().data_len,
-                detail: e.to_string(),
-            });
-        }
-        observer.totals(count, self.params().data_len);
         crate::pipeline::run(
             rayon::current_num_threads() * 2 + 2,
             |feed| {
-                for i in 0..count {
+                for i in blocks {
                     let (r, tag) = unlocked.block(self, i)?;
                     let mut slot: Slot = feed.take().ok_or_else(crate::pipeline::sink_stopped)?;
                     self.read_frame(&r, &mut slot.frame)?;
@@ -389,6 +472,7 @@ impl Archive {
                 }
                 if let Some(e) = slot.failure.take() {
                     report.problems.push(Problem {
+                        archive: None,
                         block: Some(slot.block),
                         offset: self.data_start() + r.offset,
                         detail: self.block_error(slot.block, r, e).to_string(),
@@ -396,14 +480,7 @@ impl Archive {
                 }
                 Ok(())
             },
-        )?;
-        // v2: every file's data hashes to its recorded content hash.
-        if self.version() == 2 {
-            super::verify_content::check_content_hashes(self, unlocked, &mut report)?;
-        }
-        // `unlock` already checked the index section (length, checksum, tag).
-        self.count_envelope(&mut report);
-        Ok(report)
+        )
     }
 }
 

@@ -1,8 +1,10 @@
 //! Keyed `verify` of a v2 archive, last step: every file's data bytes, read from its
-//! extents, hash to the content hash its entry records (FORMAT.md v2.10.3). Blocks are
-//! opened in parallel through the pipeline, in the order the files need them, each block
-//! once for a run of files that share it; the hashing happens in that order on the sink.
-//! Memory: the files waiting for a block (those sharing the current block) and one block.
+//! extents (in the archive or, for an incremental, in its parents), hash to the content
+//! hash its entry records (FORMAT.md v2.10.3). Blocks are opened in parallel through one
+//! ordered pipeline over `(archive, block)` pairs, in the order the files need them, each
+//! block once for a run of pieces that share it; the hashing happens in that order on the
+//! sink. Memory: the files waiting for a block (those sharing the current block) and one
+//! block, whatever the number of files or members.
 
 use crate::format::v2::content::ContentHasher;
 use std::collections::VecDeque;
@@ -11,18 +13,24 @@ use std::sync::mpsc::{Receiver, channel};
 
 use super::verify::{Problem, VerifyReport, frame_tag_is};
 use super::{Archive, Unlocked};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::format::index::BlockRef;
 use crate::format::v2::{Extent, KIND_FILE, display_path};
 use crate::pipeline::{self, sink_stopped, slot_count};
-use crate::seal::OpenError;
+use crate::seal::{BlockSealer, OpenError};
 
-/// A file whose hash is being checked: its pieces (block, range inside the block's
-/// plaintext), in data order.
+/// Where a piece of a file's data is: member (0 the archive, `k` its parent `k`), block,
+/// and the range inside the block's plaintext.
+type Piece = (u32, u64, std::ops::Range<usize>);
+
+/// A block of a member, as `(member, block)`.
+type BlockAt = (u32, u64);
+
+/// A file whose hash is being checked: its pieces, in data order.
 struct Work {
     path: Vec<u8>,
     want: [u8; 32],
-    pieces: VecDeque<(u64, std::ops::Range<usize>)>,
+    pieces: VecDeque<Piece>,
     hasher: ContentHasher,
     /// A block it needs could not be opened: its hash cannot be checked.
     lost: bool,
@@ -32,6 +40,7 @@ struct Work {
 struct Slot {
     frame: Vec<u8>,
     plain: Vec<u8>,
+    member: u32,
     block: u64,
     r: BlockRef,
     last: bool,
@@ -39,18 +48,35 @@ struct Slot {
     failure: Option<OpenError>,
 }
 
-/// Hash every file of `unlocked` from the blocks its extents name and compare with its
-/// content hash; each mismatch is a problem naming the file.
+/// The archives a restore point's files are read from: `members[0]` the archive itself,
+/// `members[k]` its parent `k` when it is open (`None`: missing or refused, reported
+/// already by the caller).
+pub(super) type Members<'a> = [Option<(&'a Archive, &'a Unlocked)>];
+
+/// Hash every file of `unlocked` (the index of `archive`, `members[0]`) from the blocks
+/// its extents name, in this archive or its parents, and compare with its content hash;
+/// each mismatch is a problem naming the file. Adds the bytes read from each member to
+/// `read`. Returns how many files were skipped because a member they need is not open.
 pub(super) fn check_content_hashes(
+    members: &Members<'_>,
     archive: &Archive,
     unlocked: &Unlocked,
     report: &mut VerifyReport,
-) -> Result<()> {
-    let block_size = u64::from(archive.params().block_size);
-    let count = unlocked.block_count();
-    let last = count.saturating_sub(1);
-    let stream_len = unlocked.stream_len();
-    let sealer = Arc::clone(&unlocked.sealer);
+    read: &mut [u64],
+) -> Result<u64> {
+    let geometry: Vec<Option<(u64, u64, u64)>> = members
+        .iter()
+        .map(|m| {
+            m.map(|(a, u)| {
+                let bs = u64::from(a.params().block_size);
+                (bs, u.stream_len(), u.block_count())
+            })
+        })
+        .collect();
+    let sealers: Vec<Option<Arc<BlockSealer>>> = members
+        .iter()
+        .map(|m| m.map(|(_, u)| Arc::clone(&u.sealer)))
+        .collect();
     let (files_tx, files_rx) = channel::<Work>();
     let mut waiting = Waiting {
         files: files_rx,
@@ -58,22 +84,21 @@ pub(super) fn check_content_hashes(
         current: None,
         problems: Vec::new(),
     };
+    let mut skipped = 0u64;
+    let skipped_ref = &mut skipped;
     pipeline::run(
         slot_count(),
         |feed| {
-            let mut last_sent: Option<u64> = None;
+            let mut last_sent: Option<(u32, u64)> = None;
             unlocked.for_each_entry(archive, |_, e| {
                 let Some(want) = e.content_hash.filter(|_| e.kind == KIND_FILE) else {
                     return Ok(());
                 };
-                let pieces = pieces(&e.extents, block_size, stream_len).ok_or_else(|| {
-                    Error::InvalidOption(format!(
-                        "{}: {} has data in a parent archive (an incremental chain), which this build cannot verify",
-                        archive.path().display(),
-                        display_path(&e.path)
-                    ))
-                })?;
-                let blocks: Vec<u64> = pieces.iter().map(|p| p.0).collect();
+                let Some(pieces) = pieces(&e.extents, &geometry) else {
+                    *skipped_ref += 1;
+                    return Ok(());
+                };
+                let blocks: Vec<(u32, u64)> = pieces.iter().map(|p| (p.0, p.1)).collect();
                 // The sink learns of the file before any block it needs arrives.
                 let _ = files_tx.send(Work {
                     path: e.path,
@@ -82,17 +107,19 @@ pub(super) fn check_content_hashes(
                     hasher: ContentHasher::new(),
                     lost: false,
                 });
-                for b in blocks {
-                    if last_sent == Some(b) {
+                for (m, b) in blocks {
+                    if last_sent == Some((m, b)) {
                         continue;
                     }
-                    last_sent = Some(b);
-                    let (r, tag) = unlocked.block(archive, b)?;
+                    last_sent = Some((m, b));
+                    let (a, u) = members[m as usize].expect("pieces() checked it is open");
+                    let (r, tag) = u.block(a, b)?;
                     let mut slot: Slot = feed.take().ok_or_else(sink_stopped)?;
-                    archive.read_frame(&r, &mut slot.frame)?;
+                    a.read_frame(&r, &mut slot.frame)?;
+                    slot.member = m;
                     slot.block = b;
                     slot.r = r;
-                    slot.last = b == last;
+                    slot.last = b + 1 == u.block_count();
                     slot.tag_differs = tag.is_some_and(|t| !frame_tag_is(&slot.frame, &t));
                     feed.submit(slot);
                 }
@@ -106,6 +133,10 @@ pub(super) fn check_content_hashes(
                 slot.failure = Some(OpenError::Tag);
                 return;
             }
+            let Some(sealer) = sealers[slot.member as usize].as_ref() else {
+                slot.failure = Some(OpenError::Malformed("archive not open".into()));
+                return;
+            };
             slot.failure = sealer
                 .open(&mut slot.frame, slot.block, slot.last, &mut slot.plain)
                 .err();
@@ -114,10 +145,11 @@ pub(super) fn check_content_hashes(
             }
         },
         |slot, _| {
+            read[slot.member as usize] += slot.frame.len() as u64;
             // A damaged block was reported by the block pass already; the files it holds
             // are reported as not checked.
             let plain = slot.failure.is_none().then_some(&slot.plain[..]);
-            waiting.block(slot.block, plain);
+            waiting.block((slot.member, slot.block), plain);
             Ok(())
         },
     )?;
@@ -126,23 +158,23 @@ pub(super) fn check_content_hashes(
     report
         .problems
         .extend(waiting.problems.into_iter().map(|detail| Problem {
+            archive: None,
             block: None,
             offset,
             detail,
         }));
-    Ok(())
+    Ok(skipped)
 }
 
-/// The (block, range in its plaintext) pieces of a file's data, in order; `None` when an
-/// extent is in another archive. Extents are already checked to lie in the stream.
-fn pieces(
-    extents: &[Extent],
-    block_size: u64,
-    stream_len: u64,
-) -> Option<VecDeque<(u64, std::ops::Range<usize>)>> {
+/// The pieces of a file's data, in order; `None` when an extent is in a member that is not
+/// open. `geometry[k]`: block size, stream length and block count of member `k`. An extent
+/// outside its member's stream (refused by the index checks for the archive itself and by
+/// the parent's extent-end check) also gives `None` rather than a read out of bounds.
+fn pieces(extents: &[Extent], geometry: &[Option<(u64, u64, u64)>]) -> Option<VecDeque<Piece>> {
     let mut out = VecDeque::new();
     for x in extents {
-        if x.archive != 0 || x.offset + x.len > stream_len {
+        let (block_size, stream_len, _) = (*geometry.get(x.archive as usize)?)?;
+        if x.offset.checked_add(x.len)? > stream_len {
             return None;
         }
         let mut at = x.offset;
@@ -151,7 +183,7 @@ fn pieces(
             let b = at / block_size;
             let from = (at - b * block_size) as usize;
             let to = (end.min((b + 1) * block_size) - b * block_size) as usize;
-            out.push_back((b, from..to));
+            out.push_back((x.archive, b, from..to));
             at = (b + 1) * block_size;
         }
     }
@@ -165,14 +197,15 @@ fn pieces(
 struct Waiting {
     files: Receiver<Work>,
     pending: VecDeque<Work>,
-    /// The last block delivered and its plaintext (`None`: it did not open).
-    current: Option<(u64, Option<Vec<u8>>)>,
+    /// The last block delivered (member, block) and its plaintext (`None`: it did not
+    /// open).
+    current: Option<(BlockAt, Option<Vec<u8>>)>,
     problems: Vec<String>,
 }
 
 impl Waiting {
-    /// Block `b` arrived (its plaintext, or `None` if it did not open).
-    fn block(&mut self, b: u64, plain: Option<&[u8]>) {
+    /// Block `b` (member, block) arrived: its plaintext, or `None` if it did not open.
+    fn block(&mut self, b: BlockAt, plain: Option<&[u8]>) {
         self.apply_current();
         self.current = Some((b, plain.map(<[u8]>::to_vec)));
         self.apply_current();
@@ -193,8 +226,8 @@ impl Waiting {
             }
             let w = self.pending.front_mut().expect("one pending");
             match w.pieces.front() {
-                Some((pb, _)) if *pb != b => break,
-                Some((_, range)) => {
+                Some((pm, pb, _)) if (*pm, *pb) != b => break,
+                Some((_, _, range)) => {
                     match plain.as_deref().and_then(|p| p.get(range.clone())) {
                         Some(bytes) => w.hasher.update(bytes),
                         None => w.lost = true,

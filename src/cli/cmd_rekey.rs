@@ -1,5 +1,6 @@
-//! `coffer rekey`: add or remove an archive's recipients (the header only), or re-encrypt
-//! every block under a new session key (`--reencrypt`) so removed keys open nothing of it.
+//! `coffer rekey`: add or remove an archive's recipients (the header only; for an
+//! incremental, of every archive of its chain), or re-encrypt every block under a new
+//! session key (`--reencrypt`) so removed keys open nothing of it.
 
 use clap::Args;
 use std::path::{Path, PathBuf};
@@ -11,7 +12,7 @@ use coffer::recipient::{Fingerprint, Identity, Recipient, RsaIdentity, RsaRecipi
 use super::keys::{load_identity, load_recipients, load_signing_key, read_passphrase};
 use super::report::EXIT_OK;
 use super::signals::stop_flag;
-use super::ui::{Progress, outln};
+use super::ui::{Progress, outln, safe_path};
 
 #[derive(Args)]
 pub struct RekeyArgs {
@@ -39,6 +40,10 @@ pub struct RekeyArgs {
     /// otherwise unsigned; a plain rekey keeps the signature as it is)
     #[arg(long, value_name = "SIGNKEY", requires = "reencrypt")]
     sign_with: Option<PathBuf>,
+    /// Another folder to look for an incremental's parent archives in, after the folder
+    /// holding it (the whole chain is rekeyed)
+    #[arg(long, value_name = "DIR")]
+    chain_dir: Option<PathBuf>,
 }
 
 pub fn run(a: RekeyArgs) -> anyhow::Result<u8> {
@@ -67,6 +72,7 @@ pub fn run(a: RekeyArgs) -> anyhow::Result<u8> {
         // Stopping a re-encryption part way leaves the original; a header rewrite is short.
         cancel: a.reencrypt.then(stop_flag).transpose()?,
         signing_key,
+        chain_dir: a.chain_dir.as_deref(),
     };
     let progress = Progress::new("rekey", false);
     let result = coffer::archive::rekey(&a.archive, &identity, &opts, &progress);
@@ -135,6 +141,10 @@ fn print_report(report: &RekeyReport) -> anyhow::Result<()> {
     }
     for fp in &report.recipients {
         outln!("recipient: {fp}")?;
+    }
+    // An incremental's parents get the same change (FORMAT.md v2.8.3).
+    for p in &report.chain {
+        outln!("parent:    {} (rekeyed too)", safe_path(p))?;
     }
     if report.reencrypted {
         outln!(

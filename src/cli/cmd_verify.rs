@@ -4,7 +4,7 @@
 use clap::Args;
 use std::path::{Path, PathBuf};
 
-use coffer::archive::{Archive, VerifyReport};
+use coffer::archive::{Archive, ParentCheck, VerifyReport};
 use coffer::recipient::{Identity, RsaIdentity};
 use coffer::signing::VerifyingKey;
 
@@ -28,6 +28,10 @@ pub struct VerifyArgs {
     /// Print only problems
     #[arg(short, long)]
     quiet: bool,
+    /// Another folder to look for an incremental's parent archives in, after the folder
+    /// holding it
+    #[arg(long, value_name = "DIR")]
+    chain_dir: Option<PathBuf>,
 }
 
 /// What a keyless `verify` cannot tell, in its text and JSON output.
@@ -38,7 +42,14 @@ pub fn run(a: VerifyArgs) -> anyhow::Result<u8> {
     let identity = a.identity.as_deref().map(load_identity).transpose()?;
     let mut out = PerArchive::new(a.json);
     for path in &a.archives {
-        match check(path, identity.as_ref(), &signers, a.quiet || a.json) {
+        let chain_dir = a.chain_dir.as_deref();
+        match check(
+            path,
+            identity.as_ref(),
+            &signers,
+            chain_dir,
+            a.quiet || a.json,
+        ) {
             Ok(report) => {
                 if !report.is_ok() {
                     out.mark_failed();
@@ -63,11 +74,13 @@ pub fn run(a: VerifyArgs) -> anyhow::Result<u8> {
 }
 
 /// With `signers`, the signature too: keyless from the frames' own tags, or keyed from the
-/// authenticated records before the blocks are checked.
+/// authenticated records before the blocks are checked. An incremental is checked with its
+/// chain: its parents found next to it or in `chain_dir`.
 fn check(
     path: &Path,
     identity: Option<&RsaIdentity>,
     signers: &[VerifyingKey],
+    chain_dir: Option<&Path>,
     quiet: bool,
 ) -> coffer::Result<VerifyReport> {
     let progress = Progress::new("verify", quiet);
@@ -82,12 +95,17 @@ fn check(
             } else {
                 Some(unlocked.verify_signature(&ar, signers)?)
             };
-            let mut report = ar.verify_blocks(&unlocked, &progress)?;
+            let mut report = ar.verify_chain(
+                &unlocked,
+                id as &dyn Identity,
+                chain_dir,
+                signers,
+                &progress,
+            )?;
             report.signer = signer;
             Ok(report)
         }
-        None if !signers.is_empty() => ar.verify_signature_keyless(signers, &progress),
-        None => ar.verify_checksums(&progress),
+        None => ar.verify_chain_keyless(chain_dir, signers, &progress),
     });
     progress.finish();
     result
@@ -115,7 +133,14 @@ fn verify_json(path: &Path, report: &VerifyReport) -> serde_json::Value {
     let problems: Vec<serde_json::Value> = report
         .problems
         .iter()
-        .map(|p| serde_json::json!({"block": p.block, "offset": p.offset, "detail": p.detail}))
+        .map(|p| {
+            serde_json::json!({
+                "archive": p.archive.as_ref().map(|a| a.to_string_lossy()),
+                "block": p.block,
+                "offset": p.offset,
+                "detail": p.detail,
+            })
+        })
         .collect();
     serde_json::json!({
         "path": path.to_string_lossy(),
@@ -127,6 +152,20 @@ fn verify_json(path: &Path, report: &VerifyReport) -> serde_json::Value {
         "blocks_checked": report.blocks_checked,
         "bytes_checked": report.bytes_checked,
         "problems": problems,
+        "parents": report.parents.iter().map(parent_json).collect::<Vec<_>>(),
+    })
+}
+
+/// One parent of a chain: where it was found and what was read of it.
+fn parent_json(p: &ParentCheck) -> serde_json::Value {
+    serde_json::json!({
+        "session_id": p.session_id,
+        "hint": p.hint,
+        "path": p.path.as_ref().map(|p| p.to_string_lossy()),
+        "found": p.path.is_some(),
+        "files": p.files,
+        "blocks_checked": p.blocks_checked,
+        "bytes_read": p.bytes_read,
     })
 }
 
@@ -140,11 +179,19 @@ fn print_report(
     if report.is_ok() {
         if !quiet {
             let path = safe_path(path);
-            let size = format!(
+            let mut size = format!(
                 "{} blocks, {}",
                 report.blocks_checked,
                 human(report.bytes_checked)
             );
+            if !report.parents.is_empty() {
+                let read: u64 = report.parents.iter().map(|p| p.bytes_read).sum();
+                size.push_str(&format!(
+                    "; {} parent(s), {} read from them",
+                    report.parents.len(),
+                    human(read)
+                ));
+            }
             let signed = report
                 .signer
                 .map(|f| format!(", signature by {f} verified"))
@@ -157,9 +204,10 @@ fn print_report(
         return Ok(());
     }
     for p in &report.problems {
+        // A parent's problem names the parent's file, where its offset is.
         eprintln!(
             "error: {}: offset {}: {}",
-            safe_path(path),
+            safe_path(p.archive.as_deref().unwrap_or(path)),
             p.offset,
             safe(&p.detail)
         );

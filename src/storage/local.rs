@@ -54,12 +54,23 @@ impl ArchiveSink for LocalSink {
     }
 
     fn commit(mut self: Box<Self>) -> Result<()> {
-        let writer = self.writer.take().expect("committed once");
-        writer.finish()?;
+        // Already finished by `prepare`, or finished here.
+        if let Some(writer) = self.writer.take() {
+            writer.finish()?;
+        }
         // `AtomicFile::commit` fsyncs through its own descriptor: same inode, so it covers
         // every write made through the others.
         let atomic = self.atomic.take().expect("committed once");
         atomic.commit(self.overwrite)
+    }
+
+    fn prepare(&mut self) -> Result<()> {
+        if let Some(writer) = self.writer.take() {
+            writer.finish()?;
+        }
+        let atomic = self.atomic.as_mut().expect("not committed");
+        let tmp = atomic.temp_path().to_path_buf();
+        atomic.file().sync_all().map_err(|e| Error::io(&tmp, e))
     }
 
     fn local_identity(&self) -> Option<(u64, u64)> {

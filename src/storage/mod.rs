@@ -99,6 +99,13 @@ pub trait ArchiveSink: Send {
     fn write_all(&mut self, bytes: &[u8]) -> Result<()>;
     /// Make the archive durable and visible under its final name.
     fn commit(self: Box<Self>) -> Result<()>;
+    /// Finish writing and make the bytes durable without making them visible, so that a
+    /// set of archives can be written in full before any of them replaces its old file
+    /// (a chain's rekey). Local files: written and fsynced under the temporary name; an
+    /// object store has no such step (the upload completes at `commit`).
+    fn prepare(&mut self) -> Result<()> {
+        Ok(())
+    }
     /// Device and inode of a local archive, so a backup never reads its own output.
     fn local_identity(&self) -> Option<(u64, u64)> {
         None

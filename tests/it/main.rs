@@ -9,7 +9,9 @@ mod job_common;
 
 mod bitflip_sweep;
 mod broken_pipe;
+mod chain_rekey;
 mod chain_restore;
+mod chain_verify;
 mod changing_files;
 mod cli;
 mod completions_and_man;
