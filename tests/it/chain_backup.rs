@@ -260,3 +260,228 @@ fn six_sessions_restore_every_point_exactly_whole_and_selectively() {
         fs::metadata(last.join("docs/h2")).unwrap().ino()
     );
 }
+
+/// A small tree for the tests of one behaviour each.
+fn small_tree(src: &Path) {
+    write_file(&src.join("a.bin"), &pseudo_random(100_000, 1), 0o644);
+    write_file(&src.join("b.bin"), &pseudo_random(100_000, 2), 0o644);
+    write_file(&src.join("big.bin"), &pseudo_random(3 << 20, 3), 0o644);
+    write_file(&src.join("keep.txt"), b"keep\n", 0o644);
+}
+
+/// Run an incremental, check it is one, and that it restores to the source as it is.
+fn incremental_restores(c: &Chain, n: u32) -> serde_json::Value {
+    let j = c.backup(&[]);
+    assert_eq!(kind(&j), "incremental", "{j}");
+    let out = c.t.join(format!("check{n}"));
+    restore_ok(&archive_of(&j), &out, &[]);
+    assert_trees_equal(&c.src, &out.join("src"));
+    j
+}
+
+#[test]
+fn a_lost_corrupt_or_mismatched_state_makes_a_full_saying_why() {
+    let c = Chain::new();
+    small_tree(&c.src);
+    let first = c.backup(&[]);
+    assert_eq!(kind(&first), "full");
+    assert!(full_reason(&first).contains("no chain state"), "{first}");
+    incremental_restores(&c, 1);
+
+    // State deleted.
+    fs::remove_dir_all(&c.state).unwrap();
+    let j = c.backup(&[]);
+    assert_eq!(kind(&j), "full");
+    assert!(full_reason(&j).contains("no chain state"), "{j}");
+    incremental_restores(&c, 2);
+
+    // State corrupted: its header overwritten.
+    assert!(
+        !c.state.join("chains.sqlite-wal").exists()
+            || fs::metadata(c.state.join("chains.sqlite-wal")).unwrap().len() == 0,
+        "the last run left its changes in the WAL"
+    );
+    patch(&c.state_file(), 0, &[0xa5; 100]);
+    let j = c.backup(&[]);
+    assert_eq!(kind(&j), "full", "{j}");
+    let why = full_reason(&j);
+    assert!(why.contains("unusable") && why.contains("moved aside"), "{why}");
+    let aside: Vec<_> = fs::read_dir(&c.state)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("chains.sqlite.unusable-"))
+        .collect();
+    assert_eq!(aside.len(), 1, "{aside:?}");
+    assert_eq!(
+        &fs::read(c.state.join(&aside[0])).unwrap()[..100],
+        &[0xa5; 100][..],
+        "the corrupt state is kept as it was"
+    );
+    incremental_restores(&c, 3);
+
+    // Recipients changed.
+    let bob = bob_pub();
+    let j = c.backup(&["-r", bob.to_str().unwrap()]);
+    assert_eq!(kind(&j), "full");
+    assert!(full_reason(&j).contains("recipients"), "{j}");
+    let j = c.backup(&["-r", bob.to_str().unwrap()]);
+    assert_eq!(kind(&j), "incremental", "the same new recipients continue: {j}");
+
+    // Block size changed (back to alice: a recipient change too, so that first).
+    let j = c.backup(&[]);
+    assert!(full_reason(&j).contains("recipients"), "{j}");
+    let j = c.backup(&["--block-size", "256K"]);
+    assert_eq!(kind(&j), "full");
+    assert!(full_reason(&j).contains("block size"), "{j}");
+    let j = c.backup(&["--block-size", "256K"]);
+    assert_eq!(kind(&j), "incremental", "{j}");
+
+    // --full.
+    let j = c.backup(&["--block-size", "256K", "--full"]);
+    assert_eq!(kind(&j), "full");
+    assert!(full_reason(&j).contains("--full"), "{j}");
+
+    // The last archive gone from the destination.
+    let j = c.backup(&["--block-size", "256K"]);
+    assert_eq!(kind(&j), "incremental", "{j}");
+    fs::remove_file(archive_of(&j)).unwrap();
+    let j2 = c.backup(&["--block-size", "256K"]);
+    assert_eq!(kind(&j2), "full");
+    let name = archive_of(&j).file_name().unwrap().to_string_lossy().into_owned();
+    assert!(full_reason(&j2).contains(&name), "{j2}");
+    let out = c.t.join("last");
+    restore_ok(&archive_of(&j2), &out, &[]);
+    assert_trees_equal(&c.src, &out.join("src"));
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+struct DataRange {
+    offset: u64,
+    len: u64,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+struct StateExtent {
+    position: u32,
+    offset: u64,
+    len: u64,
+}
+
+/// The state's file row `data` blob (src/chain/state.rs `FileData`).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+struct FileData {
+    ranges: Option<Vec<DataRange>>,
+    extents: Vec<StateExtent>,
+    windows: Option<Vec<[u8; 32]>>,
+}
+
+fn state_key(path: &str) -> Vec<u8> {
+    path.bytes().map(|b| if b == b'/' { 0 } else { b }).collect()
+}
+
+fn read_data(db: &rusqlite::Connection, path: &str) -> FileData {
+    let blob: Vec<u8> = db
+        .query_row("SELECT data FROM file WHERE key = ?1", [state_key(path)], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    postcard::from_bytes(&blob).unwrap()
+}
+
+#[test]
+fn a_wrong_extent_planted_in_the_state_fails_that_files_restore() {
+    let c = Chain::new();
+    small_tree(&c.src);
+    let full = c.backup(&[]);
+    {
+        let db = rusqlite::Connection::open(c.state_file()).unwrap();
+        let mut a = read_data(&db, "src/a.bin");
+        let b = read_data(&db, "src/b.bin");
+        assert_eq!(a.extents.len(), 1, "{a:?}");
+        assert_eq!(a.extents[0].len, b.extents[0].len);
+        assert_ne!(a.extents[0].offset, b.extents[0].offset);
+        // Other bytes of the same length in the same parent: b.bin's.
+        a.extents[0].offset = b.extents[0].offset;
+        let n = db
+            .execute(
+                "UPDATE file SET data = ?1 WHERE key = ?2",
+                rusqlite::params![postcard::to_stdvec(&a).unwrap(), state_key("src/a.bin")],
+            )
+            .unwrap();
+        assert_eq!(n, 1);
+    }
+    let j = c.backup(&[]);
+    assert_eq!(kind(&j), "incremental", "{j}");
+    assert_eq!(j["chain"]["files_unchanged"], 4, "a.bin must be taken from the state: {j}");
+    let archive = archive_of(&j);
+    for patterns in [&[][..], &["src/a.bin"][..]] {
+        let out = c.t.join(format!("out{}", patterns.len()));
+        let o = restore(&archive, &out, patterns);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{err}");
+        assert!(err.contains("a.bin") && err.contains("content"), "{err}");
+        assert!(!out.join("src/a.bin").exists(), "a wrong a.bin was left");
+        assert!(partial_files(&out).is_empty(), "{:?}", partial_files(&out));
+    }
+    // The full it points into is fine, and so is a file of the incremental that does not
+    // use the wrong extent.
+    let out = c.t.join("full");
+    restore_ok(&archive_of(&full), &out, &[]);
+    assert_trees_equal(&c.src, &out.join("src"));
+    let out = c.t.join("b");
+    restore_ok(&archive, &out, &["src/b.bin"]);
+    assert_eq!(
+        fs::read(out.join("src/b.bin")).unwrap(),
+        fs::read(c.src.join("b.bin")).unwrap()
+    );
+}
+
+#[test]
+fn a_deleted_ancestor_is_named_and_files_that_do_not_need_it_still_restore() {
+    let c = Chain::new();
+    small_tree(&c.src);
+    let s1 = c.backup(&[]);
+    write_file(&c.src.join("n2.txt"), &pseudo_random(5000, 20), 0o644);
+    let s2 = c.backup(&[]);
+    write_file(&c.src.join("n3.txt"), &pseudo_random(7000, 30), 0o644);
+    let s3 = c.backup(&[]);
+    assert_eq!(kind(&s3), "incremental");
+    let parents: Vec<&str> = s3["chain"]["parents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap())
+        .collect();
+    let sid1 = s1["session_id"].as_str().unwrap();
+    assert_eq!(parents, [sid1, s2["session_id"].as_str().unwrap()]);
+    fs::remove_file(archive_of(&s1)).unwrap();
+
+    let out = c.t.join("all");
+    let o = restore(&archive_of(&s3), &out, &[]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    let name1 = archive_of(&s1).file_name().unwrap().to_string_lossy().into_owned();
+    assert!(err.contains(sid1) && err.contains(&name1), "{err}");
+    assert!(!out.join("src/a.bin").exists());
+
+    for (file, json) in [("n3.txt", &s3), ("n2.txt", &s2)] {
+        let out = c.t.join(format!("sel-{file}"));
+        let r = restore_ok(&archive_of(&s3), &out, &[&format!("src/{file}")]);
+        assert_eq!(
+            fs::read(out.join("src").join(file)).unwrap(),
+            fs::read(c.src.join(file)).unwrap()
+        );
+        let read: Vec<&str> = r["parents_read"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["session_id"].as_str().unwrap())
+            .collect();
+        let want: Vec<&str> = if std::ptr::eq(json, &s3) {
+            vec![]
+        } else {
+            vec![s2["session_id"].as_str().unwrap()]
+        };
+        assert_eq!(read, want, "{r}");
+    }
+}
