@@ -237,8 +237,8 @@ impl ChainState {
                 )),
                 (Some((_, mismatch)), _) if mismatch.is_some() => mismatch.clone(),
                 (Some(_), None) => Some("the chain has no complete archive".into()),
-                (Some(_), Some(n)) => continuation_problem(n, full_every, archive_exists)
-                    .or_else(|| {
+                (Some(_), Some(n)) => {
+                    continuation_problem(n, full_every, archive_exists).or_else(|| {
                         parents.iter().find_map(|p| {
                             (archive_exists(&p.file_name) == Some(false)).then(|| {
                                 format!(
@@ -247,7 +247,8 @@ impl ChainState {
                                 )
                             })
                         })
-                    }),
+                    })
+                }
             }
         };
         let decision = match (reason, found, newest) {

@@ -59,7 +59,13 @@ impl Chain {
             .arg(&self.src)
             .arg("--to")
             .arg(&self.dest)
-            .args(["--job-name", "job", "--incremental", "--json", "--state-dir"])
+            .args([
+                "--job-name",
+                "job",
+                "--incremental",
+                "--json",
+                "--state-dir",
+            ])
             .arg(&self.state);
         if !extra.contains(&"-r") {
             cmd.arg("-r").arg(alice_pub());
@@ -167,7 +173,10 @@ fn change_tree(src: &Path, n: u32) {
         }
         3 => {
             use std::io::Write;
-            let mut f = fs::OpenOptions::new().append(true).open(p("app.log")).unwrap();
+            let mut f = fs::OpenOptions::new()
+                .append(true)
+                .open(p("app.log"))
+                .unwrap();
             f.write_all(b"appended line in session 3\n").unwrap();
             drop(f);
             fs::remove_file(p("doomed.txt")).unwrap();
@@ -198,7 +207,11 @@ fn change_tree(src: &Path, n: u32) {
     }
     // Folder times last: the changes above moved them.
     for d in ["", "docs", "docs/sub", "d"] {
-        let path = if d.is_empty() { src.to_path_buf() } else { p(d) };
+        let path = if d.is_empty() {
+            src.to_path_buf()
+        } else {
+            p(d)
+        };
         stamp(&path, n as i64 + 100);
     }
 }
@@ -227,7 +240,10 @@ fn six_sessions_restore_every_point_exactly_whole_and_selectively() {
             // The copy and the rename are referenced: only the appended log window.
             3 => assert!(written <= 1 << 20, "session 3 wrote {written}: {j}"),
             // big.bin is back to session 1's bytes: only new5.bin and the sparse file.
-            5 => assert!(written <= (3 << 20) + (1 << 20), "session 5 wrote {written}"),
+            5 => assert!(
+                written <= (3 << 20) + (1 << 20),
+                "session 5 wrote {written}"
+            ),
             6 => assert!(written <= 256 << 10, "session 6 wrote {written}"),
             _ => {}
         }
@@ -248,9 +264,16 @@ fn six_sessions_restore_every_point_exactly_whole_and_selectively() {
         let one = c.t.join(format!("one{n}"));
         restore_ok(archive, &one, &["src/big.bin"]);
         let (want, got) = (snap.join("big.bin"), one.join("src/big.bin"));
-        assert_eq!(fs::read(&want).unwrap(), fs::read(&got).unwrap(), "point {n}");
+        assert_eq!(
+            fs::read(&want).unwrap(),
+            fs::read(&got).unwrap(),
+            "point {n}"
+        );
         let (mw, mg) = (fs::metadata(&want).unwrap(), fs::metadata(&got).unwrap());
-        assert_eq!((mw.mode(), mw.mtime(), mw.mtime_nsec()), (mg.mode(), mg.mtime(), mg.mtime_nsec()));
+        assert_eq!(
+            (mw.mode(), mw.mtime(), mw.mtime_nsec()),
+            (mg.mode(), mg.mtime(), mg.mtime_nsec())
+        );
         assert!(!one.join("src/app.log").exists());
     }
     // The hard link is one inode again.
@@ -298,14 +321,20 @@ fn a_lost_corrupt_or_mismatched_state_makes_a_full_saying_why() {
     // State corrupted: its header overwritten.
     assert!(
         !c.state.join("chains.sqlite-wal").exists()
-            || fs::metadata(c.state.join("chains.sqlite-wal")).unwrap().len() == 0,
+            || fs::metadata(c.state.join("chains.sqlite-wal"))
+                .unwrap()
+                .len()
+                == 0,
         "the last run left its changes in the WAL"
     );
     patch(&c.state_file(), 0, &[0xa5; 100]);
     let j = c.backup(&[]);
     assert_eq!(kind(&j), "full", "{j}");
     let why = full_reason(&j);
-    assert!(why.contains("unusable") && why.contains("moved aside"), "{why}");
+    assert!(
+        why.contains("unusable") && why.contains("moved aside"),
+        "{why}"
+    );
     let aside: Vec<_> = fs::read_dir(&c.state)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -325,7 +354,11 @@ fn a_lost_corrupt_or_mismatched_state_makes_a_full_saying_why() {
     assert_eq!(kind(&j), "full");
     assert!(full_reason(&j).contains("recipients"), "{j}");
     let j = c.backup(&["-r", bob.to_str().unwrap()]);
-    assert_eq!(kind(&j), "incremental", "the same new recipients continue: {j}");
+    assert_eq!(
+        kind(&j),
+        "incremental",
+        "the same new recipients continue: {j}"
+    );
 
     // Block size changed (back to alice: a recipient change too, so that first).
     let j = c.backup(&[]);
@@ -347,7 +380,11 @@ fn a_lost_corrupt_or_mismatched_state_makes_a_full_saying_why() {
     fs::remove_file(archive_of(&j)).unwrap();
     let j2 = c.backup(&["--block-size", "256K"]);
     assert_eq!(kind(&j2), "full");
-    let name = archive_of(&j).file_name().unwrap().to_string_lossy().into_owned();
+    let name = archive_of(&j)
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
     assert!(full_reason(&j2).contains(&name), "{j2}");
     let out = c.t.join("last");
     restore_ok(&archive_of(&j2), &out, &[]);
@@ -376,14 +413,18 @@ struct FileData {
 }
 
 fn state_key(path: &str) -> Vec<u8> {
-    path.bytes().map(|b| if b == b'/' { 0 } else { b }).collect()
+    path.bytes()
+        .map(|b| if b == b'/' { 0 } else { b })
+        .collect()
 }
 
 fn read_data(db: &rusqlite::Connection, path: &str) -> FileData {
     let blob: Vec<u8> = db
-        .query_row("SELECT data FROM file WHERE key = ?1", [state_key(path)], |r| {
-            r.get(0)
-        })
+        .query_row(
+            "SELECT data FROM file WHERE key = ?1",
+            [state_key(path)],
+            |r| r.get(0),
+        )
         .unwrap();
     postcard::from_bytes(&blob).unwrap()
 }
@@ -412,7 +453,10 @@ fn a_wrong_extent_planted_in_the_state_fails_that_files_restore() {
     }
     let j = c.backup(&[]);
     assert_eq!(kind(&j), "incremental", "{j}");
-    assert_eq!(j["chain"]["files_unchanged"], 4, "a.bin must be taken from the state: {j}");
+    assert_eq!(
+        j["chain"]["files_unchanged"], 4,
+        "a.bin must be taken from the state: {j}"
+    );
     let archive = archive_of(&j);
     for patterns in [&[][..], &["src/a.bin"][..]] {
         let out = c.t.join(format!("out{}", patterns.len()));
@@ -460,7 +504,11 @@ fn a_deleted_ancestor_is_named_and_files_that_do_not_need_it_still_restore() {
     let o = restore(&archive_of(&s3), &out, &[]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(2), "{err}");
-    let name1 = archive_of(&s1).file_name().unwrap().to_string_lossy().into_owned();
+    let name1 = archive_of(&s1)
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
     assert!(err.contains(sid1) && err.contains(&name1), "{err}");
     assert!(!out.join("src/a.bin").exists());
 

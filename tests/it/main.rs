@@ -10,6 +10,7 @@ mod job_common;
 mod bitflip_sweep;
 mod broken_pipe;
 mod chain_backup;
+mod chain_backup_kill;
 mod chain_restore;
 mod changing_files;
 mod cli;
