@@ -474,10 +474,23 @@ impl ChainState {
 
     /// Files of the chain (the last restore point's, and this run's so far) whose first
     /// window hashes to `first_window`: candidates for a copied or renamed file.
+    ///
+    /// The last restore point's rows are read from the run's snapshot too: the merge has
+    /// already dropped the row of a file renamed to a later name (its old path comes first
+    /// in the walk) from the run's own connection, and the rename must still be found.
     pub fn lookup(&self, first_window: &[u8; 32]) -> Result<Vec<FileRow>> {
+        let mut out = self.lookup_in(&self.conn, first_window)?;
+        if out.is_empty()
+            && let Some(reader) = &self.reader
+        {
+            out = self.lookup_in(reader, first_window)?;
+        }
+        Ok(out)
+    }
+
+    fn lookup_in(&self, conn: &Connection, first_window: &[u8; 32]) -> Result<Vec<FileRow>> {
         let err = state_error(&self.path);
-        let mut stmt = self
-            .conn
+        let mut stmt = conn
             .prepare_cached(
                 "SELECT key, dev, ino, size, mtime, mtime_ns, ctime, ctime_ns, hash, data
                  FROM file WHERE fkey = ?1 AND chain = ?2 LIMIT 8",

@@ -533,3 +533,26 @@ fn a_deleted_ancestor_is_named_and_files_that_do_not_need_it_still_restore() {
         assert_eq!(read, want, "{r}");
     }
 }
+
+/// The merge with the last run's rows dropped the row of `a.bin` (renamed to `z.bin`, a
+/// later path) before `z.bin` was read, so the rename was not found and all of it was
+/// stored again.
+#[test]
+fn regression_rename_to_a_later_name_is_referenced_not_stored_again() {
+    let c = Chain::new();
+    write_file(&c.src.join("a.bin"), &pseudo_random(3 << 20, 1), 0o644);
+    write_file(&c.src.join("m.txt"), b"m\n", 0o644);
+    c.backup(&[]);
+    fs::rename(c.src.join("a.bin"), c.src.join("z.bin")).unwrap();
+    let j = c.backup(&[]);
+    assert_eq!(kind(&j), "incremental");
+    let written = j["bytes_written"].as_u64().unwrap();
+    assert!(written < 64 << 10, "the renamed file was stored again: {j}");
+    assert!(
+        j["chain"]["bytes_referenced"].as_u64().unwrap() >= 3 << 20,
+        "{j}"
+    );
+    let out = c.t.join("out");
+    restore_ok(&archive_of(&j), &out, &[]);
+    assert_trees_equal(&c.src, &out.join("src"));
+}
