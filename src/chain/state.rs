@@ -626,26 +626,25 @@ fn archive_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<ArchiveRow>> {
 fn file_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<FileRow>> {
     let hash: Vec<u8> = r.get(8)?;
     let data: Vec<u8> = r.get(9)?;
-    let bad = |what: &str| Error::Internal(format!("chain state: bad {what} in a file row"));
-    let row = (|| -> rusqlite::Result<Result<FileRow>> {
-        Ok(Ok(FileRow {
-            key: r.get(0)?,
-            dev: r.get::<_, i64>(1)? as u64,
-            ino: r.get::<_, i64>(2)? as u64,
-            size: r.get::<_, i64>(3)? as u64,
-            mtime: (r.get(4)?, r.get(5)?),
-            ctime: (r.get(6)?, r.get(7)?),
-            hash: match hash.try_into() {
-                Ok(h) => h,
-                Err(_) => return Ok(Err(bad("content hash"))),
-            },
-            data: match postcard::from_bytes(&data) {
-                Ok(d) => d,
-                Err(_) => return Ok(Err(bad("data"))),
-            },
-        }))
-    })()?;
-    Ok(row)
+    let mut row = FileRow {
+        key: r.get(0)?,
+        dev: r.get::<_, i64>(1)? as u64,
+        ino: r.get::<_, i64>(2)? as u64,
+        size: r.get::<_, i64>(3)? as u64,
+        mtime: (r.get(4)?, r.get(5)?),
+        ctime: (r.get(6)?, r.get(7)?),
+        hash: [0; 32],
+        data: FileData::default(),
+    };
+    match (<[u8; 32]>::try_from(hash), postcard::from_bytes(&data)) {
+        (Ok(h), Ok(d)) => (row.hash, row.data) = (h, d),
+        // A row that does not decode (a state damaged or edited where SQLite's check does
+        // not look) must not stop every later run: it becomes a row nothing matches — its
+        // size is no file's, it names no bytes and no window — so the file is read and
+        // stored again and the run replaces (or drops) the row.
+        _ => row.size = u64::MAX,
+    }
+    Ok(Ok(row))
 }
 
 /// Open the state, creating it (0600, its folder 0700) when missing. A state that cannot

@@ -556,3 +556,33 @@ fn regression_rename_to_a_later_name_is_referenced_not_stored_again() {
     restore_ok(&archive_of(&j), &out, &[]);
     assert_trees_equal(&c.src, &out.join("src"));
 }
+
+/// A file row whose `data` blob did not decode (a state damaged where SQLite's integrity
+/// check does not look) failed every later run with "bad data in a file row", naming no
+/// file, until the state was deleted by hand.
+#[test]
+fn regression_an_undecodable_state_row_does_not_stop_every_run() {
+    let c = Chain::new();
+    small_tree(&c.src);
+    c.backup(&[]);
+    {
+        let db = rusqlite::Connection::open(c.state_file()).unwrap();
+        let n = db
+            .execute(
+                "UPDATE file SET data = x'05ffffffffff' WHERE key = ?1",
+                [state_key("src/b.bin")],
+            )
+            .unwrap();
+        assert_eq!(n, 1);
+    }
+    let j = c.backup(&[]);
+    assert_eq!(kind(&j), "incremental", "{j}");
+    assert_eq!(j["chain"]["files_unchanged"], 3, "b.bin is read again: {j}");
+    assert!(j["bytes_written"].as_u64().unwrap() >= 100_000, "{j}");
+    let out = c.t.join("out");
+    restore_ok(&archive_of(&j), &out, &[]);
+    assert_trees_equal(&c.src, &out.join("src"));
+    // The row was replaced: the next run skips b.bin again.
+    let j = c.backup(&[]);
+    assert_eq!(j["chain"]["files_unchanged"], 4, "{j}");
+}
