@@ -249,13 +249,21 @@ fn six_sessions_restore_every_point_exactly_whole_and_selectively() {
         }
         points.push((archive_of(&j), snap));
     }
+    // Nothing changed: nothing read, next to nothing written, the same tree.
+    let j = c.backup(&[]);
+    assert_eq!(kind(&j), "incremental");
+    assert_eq!(j["bytes_read"], 0, "{j}");
+    assert!(j["bytes_written"].as_u64().unwrap() <= 64 << 10, "{j}");
+    points.push((archive_of(&j), c.t.join("snap6")));
     for (n, (archive, snap)) in points.iter().enumerate() {
         let out = c.t.join(format!("out{n}"));
         let r = restore_ok(archive, &out, &[]);
         assert_trees_equal(snap, &out.join("src"));
-        if n > 0 {
-            assert!(!r["parents_read"].as_array().unwrap().is_empty(), "{r}");
-        }
+        assert_eq!(
+            r["parents_read"].as_array().unwrap().is_empty(),
+            n == 0,
+            "point {n}: {r}"
+        );
         // A sub-folder.
         let sub = c.t.join(format!("sub{n}"));
         restore_ok(archive, &sub, &["src/docs"]);
@@ -532,6 +540,10 @@ fn a_deleted_ancestor_is_named_and_files_that_do_not_need_it_still_restore() {
         };
         assert_eq!(read, want, "{r}");
     }
+    // The next run cannot reference the deleted ancestor: a full, naming it.
+    let j = c.backup(&[]);
+    assert_eq!(kind(&j), "full");
+    assert!(full_reason(&j).contains(&name1), "{j}");
 }
 
 /// The merge with the last run's rows dropped the row of `a.bin` (renamed to `z.bin`, a
