@@ -27,6 +27,9 @@ impl Rng {
 
 const BIG: u64 = 64 << 20;
 const ROUNDS: u32 = 22;
+/// Small files (in `DIRS` folders): rows for the state to write, stats for the walk.
+const SMALL: u64 = 400;
+const DIRS: u64 = 10;
 
 fn archive_name(j: &serde_json::Value) -> String {
     archive_of(j)
@@ -111,15 +114,17 @@ impl KillChain {
             &pseudo_random(20_000 + r as usize, 2000 + r as u64),
             0o644,
         );
-        let i = rng.next() % 1500;
+        let i = rng.next() % SMALL;
         write_file(
-            &self.src.join(format!("many/{:02}/f{i:04}", i % 30)),
+            &self.src.join(format!("many/{:02}/f{i:04}", i % DIRS)),
             &pseudo_random(900, 3000 + r as u64),
             0o600,
         );
-        let gone = self
-            .src
-            .join(format!("many/{:02}/f{:04}", (i + 7) % 30, (i + 7) % 1500));
+        let gone = self.src.join(format!(
+            "many/{:02}/f{:04}",
+            (i + 7) % DIRS,
+            (i + 7) % SMALL
+        ));
         let _ = fs::remove_file(gone);
     }
 
@@ -165,10 +170,9 @@ fn kill_9_during_incrementals_never_leaves_the_state_ahead_of_storage() {
         &pseudo_random(BIG as usize, 7),
         0o644,
     );
-    // Many small files: rows for the state to write, stats for the walk.
-    for i in 0..1500u64 {
+    for i in 0..SMALL {
         write_file(
-            &c.src.join(format!("many/{:02}/f{i:04}", i % 30)),
+            &c.src.join(format!("many/{:02}/f{i:04}", i % DIRS)),
             &pseudo_random(1000, i),
             0o644,
         );
@@ -244,6 +248,10 @@ fn kill_9_during_incrementals_never_leaves_the_state_ahead_of_storage() {
     for (name, r) in &expected {
         c.check(name, &wants[*r as usize]);
     }
+    assert!(
+        archives_from_killed_runs < ROUNDS as usize,
+        "no kill landed inside a run ({span} ms)"
+    );
     assert!(
         incrementals_after_kill >= ROUNDS / 2,
         "only {incrementals_after_kill} of {ROUNDS} runs after a kill were incrementals"
