@@ -374,7 +374,7 @@ fn an_s3_chain_is_written_with_a_write_only_key_and_restored_with_a_read_only_on
     assert_eq!(parents[0]["session_id"], s1["session_id"]);
     let requests = r["remote_requests"].as_u64().unwrap();
     let fetched = r["remote_bytes_fetched"].as_u64().unwrap();
-    eprintln!("selective restore over S3: {requests} requests, {fetched} bytes");
+    eprintln!("selective restore over S3: {requests} requests, {fetched} bytes: {r}");
     assert!(
         requests <= 16,
         "{requests} requests for one small file: {r}"
