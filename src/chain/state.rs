@@ -473,8 +473,39 @@ impl ChainState {
 
     /// Files of the chain (the last restore point's, and this run's so far) whose first
     /// window hashes to `first_window`: candidates for a copied or renamed file.
+    ///
+    /// The last restore point's rows are read from the run's snapshot too: the merge has
+    /// already dropped the row of a file renamed to a later name (its old path comes first
+    /// in the walk) from the run's own connection, and the rename must still be found.
     pub fn lookup(&self, first_window: &[u8; 32]) -> Result<Vec<FileRow>> {
-        self.writer().lookup(first_window)
+        let out = self.writer().lookup(first_window)?;
+        match &self.reader {
+            Some(reader) if out.is_empty() => self.lookup_in(reader, first_window),
+            _ => Ok(out),
+        }
+    }
+
+    /// Rows of the run's read snapshot whose first window hashes to `first_window`.
+    fn lookup_in(&self, conn: &Connection, first_window: &[u8; 32]) -> Result<Vec<FileRow>> {
+        let err = state_error(&self.path);
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT key, dev, ino, size, mtime, mtime_ns, ctime, ctime_ns, hash, data
+                 FROM file WHERE fkey = ?1 AND chain = ?2 LIMIT 8",
+            )
+            .map_err(&err)?;
+        let rows = stmt
+            .query_map(params![fkey(first_window), self.chain], file_row)
+            .map_err(&err)?;
+        let mut out = Vec::new();
+        for row in rows {
+            if let (_, Some(row)) = row.map_err(&err)?
+                && row.first_window() == *first_window
+            {
+                out.push(row);
+            }
+        }
+        Ok(out)
     }
 
     /// The archive is durable: record it and commit the run's changes. Rows the walk did

@@ -9,6 +9,8 @@ mod job_common;
 
 mod bitflip_sweep;
 mod broken_pipe;
+mod chain_backup;
+mod chain_backup_kill;
 mod chain_rekey;
 mod chain_restore;
 mod chain_verify;

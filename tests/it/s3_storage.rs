@@ -17,17 +17,17 @@ use object_store::aws::AmazonS3Builder;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 
-struct Creds {
+pub(crate) struct Creds {
     key: String,
     secret: String,
 }
 
-struct Server {
+pub(crate) struct Server {
     endpoint: String,
     bucket: String,
     admin: Creds,
-    writer: Creds,
-    reader: Creds,
+    pub(crate) writer: Creds,
+    pub(crate) reader: Creds,
     // Held for the life of the test binary: the server stops when its stdin closes.
     _stdin: Mutex<ChildStdin>,
     _child: Mutex<Child>,
@@ -75,7 +75,7 @@ fn start_server() -> Result<Server, String> {
 }
 
 /// The shared server, or `None` (after saying why) when it cannot run here.
-fn server() -> Option<&'static Server> {
+pub(crate) fn server() -> Option<&'static Server> {
     static SERVER: OnceLock<Result<Server, String>> = OnceLock::new();
     match SERVER.get_or_init(start_server) {
         Ok(s) => Some(s),
@@ -90,12 +90,12 @@ fn server() -> Option<&'static Server> {
 }
 
 impl Server {
-    fn url(&self, key: &str) -> String {
+    pub(crate) fn url(&self, key: &str) -> String {
         format!("s3://{}/{key}", self.bucket)
     }
 
     /// `coffer` talking to this server as `who`.
-    fn coffer(&self, who: &Creds) -> assert_cmd::Command {
+    pub(crate) fn coffer(&self, who: &Creds) -> assert_cmd::Command {
         let mut c = coffer_cmd();
         c.env("AWS_ENDPOINT_URL", &self.endpoint)
             .env("AWS_REGION", "us-east-1")
@@ -158,7 +158,7 @@ impl Server {
     }
 
     /// Object names under `prefix/`.
-    fn list(&self, prefix: &str) -> Vec<String> {
+    pub(crate) fn list(&self, prefix: &str) -> Vec<String> {
         let store = self.admin_store();
         let mut names: Vec<String> = rt().block_on(async {
             store
