@@ -17,10 +17,14 @@
 
 #[path = "make_vectors_v2/chains.rs"]
 mod chains;
+#[path = "make_vectors_v2/hostile.rs"]
+mod hostile;
 #[path = "make_vectors_v2/manifest.rs"]
 mod manifest;
 #[path = "make_vectors_v2/model.rs"]
 mod model;
+#[path = "make_vectors_v2/multichunk.rs"]
+mod multichunk;
 #[path = "make_vectors_v2/signed.rs"]
 mod signed;
 #[path = "make_vectors_v2/trees.rs"]
@@ -371,5 +375,7 @@ fn main() {
     let run = chain_run(&ctx);
     chains::write(&ctx, &run);
     signed::write(&ctx, &basic, &t, &signed);
+    hostile::write_all(&ctx, &basic);
+    multichunk::write(&ctx);
     println!("wrote {}", root().display());
 }
