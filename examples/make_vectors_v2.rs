@@ -29,6 +29,8 @@ mod multichunk;
 mod signed;
 #[path = "make_vectors_v2/trees.rs"]
 mod trees;
+#[path = "make_vectors_v2/walk.rs"]
+mod walk;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -287,6 +289,8 @@ fn main() {
     let built = sealed.finish(None, |_| {});
     let dir = ctx.folder("basic");
     built.write(&dir.join("archive.coffer"));
+    // The numbers of FORMAT.md v2.13, the worked example.
+    walk::print(&built.bytes(), &key);
     let mut m = Manifest::new(
         "basic",
         "A full, unsigned archive of every entry kind: folder, file, symlink, a non-UTF-8 name, a hard-link pair across folders, FIFO, character device, xattrs (user., trusted., security.capability, POSIX ACLs) and a sparse file.",

@@ -40,10 +40,11 @@ const PATHS: [&[u8]; 10] = [
 /// vectors are re-MACed with valid CRCs, so they pass.
 /// `selected`: the outcome of restoring `t/tool` alone (the class, or "ok" when the fault
 /// lies in chunk 1, which that restore never opens).
-fn index_outcomes(m: &mut Manifest, class: &str, selected: &str) {
+/// `verify`: keyless verify's outcome.
+fn index_outcomes(m: &mut Manifest, class: &str, selected: &str, verify: &str) {
     m.str("restore", class)
         .str("restore_selected", selected)
-        .str("verify", "ok")
+        .str("verify", verify)
         .str("verify_keyed", class)
         .str("list", class)
         .str("info", "ok");
@@ -80,7 +81,7 @@ fn write(ctx: &Ctx, name: &str, description: &str, built: &Built, class: &str) {
 
 fn write_sel(ctx: &Ctx, name: &str, description: &str, built: &Built, class: &str, selected: &str) {
     let mut m = vector(ctx, name, description, built);
-    index_outcomes(&mut m, class, selected);
+    index_outcomes(&mut m, class, selected, "ok");
     m.write(&ctx.folder_keep(name));
 }
 
@@ -208,9 +209,8 @@ pub fn write_all(ctx: &Ctx, basic: &Model) {
         "`basic` cut into chunks of 3, 3 and 4 entries, every chunk sealed and MACed without FLAG_LAST (the directory records those frames).",
         &sealed.finish(None, |_| {}),
     );
-    index_outcomes(&mut m, "Corrupt", "Corrupt");
     // The flag is in the clear: the keyless walk of the meta frames sees it too.
-    m.str("verify", "problems");
+    index_outcomes(&mut m, "Corrupt", "Corrupt", "problems");
     m.write(&ctx.folder_keep("chunk-last-flag-missing"));
 
     // chunk-tag-not-recorded: chunk 2 sealed again (a fresh IV): a valid frame of the same

@@ -159,7 +159,7 @@ fn parse(text: &str) -> Manifest {
             At::Table(n) => m.tables.get_mut(n).unwrap(),
             At::Entry => m.entries.last_mut().unwrap(),
         };
-        table.insert(k.to_string(), v);
+        assert!(table.insert(k.to_string(), v).is_none(), "key {k} twice");
     }
     m
 }
