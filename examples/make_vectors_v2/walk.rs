@@ -40,14 +40,13 @@ fn short(b: &[u8]) -> String {
     }
 }
 
-/// A meta frame at file offset `at`: its fields, and its plaintext opened with `keys`.
+/// A meta frame at file offset `at`: its fields, and its plaintext opened with `keys` as
+/// frame `(kind, n, last)`.
 fn meta(
     bytes: &[u8],
     at: usize,
     len: usize,
-    kind: u8,
-    n: u64,
-    last: bool,
+    (kind, n, last): (u8, u64, bool),
     keys: &SubKeys,
     sid: &[u8; 16],
 ) -> Vec<u8> {
@@ -151,9 +150,7 @@ pub fn print(bytes: &[u8], key: &[u8; 32]) {
         bytes,
         dir_at,
         t.directory_len as usize,
-        3,
-        0,
-        true,
+        (3, 0, true),
         &keys,
         &sid,
     );
@@ -166,9 +163,7 @@ pub fn print(bytes: &[u8], key: &[u8; 32]) {
             bytes,
             at,
             c.frame_len as usize,
-            1,
-            k as u64,
-            last,
+            (1, k as u64, last),
             &keys,
             &sid,
         );
@@ -190,9 +185,7 @@ pub fn print(bytes: &[u8], key: &[u8; 32]) {
             bytes,
             at,
             c.frame_len as usize,
-            2,
-            k as u64,
-            last,
+            (2, k as u64, last),
             &keys,
             &sid,
         );
