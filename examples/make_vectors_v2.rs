@@ -17,14 +17,20 @@
 
 #[path = "make_vectors_v2/chains.rs"]
 mod chains;
+#[path = "make_vectors_v2/hostile.rs"]
+mod hostile;
 #[path = "make_vectors_v2/manifest.rs"]
 mod manifest;
 #[path = "make_vectors_v2/model.rs"]
 mod model;
+#[path = "make_vectors_v2/multichunk.rs"]
+mod multichunk;
 #[path = "make_vectors_v2/signed.rs"]
 mod signed;
 #[path = "make_vectors_v2/trees.rs"]
 mod trees;
+#[path = "make_vectors_v2/walk.rs"]
+mod walk;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -283,6 +289,8 @@ fn main() {
     let built = sealed.finish(None, |_| {});
     let dir = ctx.folder("basic");
     built.write(&dir.join("archive.coffer"));
+    // The numbers of FORMAT.md v2.13, the worked example.
+    walk::print(&built.bytes(), &key);
     let mut m = Manifest::new(
         "basic",
         "A full, unsigned archive of every entry kind: folder, file, symlink, a non-UTF-8 name, a hard-link pair across folders, FIFO, character device, xattrs (user., trusted., security.capability, POSIX ACLs) and a sparse file.",
@@ -371,5 +379,7 @@ fn main() {
     let run = chain_run(&ctx);
     chains::write(&ctx, &run);
     signed::write(&ctx, &basic, &t, &signed);
+    hostile::write_all(&ctx, &basic);
+    multichunk::write(&ctx);
     println!("wrote {}", root().display());
 }

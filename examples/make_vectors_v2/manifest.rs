@@ -53,6 +53,11 @@ impl Manifest {
     /// One `[[entry]]` per entry of the tree at `root`, path order, paths from `root`'s
     /// name; the second and later names of an inode as `hardlink` to the first.
     pub fn tree(&mut self, root: &Path) -> &mut Self {
+        self.tree_where(root, |_| true)
+    }
+
+    /// [`Manifest::tree`] for the entries whose path `keep` accepts.
+    pub fn tree_where(&mut self, root: &Path, keep: impl Fn(&[u8]) -> bool) -> &mut Self {
         let base = root.parent().unwrap();
         let mut all = Vec::new();
         walk(root, &mut all);
@@ -72,16 +77,29 @@ impl Manifest {
                 .to_vec();
             let m = fs::symlink_metadata(&p).unwrap();
             let ft = m.file_type();
+            // The first name of every inode is remembered, listed or not.
+            let first = if !ft.is_dir() && m.nlink() > 1 {
+                let first = seen
+                    .iter()
+                    .find(|(ino, _)| *ino == m.ino())
+                    .map(|s| s.1.clone());
+                if first.is_none() {
+                    seen.push((m.ino(), rel.clone()));
+                }
+                first
+            } else {
+                None
+            };
+            if !keep(&rel) {
+                continue;
+            }
             self.0.push_str("\n[[entry]]\n");
             self.str("path", &String::from_utf8_lossy(&rel));
             self.str("path_hex", &hex(&rel));
-            if !ft.is_dir() && m.nlink() > 1 {
-                if let Some((_, first)) = seen.iter().find(|(ino, _)| *ino == m.ino()) {
-                    self.str("kind", "hardlink");
-                    self.str("hardlink_hex", &hex(first));
-                    continue;
-                }
-                seen.push((m.ino(), rel.clone()));
+            if let Some(first) = first {
+                self.str("kind", "hardlink");
+                self.str("hardlink_hex", &hex(&first));
+                continue;
             }
             let kind = if ft.is_dir() {
                 "dir"
