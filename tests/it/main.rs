@@ -13,6 +13,7 @@ mod chain_restore;
 mod changing_files;
 mod cli;
 mod completions_and_man;
+mod copy;
 mod crash_safety;
 mod crc_mismatch;
 mod disk_full;

@@ -17,17 +17,17 @@ use object_store::aws::AmazonS3Builder;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 
-struct Creds {
-    key: String,
-    secret: String,
+pub(crate) struct Creds {
+    pub(crate) key: String,
+    pub(crate) secret: String,
 }
 
-struct Server {
-    endpoint: String,
-    bucket: String,
-    admin: Creds,
-    writer: Creds,
-    reader: Creds,
+pub(crate) struct Server {
+    pub(crate) endpoint: String,
+    pub(crate) bucket: String,
+    pub(crate) admin: Creds,
+    pub(crate) writer: Creds,
+    pub(crate) reader: Creds,
     // Held for the life of the test binary: the server stops when its stdin closes.
     _stdin: Mutex<ChildStdin>,
     _child: Mutex<Child>,
@@ -75,7 +75,7 @@ fn start_server() -> Result<Server, String> {
 }
 
 /// The shared server, or `None` (after saying why) when it cannot run here.
-fn server() -> Option<&'static Server> {
+pub(crate) fn server() -> Option<&'static Server> {
     static SERVER: OnceLock<Result<Server, String>> = OnceLock::new();
     match SERVER.get_or_init(start_server) {
         Ok(s) => Some(s),
@@ -90,12 +90,12 @@ fn server() -> Option<&'static Server> {
 }
 
 impl Server {
-    fn url(&self, key: &str) -> String {
+    pub(crate) fn url(&self, key: &str) -> String {
         format!("s3://{}/{key}", self.bucket)
     }
 
     /// `coffer` talking to this server as `who`.
-    fn coffer(&self, who: &Creds) -> assert_cmd::Command {
+    pub(crate) fn coffer(&self, who: &Creds) -> assert_cmd::Command {
         let mut c = coffer_cmd();
         c.env("AWS_ENDPOINT_URL", &self.endpoint)
             .env("AWS_REGION", "us-east-1")
@@ -117,7 +117,7 @@ impl Server {
     }
 
     /// Direct access to the bucket as admin, to look at what coffer left there.
-    fn admin_store(&self) -> Arc<dyn ObjectStore> {
+    pub(crate) fn admin_store(&self) -> Arc<dyn ObjectStore> {
         // coffer's reqwest has no bundled TLS provider (Cargo.toml); this client needs one too.
         let _ = rustls::crypto::ring::default_provider().install_default();
         Arc::new(
@@ -133,7 +133,7 @@ impl Server {
         )
     }
 
-    fn download(&self, key: &str) -> Vec<u8> {
+    pub(crate) fn download(&self, key: &str) -> Vec<u8> {
         let store = self.admin_store();
         rt().block_on(async {
             store
@@ -147,7 +147,7 @@ impl Server {
         })
     }
 
-    fn upload(&self, key: &str, bytes: Vec<u8>) {
+    pub(crate) fn upload(&self, key: &str, bytes: Vec<u8>) {
         let store = self.admin_store();
         rt().block_on(async {
             store
@@ -158,7 +158,7 @@ impl Server {
     }
 
     /// Object names under `prefix/`.
-    fn list(&self, prefix: &str) -> Vec<String> {
+    pub(crate) fn list(&self, prefix: &str) -> Vec<String> {
         let store = self.admin_store();
         let mut names: Vec<String> = rt().block_on(async {
             store
@@ -175,7 +175,7 @@ impl Server {
     }
 }
 
-fn rt() -> &'static tokio::runtime::Runtime {
+pub(crate) fn rt() -> &'static tokio::runtime::Runtime {
     static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
     RT.get_or_init(|| {
         tokio::runtime::Builder::new_multi_thread()
