@@ -442,7 +442,9 @@ mod tests {
             Ok(())
         }
     }
-    struct Recorder(Arc<Mutex<(Vec<u8>, bool)>>);
+    /// The bytes a sink got and whether it was committed.
+    type Got = Arc<Mutex<(Vec<u8>, bool)>>;
+    struct Recorder(Got);
     impl ArchiveSink for Recorder {
         fn write_all(&mut self, bytes: &[u8]) -> Result<()> {
             self.0.lock().unwrap().0.extend_from_slice(bytes);
@@ -454,7 +456,7 @@ mod tests {
         }
     }
 
-    fn tee(len: usize) -> (Tee, Arc<Mutex<(Vec<u8>, bool)>>, Vec<u8>) {
+    fn tee(len: usize) -> (Tee, Got, Vec<u8>) {
         let data: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
         let got = Arc::new(Mutex::new((Vec::new(), false)));
         let t = Tee::new(

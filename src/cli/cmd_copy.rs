@@ -18,6 +18,10 @@ pub struct CopyArgs {
     /// Destination folder (must exist) or S3 prefix (s3://bucket/prefix)
     #[arg(long, value_name = "DEST")]
     to: PathBuf,
+    /// S3 Object Lock for every archive written: compliance:DAYS or governance:DAYS (the
+    /// bucket must have Object Lock enabled)
+    #[arg(long, value_name = "MODE:DAYS")]
+    object_lock: Option<String>,
     /// Print one JSON document instead of text
     #[arg(long)]
     json: bool,
@@ -27,6 +31,7 @@ pub struct CopyArgs {
 }
 
 pub fn run(a: CopyArgs) -> anyhow::Result<u8> {
+    apply_object_lock(a.object_lock.as_deref(), &a.to)?;
     let options = CopyOptions {
         dest: Location::parse(&a.to)?,
     };
@@ -40,6 +45,24 @@ pub fn run(a: CopyArgs) -> anyhow::Result<u8> {
         print_text(&report, a.quiet)?;
     }
     Ok(if report.is_ok() { EXIT_OK } else { EXIT_FAILED })
+}
+
+/// `--object-lock MODE:DAYS` for archives written to `dest`: only an S3 destination can
+/// hold it. Without the flag, the job file's `[s3] object_lock` (if any) stays in force.
+pub fn apply_object_lock(flag: Option<&str>, dest: &std::path::Path) -> anyhow::Result<()> {
+    let Some(flag) = flag else { return Ok(()) };
+    if !Location::parse(dest)?.is_remote() {
+        anyhow::bail!(
+            "--object-lock applies to s3:// destinations; for a folder, see \"Immutable targets\" in docs/SECURITY.md"
+        );
+    }
+    #[cfg(feature = "s3")]
+    {
+        let mut settings = coffer::storage::s3::settings();
+        settings.object_lock = Some(coffer::storage::s3::ObjectLock::parse(flag)?);
+        coffer::storage::s3::set_settings(settings);
+    }
+    Ok(())
 }
 
 fn copy_json(report: &CopyReport) -> serde_json::Value {

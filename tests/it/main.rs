@@ -34,6 +34,7 @@ mod json_output;
 mod keygen_signing;
 mod list;
 mod list_json_stream;
+mod object_lock;
 mod progress_terminal;
 mod reencrypt;
 mod rekey;

@@ -147,6 +147,30 @@ impl Server {
         })
     }
 
+    /// An object of another bucket of this server, read as admin.
+    pub(crate) fn admin_store_of(&self, bucket: &str, key: &str) -> Vec<u8> {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let store = AmazonS3Builder::new()
+            .with_endpoint(&self.endpoint)
+            .with_allow_http(true)
+            .with_region("us-east-1")
+            .with_bucket_name(bucket)
+            .with_access_key_id(&self.admin.key)
+            .with_secret_access_key(&self.admin.secret)
+            .build()
+            .unwrap();
+        rt().block_on(async {
+            store
+                .get(&ObjectPath::from(key))
+                .await
+                .unwrap()
+                .bytes()
+                .await
+                .unwrap()
+                .to_vec()
+        })
+    }
+
     pub(crate) fn upload(&self, key: &str, bytes: Vec<u8>) {
         let store = self.admin_store();
         rt().block_on(async {
