@@ -9,7 +9,7 @@ use std::process::ExitCode;
 mod cli;
 use cli::args::{self, Cli, Command};
 use cli::report::{self, EXIT_FAILED, EXIT_OK};
-use cli::{cmd_backup, cmd_daemon, cmd_history, cmd_info, cmd_job, cmd_keygen, cmd_list};
+use cli::{cmd_backup, cmd_copy, cmd_daemon, cmd_history, cmd_info, cmd_job, cmd_keygen, cmd_list};
 use cli::{cmd_prune, cmd_rekey, cmd_restore, cmd_verify, keys, ui};
 
 fn main() -> ExitCode {
@@ -61,6 +61,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Keygen(a) => cmd_keygen::run(a),
         Command::Backup(a) => cmd_backup::run(a),
         Command::Restore(a) => cmd_restore::run(a),
+        Command::Copy(a) => cmd_copy::run(a),
         Command::Info(a) => cmd_info::run(a),
         Command::List(a) => cmd_list::run(a),
         Command::Verify(a) => cmd_verify::run(a),

@@ -18,6 +18,7 @@ use crate::seal::{BlockSealer, OpenError, header_mac_ok, open_index};
 use crate::storage::{self, ArchiveSource, Location};
 
 pub mod chain;
+pub mod copy;
 pub(crate) mod meta_writer;
 mod rekey;
 mod rekey_chain;
@@ -67,7 +68,13 @@ impl Archive {
     pub fn open(path: &Path) -> Result<Self> {
         let location = Location::parse(path)?;
         let source = storage::open_source(&location)?;
-        let path = &location.display_path();
+        Self::from_source(&location.display_path(), source)
+    }
+
+    /// Read and check the header and trailer of the archive `source` holds (`path` names
+    /// it in messages). `copy` opens an archive through a source that passes the bytes it
+    /// reads on to the destination.
+    pub fn from_source(path: &Path, source: Arc<dyn ArchiveSource>) -> Result<Self> {
         let file_len = source.len();
         let truncated = |detail: &str| Error::Truncated {
             path: path.to_path_buf(),

@@ -6,6 +6,7 @@ use clap::{CommandFactory, Parser, Subcommand};
 use std::path::PathBuf;
 
 use super::cmd_backup::BackupArgs;
+use super::cmd_copy::CopyArgs;
 use super::cmd_daemon::DaemonArgs;
 use super::cmd_history::HistoryArgs;
 use super::cmd_info::InfoArgs;
@@ -58,6 +59,11 @@ pub enum Command {
         after_help = "Example:\n  coffer restore nightly.coffer -i escrow.key --to /tmp/restored\n  coffer restore nightly.coffer -i ops.key --to out etc/hosts 'projects/**/*.rs'\n  coffer restore s3://backups/host1/backup-20261127T020000Z-1a2b3c4d.coffer -i ops.key --to out"
     )]
     Restore(RestoreArgs),
+    /// Copy archives (whole chains) to a folder or S3 prefix without a key, checking them
+    #[command(
+        after_help = "Example:\n  coffer copy /srv/backups/*.coffer --to s3://offsite/host1\n  coffer copy s3://backups/host1/home-20261127T020000Z-1a2b3c4d.coffer --to /mnt/usb/home"
+    )]
+    Copy(CopyArgs),
     /// Show an archive's header without a key (never shows file names)
     #[command(
         after_help = "Example:\n  coffer info nightly.coffer\n  coffer info --json /srv/backups/*.coffer"

@@ -33,6 +33,10 @@ pub struct BackupArgs {
     /// Folder or s3://bucket/prefix to write a new archive into, named NAME-TIME-ID.coffer
     #[arg(long, value_name = "DEST")]
     to: Option<PathBuf>,
+    /// S3 Object Lock for the archive: compliance:DAYS or governance:DAYS (the bucket must
+    /// have Object Lock enabled)
+    #[arg(long, value_name = "MODE:DAYS")]
+    object_lock: Option<String>,
     /// Public key of a recipient who may restore (repeat for several)
     #[arg(short, long = "recipient", value_name = "PUBKEY", required = true)]
     recipients: Vec<PathBuf>,
@@ -101,6 +105,7 @@ pub fn run(a: BackupArgs) -> anyhow::Result<u8> {
     let recipients = load_recipients(&a.recipients)?;
     let refs: Vec<&dyn Recipient> = recipients.iter().map(|r| r as &dyn Recipient).collect();
     let opts = options(&a)?;
+    super::cmd_copy::apply_object_lock(a.object_lock.as_deref(), &opts.output)?;
     tracing::info!(archive = %opts.output.display(), recipients = refs.len(), "backup starting");
     let progress = Progress::new("backup", a.quiet || a.json);
     let result = backup::backup(&opts, &refs, &progress);

@@ -74,10 +74,12 @@ pub fn print_prune_text(r: &PruneReport) -> anyhow::Result<()> {
     };
     outln!("job {}: {policy}", safe(&plan.job))?;
     for (row, v) in &plan.verdicts {
-        let action = match (v.keep, r.dry_run) {
-            (true, _) => "keep",
-            (false, true) => "would delete",
-            (false, false) => "deleted",
+        let locked = r.locked.iter().find(|(l, _)| l.id == row.id);
+        let action = match (v.keep, r.dry_run, locked) {
+            (true, _, _) => "keep",
+            (false, true, _) => "would delete",
+            (false, false, Some(_)) => "keep, locked",
+            (false, false, None) => "deleted",
         };
         outln!(
             "  {action:<12}  {}  {:<4}  {}  {}",
@@ -100,6 +102,17 @@ pub fn print_prune_text(r: &PruneReport) -> anyhow::Result<()> {
             local_time(row.started_at_ms),
             kind_word(row),
             safe(&row.archive.as_deref().map(file_name).unwrap_or_default())
+        )?;
+    }
+    for (row, until) in &r.locked {
+        let until = until.map_or(
+            "a date the server did not say (it refused the delete)".into(),
+            local_time,
+        );
+        outln!(
+            "  {:<12}  {}  Object Lock holds it until {until}; deleted by a prune after that",
+            "locked",
+            safe(&row.archive.as_deref().map(file_name).unwrap_or_default()),
         )?;
     }
     let n = plan.to_delete().count();
@@ -136,6 +149,7 @@ fn prune_json(r: &PruneReport) -> serde_json::Value {
                 "reason": v.reason,
                 "needed_by": v.needed_by,
                 "deleted": r.deleted.iter().any(|d| d.id == row.id),
+                "locked_until": r.locked.iter().find(|(l, _)| l.id == row.id).map(|(_, u)| u.and_then(rfc3339_ms)),
             })
         })
         .collect();

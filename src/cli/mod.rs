@@ -18,6 +18,7 @@ pub mod ui;
 pub mod jobs;
 
 pub mod cmd_backup;
+pub mod cmd_copy;
 pub mod cmd_daemon;
 pub mod cmd_history;
 pub mod cmd_info;

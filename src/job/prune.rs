@@ -46,6 +46,10 @@ pub struct PruneReport {
     pub deleted: Vec<SessionRow>,
     /// Archives that could not be deleted, with the error.
     pub failed: Vec<(SessionRow, String)>,
+    /// Archives retention let go but S3 Object Lock still holds: kept, with the time
+    /// (milliseconds) they can go, `None` when the server refused the delete (a lock coffer
+    /// did not set, or a policy). Retried by the next prune; not a failure.
+    pub locked: Vec<(SessionRow, Option<i64>)>,
 }
 
 /// Decide, in time zone `tz`, what to keep of `job`'s archives.
@@ -136,6 +140,7 @@ pub fn prune(catalog: &Catalog, job: &Job, dry_run: bool) -> JobResult<PruneRepo
         dry_run,
         deleted: Vec::new(),
         failed: Vec::new(),
+        locked: Vec::new(),
     };
     if dry_run {
         return Ok(report);
@@ -147,12 +152,61 @@ pub fn prune(catalog: &Catalog, job: &Job, dry_run: bool) -> JobResult<PruneRepo
         let Some(archive) = row.archive.as_deref() else {
             continue;
         };
-        if let Err(e) = Location::parse(archive).and_then(|l| storage::delete(&l)) {
-            report.failed.push((row.clone(), e.to_string()));
-            continue;
+        let location = match Location::parse(archive) {
+            Ok(l) => l,
+            Err(e) => {
+                report.failed.push((row.clone(), e.to_string()));
+                continue;
+            }
+        };
+        // Never ask S3 to delete what it must keep: on a versioned (locked) bucket the
+        // delete would only hide the object behind a delete marker.
+        let lock_days = object_lock_days().filter(|_| location.is_remote());
+        if let Some(days) = lock_days {
+            let until = locked_until(row, days);
+            if until > chrono::Utc::now().timestamp_millis() {
+                report.locked.push((row.clone(), Some(until)));
+                continue;
+            }
+        }
+        match storage::delete(&location) {
+            Ok(()) => {}
+            Err(e) if lock_days.is_some() && refused(&e) => {
+                report.locked.push((row.clone(), None));
+                continue;
+            }
+            Err(e) => {
+                report.failed.push((row.clone(), e.to_string()));
+                continue;
+            }
         }
         catalog.mark_deleted(row.id, &format!("retention: {}", verdict.reason))?;
         report.deleted.push(row.clone());
     }
     Ok(report)
+}
+
+/// Days of the Object Lock retention S3 archives are uploaded with (`[s3] object_lock`).
+fn object_lock_days() -> Option<u32> {
+    #[cfg(feature = "s3")]
+    return crate::storage::s3::settings().object_lock.map(|l| l.days);
+    #[cfg(not(feature = "s3"))]
+    None
+}
+
+/// When the archive of `row` may go: its retention was set to `days` from the moment its
+/// upload began, before the session finished, so the end of the session plus `days` is
+/// never earlier than the object's own date.
+fn locked_until(row: &SessionRow, days: u32) -> i64 {
+    row.finished_at_ms.unwrap_or(row.started_at_ms) + i64::from(days) * 86_400_000
+}
+
+/// A delete the server refused (AccessDenied; ObjectLocked on stores that say so).
+fn refused(e: &crate::error::Error) -> bool {
+    match e {
+        crate::error::Error::Remote {
+            problem, detail, ..
+        } => *problem == crate::error::RemoteProblem::Denied || detail.contains("ObjectLocked"),
+        _ => false,
+    }
 }

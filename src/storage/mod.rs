@@ -231,6 +231,21 @@ mod tests {
     }
 
     #[test]
+    fn delete_removes_a_link_never_what_it_points_to() {
+        // What `prune` relies on: an archive name replaced by a link out of the destination
+        // costs the link, not the file it names.
+        let dir = tempfile::tempdir().unwrap();
+        let outside = dir.path().join("outside");
+        std::fs::write(&outside, b"keep me").unwrap();
+        std::fs::create_dir(dir.path().join("dest")).unwrap();
+        let link = dir.path().join("dest/a.coffer");
+        std::os::unix::fs::symlink(&outside, &link).unwrap();
+        delete(&Location::Local(link.clone())).unwrap();
+        assert!(link.symlink_metadata().is_err());
+        assert_eq!(std::fs::read(&outside).unwrap(), b"keep me");
+    }
+
+    #[test]
     fn join_adds_one_separator() {
         let prefix = Location::parse(Path::new("s3://b/nightly")).unwrap();
         assert_eq!(

@@ -18,6 +18,9 @@
 //!   retried with exponential backoff by `object_store`.
 
 mod bounded;
+mod lock;
+
+pub use lock::{LockMode, ObjectLock, rfc3339_utc};
 
 use std::collections::VecDeque;
 use std::ops::Range;
@@ -25,11 +28,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use object_store::aws::AmazonS3Builder;
+use object_store::aws::{AmazonS3, AmazonS3Builder, Checksum};
+use object_store::multipart::{MultipartStore, PartId};
 use object_store::path::Path as ObjectPath;
 use object_store::{
-    BackoffConfig, ClientOptions, GetOptions, GetRange, MultipartUpload, ObjectStore,
-    ObjectStoreExt, PutMode, PutOptions, PutPayload, RetryConfig,
+    BackoffConfig, ClientOptions, GetOptions, GetRange, MultipartId, ObjectStore, ObjectStoreExt,
+    PutMode, PutOptions, PutPayload, RetryConfig,
 };
 
 use super::{ArchiveSink, ArchiveSource, Location};
@@ -53,6 +57,8 @@ const MAX_READ_AHEAD: u64 = 8 << 20;
 pub struct S3Settings {
     pub endpoint: Option<String>,
     pub region: Option<String>,
+    /// Object Lock retention for every archive uploaded (see `s3/lock.rs`).
+    pub object_lock: Option<ObjectLock>,
 }
 
 static SETTINGS: OnceLock<Mutex<S3Settings>> = OnceLock::new();
@@ -66,7 +72,8 @@ pub fn set_settings(settings: S3Settings) {
         .unwrap_or_else(|p| p.into_inner()) = settings;
 }
 
-fn settings() -> S3Settings {
+/// The overrides in force (the job file's `[s3]`, or what the command line set).
+pub fn settings() -> S3Settings {
     SETTINGS
         .get()
         .map(|m| m.lock().unwrap_or_else(|p| p.into_inner()).clone())
@@ -99,14 +106,24 @@ fn split(location: &Location) -> (&str, &str) {
     }
 }
 
-fn connect(bucket: &str) -> Result<Arc<dyn ObjectStore>> {
+fn connect(bucket: &str) -> Result<Arc<AmazonS3>> {
+    connect_with(bucket, None)
+}
+
+/// With `lock`: a client for uploads under Object Lock, sending SHA-256 checksums and,
+/// when `lock.1` (the requests that make an object), the retention headers.
+fn connect_with(bucket: &str, lock: Option<(&ObjectLock, bool)>) -> Result<Arc<AmazonS3>> {
     // reqwest is built without a bundled TLS provider (see Cargo.toml); an error only means
     // one is installed already.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let overrides = settings();
     // Client options first: `with_client_options` replaces the whole set, allow_http too.
+    let mut client = ClientOptions::new().with_connect_timeout(Duration::from_secs(10));
+    if let Some((lock, true)) = lock {
+        client = client.with_default_headers(lock.headers()?);
+    }
     let mut builder = AmazonS3Builder::from_env()
-        .with_client_options(ClientOptions::new().with_connect_timeout(Duration::from_secs(10)))
+        .with_client_options(client)
         .with_http_connector(bounded::BoundedConnector)
         .with_bucket_name(bucket);
     let endpoint = overrides.endpoint.or_else(|| {
@@ -131,6 +148,9 @@ fn connect(bucket: &str) -> Result<Arc<dyn ObjectStore>> {
         max_retries: 6,
         retry_timeout: Duration::from_secs(90),
     };
+    if lock.is_some() {
+        builder = builder.with_checksum_algorithm(Checksum::SHA256);
+    }
     let store = builder
         .with_retry(retry)
         .build()
@@ -139,7 +159,7 @@ fn connect(bucket: &str) -> Result<Arc<dyn ObjectStore>> {
 }
 
 /// The store, object path and display URL of an archive; a bucket or prefix is refused.
-fn archive_object(location: &Location) -> Result<(Arc<dyn ObjectStore>, ObjectPath, String)> {
+fn archive_object(location: &Location) -> Result<(Arc<AmazonS3>, ObjectPath, String)> {
     let (bucket, key) = split(location);
     let url = location.display_path().display().to_string();
     if key.is_empty() || key.ends_with('/') {
@@ -278,20 +298,31 @@ fn get_error(location: &str, offset: u64, e: object_store::Error) -> Error {
 
 /// Writes one archive object; see the module docs.
 pub struct S3Sink {
-    store: Arc<dyn ObjectStore>,
+    /// Parts, completion and abort.
+    store: Arc<AmazonS3>,
+    /// The requests that make the object (PutObject, CreateMultipartUpload): the same
+    /// client as `store`, or under Object Lock one that adds the retention headers.
+    create: Arc<AmazonS3>,
     path: ObjectPath,
     url: String,
     overwrite: bool,
     buf: Vec<u8>,
-    upload: Option<Box<dyn MultipartUpload>>,
-    in_flight: VecDeque<tokio::task::JoinHandle<object_store::Result<()>>>,
-    parts: u64,
+    upload: Option<MultipartId>,
+    in_flight: VecDeque<tokio::task::JoinHandle<object_store::Result<PartId>>>,
+    done: Vec<PartId>,
     committed: bool,
 }
 
 impl S3Sink {
     pub fn create(location: &Location, overwrite: bool) -> Result<Self> {
-        let (store, path, url) = archive_object(location)?;
+        let (mut store, path, url) = archive_object(location)?;
+        let mut create = Arc::clone(&store);
+        if let Some(lock) = settings().object_lock {
+            lock.check()?;
+            let (bucket, _) = split(location);
+            store = connect_with(bucket, Some((&lock, false)))?;
+            create = connect_with(bucket, Some((&lock, true)))?;
+        }
         if !overwrite {
             // A write-only key may not ask (HeadObject needs s3:GetObject): then the name's
             // random session part is what keeps archives apart.
@@ -309,13 +340,14 @@ impl S3Sink {
         }
         Ok(S3Sink {
             store,
+            create,
             path,
             url,
             overwrite,
             buf: Vec::with_capacity(PART_SIZE),
             upload: None,
             in_flight: VecDeque::new(),
-            parts: 0,
+            done: Vec::new(),
             committed: false,
         })
     }
@@ -325,25 +357,31 @@ impl S3Sink {
         if let Some(part) = self.in_flight.pop_front() {
             let outcome =
                 block_on(part)?.map_err(|e| remote_error(&self.url, RemoteProblem::Other, &e))?;
-            outcome.map_err(|e| store_error(&self.url, e))?;
+            self.done
+                .push(outcome.map_err(|e| store_error(&self.url, e))?);
         }
         Ok(())
     }
 
     fn send_part(&mut self) -> Result<()> {
         if self.upload.is_none() {
-            let upload = block_on(self.store.put_multipart(&self.path))?
+            let id = block_on(self.create.create_multipart(&self.path))?
                 .map_err(|e| store_error(&self.url, e))?;
-            self.upload = Some(upload);
+            self.upload = Some(id);
         }
         while self.in_flight.len() >= PARTS_IN_FLIGHT {
             self.wait_oldest()?;
         }
         let part = std::mem::replace(&mut self.buf, Vec::with_capacity(PART_SIZE));
-        self.parts += 1;
-        tracing::debug!(object = %self.url, part = self.parts, bytes = part.len(), "uploading part");
-        let upload = self.upload.as_mut().expect("created above");
-        let future = upload.put_part(PutPayload::from(part));
+        let index = self.done.len() + self.in_flight.len();
+        tracing::debug!(object = %self.url, part = index + 1, bytes = part.len(), "uploading part");
+        let (store, path) = (Arc::clone(&self.store), self.path.clone());
+        let id = self.upload.clone().expect("created above");
+        let future = async move {
+            store
+                .put_part(&path, &id, index, PutPayload::from(part))
+                .await
+        };
         self.in_flight.push_back(runtime()?.spawn(future));
         Ok(())
     }
@@ -376,7 +414,7 @@ impl ArchiveSink for S3Sink {
                 mode,
                 ..Default::default()
             };
-            let put = block_on(self.store.put_opts(&self.path, payload.clone(), opts))?;
+            let put = block_on(self.create.put_opts(&self.path, payload.clone(), opts))?;
             match put {
                 Ok(_) => {}
                 Err(e) if classify(&e) == RemoteProblem::Exists => {
@@ -388,7 +426,7 @@ impl ArchiveSink for S3Sink {
                 // keeps archives apart, so write it plainly.
                 Err(object_store::Error::NotImplemented { .. })
                 | Err(object_store::Error::NotSupported { .. }) => {
-                    block_on(self.store.put(&self.path, payload))?
+                    block_on(self.create.put(&self.path, payload))?
                         .map_err(|e| store_error(&self.url, e))?;
                 }
                 Err(e) => return Err(store_error(&self.url, e)),
@@ -402,16 +440,15 @@ impl ArchiveSink for S3Sink {
         while !self.in_flight.is_empty() {
             self.wait_oldest()?;
         }
-        let mut upload = self.upload.take().expect("checked above");
-        match block_on(upload.complete())? {
+        let id = self.upload.clone().expect("checked above");
+        let parts = std::mem::take(&mut self.done);
+        match block_on(self.store.complete_multipart(&self.path, &id, parts))? {
             Ok(_) => {
                 self.committed = true;
                 Ok(())
             }
-            Err(e) => {
-                let _ = block_on(upload.abort());
-                Err(store_error(&self.url, e))
-            }
+            // Drop aborts the upload.
+            Err(e) => Err(store_error(&self.url, e)),
         }
     }
 }
@@ -426,10 +463,10 @@ impl Drop for S3Sink {
         for part in self.in_flight.drain(..) {
             part.abort();
         }
-        if let Some(mut upload) = self.upload.take()
+        if let Some(id) = self.upload.take()
             && let Ok(rt) = runtime()
         {
-            let aborted = rt.block_on(upload.abort());
+            let aborted = rt.block_on(self.store.abort_multipart(&self.path, &id));
             tracing::debug!(object = %self.url, ok = aborted.is_ok(), "multipart upload aborted");
         }
     }

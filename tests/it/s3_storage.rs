@@ -18,14 +18,14 @@ use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 
 pub(crate) struct Creds {
-    key: String,
-    secret: String,
+    pub(crate) key: String,
+    pub(crate) secret: String,
 }
 
 pub(crate) struct Server {
-    endpoint: String,
-    bucket: String,
-    admin: Creds,
+    pub(crate) endpoint: String,
+    pub(crate) bucket: String,
+    pub(crate) admin: Creds,
     pub(crate) writer: Creds,
     pub(crate) reader: Creds,
     // Held for the life of the test binary: the server stops when its stdin closes.
@@ -117,7 +117,7 @@ impl Server {
     }
 
     /// Direct access to the bucket as admin, to look at what coffer left there.
-    fn admin_store(&self) -> Arc<dyn ObjectStore> {
+    pub(crate) fn admin_store(&self) -> Arc<dyn ObjectStore> {
         // coffer's reqwest has no bundled TLS provider (Cargo.toml); this client needs one too.
         let _ = rustls::crypto::ring::default_provider().install_default();
         Arc::new(
@@ -133,7 +133,7 @@ impl Server {
         )
     }
 
-    fn download(&self, key: &str) -> Vec<u8> {
+    pub(crate) fn download(&self, key: &str) -> Vec<u8> {
         let store = self.admin_store();
         rt().block_on(async {
             store
@@ -147,7 +147,31 @@ impl Server {
         })
     }
 
-    fn upload(&self, key: &str, bytes: Vec<u8>) {
+    /// An object of another bucket of this server, read as admin.
+    pub(crate) fn admin_store_of(&self, bucket: &str, key: &str) -> Vec<u8> {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let store = AmazonS3Builder::new()
+            .with_endpoint(&self.endpoint)
+            .with_allow_http(true)
+            .with_region("us-east-1")
+            .with_bucket_name(bucket)
+            .with_access_key_id(&self.admin.key)
+            .with_secret_access_key(&self.admin.secret)
+            .build()
+            .unwrap();
+        rt().block_on(async {
+            store
+                .get(&ObjectPath::from(key))
+                .await
+                .unwrap()
+                .bytes()
+                .await
+                .unwrap()
+                .to_vec()
+        })
+    }
+
+    pub(crate) fn upload(&self, key: &str, bytes: Vec<u8>) {
         let store = self.admin_store();
         rt().block_on(async {
             store
@@ -175,7 +199,7 @@ impl Server {
     }
 }
 
-fn rt() -> &'static tokio::runtime::Runtime {
+pub(crate) fn rt() -> &'static tokio::runtime::Runtime {
     static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
     RT.get_or_init(|| {
         tokio::runtime::Builder::new_multi_thread()

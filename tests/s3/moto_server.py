@@ -11,6 +11,7 @@ Needs:  pip install 'moto[server]==5.2.5'           (exit 3 if missing; 1 if por
 
 Output line (single line, keys in this order):
   {"endpoint":"http://127.0.0.1:PORT","region":"us-east-1","bucket":"coffer-test",
+   (also a bucket `coffer-lock` with Object Lock enabled, for the admin user)
    "admin":{"key":..,"secret":..},"writer":{..},"reader":{..}}
 
 Users:
@@ -39,6 +40,7 @@ import threading
 
 REGION = "us-east-1"
 BUCKET = "coffer-test"
+LOCK_BUCKET = "coffer-lock"
 INSTALL_HINT = "pip install 'moto[server]==5.2.5'"
 
 
@@ -156,6 +158,8 @@ def main() -> int:
         iam = session.client("iam", endpoint_url=endpoint, config=cfg)
 
         s3.create_bucket(Bucket=BUCKET)
+        # Object Lock can only be enabled when a bucket is made (tests/it/object_lock.rs).
+        s3.create_bucket(Bucket=LOCK_BUCKET, ObjectLockEnabledForBucket=True)
         creds = {}
         for name, statements in USERS.items():
             iam.create_user(UserName=name)
