@@ -34,12 +34,15 @@ pub mod config;
 pub mod config_toml;
 pub mod error;
 pub mod lock;
+pub mod metrics;
+pub mod notify;
 pub mod paths;
 pub mod prune;
 pub mod retention;
 pub mod schedule;
 pub mod scheduler;
 pub mod session;
+pub mod status;
 
 pub use catalog::{Catalog, SessionRow, SessionState, Trigger};
 pub use config::{Job, JobFile, ResolvedJob};

@@ -24,6 +24,7 @@ use std::time::Duration;
 use super::catalog::{SessionState, Trigger};
 use super::config::ResolvedJob;
 use super::error::{JobError, JobResult};
+use super::metrics;
 use super::prune::{self, PruneReport};
 use super::schedule::Schedule;
 use super::session::{self, Context, LockMode, SessionEvents, SessionOptions, SessionOutcome};
@@ -59,13 +60,43 @@ pub enum DaemonEvent<'a> {
     },
     /// The stop flag was seen.
     Stopping,
+    /// The metrics textfile could not be written (the daemon goes on).
+    MetricsFailed {
+        path: &'a std::path::Path,
+        error: &'a JobError,
+    },
 }
 
 /// How to run the daemon.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct DaemonOptions {
     /// Evaluate once, run what is due, return.
     pub once: bool,
+    /// Rewrite this metrics textfile at start and after every session (`metrics_textfile`).
+    pub metrics: Option<MetricsTarget>,
+}
+
+/// The metrics textfile the daemon keeps up to date, and the jobs it describes (every job
+/// of the job file, scheduled or not, as `coffer metrics` writes it).
+#[derive(Clone, Debug)]
+pub struct MetricsTarget {
+    pub path: std::path::PathBuf,
+    pub jobs: Vec<super::config::Job>,
+}
+
+/// Rewrite the metrics textfile, if there is one; a failure is reported, not fatal.
+fn refresh_metrics(cx: &Context<'_>, opts: &DaemonOptions, events: &dyn DaemonEvents) {
+    let Some(target) = &opts.metrics else {
+        return;
+    };
+    let written = metrics::collect(cx.catalog, &target.jobs)
+        .and_then(|m| metrics::write_textfile(&target.path, &metrics::render(&m)));
+    if let Err(error) = written {
+        events.event(&DaemonEvent::MetricsFailed {
+            path: &target.path,
+            error: &error,
+        });
+    }
 }
 
 /// What the daemon did before it returned.
@@ -162,6 +193,7 @@ pub fn run_daemon(
             .collect(),
     });
 
+    refresh_metrics(cx, &opts, events);
     let mut summary = DaemonSummary::default();
     let mut first_pass = true;
     let mut last_idle = None;
@@ -179,6 +211,7 @@ pub fn run_daemon(
                 break;
             }
             run_due(cx, job, &now, stop, events, &mut summary)?;
+            refresh_metrics(cx, &opts, events);
         }
         if opts.once {
             summary.stopped = stop.load(Ordering::SeqCst);
