@@ -28,6 +28,7 @@ mod job_chain_run;
 mod job_config;
 mod job_daemon;
 mod job_metrics;
+mod job_notify;
 mod job_retention;
 mod job_run;
 mod job_status;
