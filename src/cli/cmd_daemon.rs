@@ -31,7 +31,7 @@ pub fn run(a: DaemonArgs) -> anyhow::Result<u8> {
     let scheduled: Vec<_> = file
         .jobs
         .iter()
-        .filter(|j| j.schedule.is_some())
+        .filter(|j| j.schedule.is_some() || j.monitoring.verify_schedule.is_some())
         .cloned()
         .collect();
     if scheduled.is_empty() {
@@ -140,6 +140,30 @@ impl DaemonEvents for DaemonLog {
             }
             DaemonEvent::Idle { next: None } => return,
             DaemonEvent::Stopping => "stop signal received; no new sessions will start".into(),
+            DaemonEvent::VerifyStarted { job } => {
+                format!("job {job}: verify of the kept archives started")
+            }
+            DaemonEvent::Verified { run } => {
+                let took = seconds(run.finished_at_ms - run.started_at_ms);
+                let verdict = if run.ok() {
+                    "verify ok"
+                } else {
+                    "verify FAILED"
+                };
+                let mut line = format!(
+                    "job {}: {verdict} in {took}: {}, {} read",
+                    run.job,
+                    run.summary(),
+                    human(run.bytes)
+                );
+                for d in run.details.iter().skip(1).take(9) {
+                    line.push_str(&format!("; {d}"));
+                }
+                line
+            }
+            DaemonEvent::VerifyFailed { job, error } => {
+                format!("job {job}: verify failed: {error}")
+            }
             DaemonEvent::MetricsFailed { path, error } => {
                 format!(
                     "warning: cannot write the metrics to {}: {error}",

@@ -33,6 +33,7 @@ pub mod chains;
 pub mod config;
 pub mod config_toml;
 pub mod error;
+pub mod health;
 pub mod lock;
 pub mod metrics;
 pub mod notify;

@@ -32,6 +32,7 @@ mod job_notify;
 mod job_retention;
 mod job_run;
 mod job_status;
+mod job_verify_schedule;
 mod json_output;
 mod keygen_signing;
 mod list;
