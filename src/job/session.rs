@@ -18,6 +18,10 @@
 //! killed outright (`kill -9`, power loss) are removed, and its session marked
 //! interrupted, by [`recover_stale`] on a later start; in object storage an upload cut
 //! off that way stays invisible until the bucket's lifecycle rule aborts it.
+//!
+//! **Notifications.** A recorded session sends the job's `notify` pings
+//! ([`super::notify`]): start when it begins (on its own thread), success or failure when it
+//! ends. A ping that fails is only reported ([`SessionEvents::notify_failed`]).
 
 use chrono::Utc;
 use std::path::{Path, PathBuf};
