@@ -10,7 +10,7 @@ mod cli;
 use cli::args::{self, Cli, Command};
 use cli::report::{self, EXIT_FAILED, EXIT_OK};
 use cli::{cmd_backup, cmd_copy, cmd_daemon, cmd_history, cmd_info, cmd_job, cmd_keygen, cmd_list};
-use cli::{cmd_prune, cmd_rekey, cmd_restore, cmd_verify, keys, ui};
+use cli::{cmd_metrics, cmd_prune, cmd_rekey, cmd_restore, cmd_status, cmd_verify, keys, ui};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -72,5 +72,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Daemon(a) => cmd_daemon::run(a),
         Command::History(a) => cmd_history::run(a),
         Command::Prune(a) => cmd_prune::run(a),
+        Command::Status(a) => cmd_status::run(a),
+        Command::Metrics(a) => cmd_metrics::run(a),
     }
 }

@@ -13,9 +13,11 @@ use super::cmd_info::InfoArgs;
 use super::cmd_job::JobArgs;
 use super::cmd_keygen::KeygenArgs;
 use super::cmd_list::ListArgs;
+use super::cmd_metrics::MetricsArgs;
 use super::cmd_prune::PruneArgs;
 use super::cmd_rekey::RekeyArgs;
 use super::cmd_restore::RestoreArgs;
+use super::cmd_status::StatusArgs;
 use super::cmd_verify::VerifyArgs;
 use super::report::EXIT_OK;
 use super::ui::write_out_bytes;
@@ -107,6 +109,14 @@ pub enum Command {
     /// Delete archives that the jobs' retention no longer keeps
     #[command(after_help = "Example:\n  coffer prune --dry-run\n  coffer prune home")]
     Prune(PruneArgs),
+    /// Each job's health: last success, overdue, restore points, last verify (exit 0 ok, 1 warning, 2 failed)
+    #[command(after_help = "Example:\n  coffer status\n  coffer status home --json")]
+    Status(StatusArgs),
+    /// Prometheus metrics of the jobs, on stdout or into a textfile collector's file
+    #[command(
+        after_help = "Example:\n  coffer metrics\n  coffer metrics --textfile /var/lib/node_exporter/textfile/coffer.prom"
+    )]
+    Metrics(MetricsArgs),
 }
 
 /// `coffer completions SHELL`

@@ -7,7 +7,7 @@ use clap::Args;
 use coffer::job::JobError;
 use coffer::job::catalog::{SessionRow, SessionState, Trigger};
 use coffer::job::prune::PruneReport;
-use coffer::job::scheduler::{self, DaemonEvent, DaemonEvents, DaemonOptions};
+use coffer::job::scheduler::{self, DaemonEvent, DaemonEvents, DaemonOptions, MetricsTarget};
 use coffer::job::session::{SessionEvents, SessionOutcome};
 use coffer::progress::Warning;
 
@@ -31,7 +31,7 @@ pub fn run(a: DaemonArgs) -> anyhow::Result<u8> {
     let scheduled: Vec<_> = file
         .jobs
         .iter()
-        .filter(|j| j.schedule.is_some())
+        .filter(|j| j.schedule.is_some() || j.monitoring.verify_schedule.is_some())
         .cloned()
         .collect();
     if scheduled.is_empty() {
@@ -44,7 +44,13 @@ pub fn run(a: DaemonArgs) -> anyhow::Result<u8> {
     let summary = scheduler::run_daemon(
         &st.cx(),
         &resolved,
-        DaemonOptions { once: a.once },
+        DaemonOptions {
+            once: a.once,
+            metrics: file.metrics_textfile.clone().map(|path| MetricsTarget {
+                path,
+                jobs: file.jobs.clone(),
+            }),
+        },
         &stop,
         &DaemonLog,
     )?;
@@ -80,6 +86,9 @@ impl SessionEvents for DaemonLog {
             w.path.display(),
             w.message
         ));
+    }
+    fn notify_failed(&self, job: &str, error: &coffer::job::notify::PingError) {
+        log(format!("job {job}: warning: {error}"));
     }
     fn recovered(&self, row: &SessionRow) {
         log(format!(
@@ -131,6 +140,36 @@ impl DaemonEvents for DaemonLog {
             }
             DaemonEvent::Idle { next: None } => return,
             DaemonEvent::Stopping => "stop signal received; no new sessions will start".into(),
+            DaemonEvent::VerifyStarted { job } => {
+                format!("job {job}: verify of the kept archives started")
+            }
+            DaemonEvent::Verified { run } => {
+                let took = seconds(run.finished_at_ms - run.started_at_ms);
+                let verdict = if run.ok() {
+                    "verify ok"
+                } else {
+                    "verify FAILED"
+                };
+                let mut line = format!(
+                    "job {}: {verdict} in {took}: {}, {} read",
+                    run.job,
+                    run.summary(),
+                    human(run.bytes)
+                );
+                for d in run.details.iter().skip(1).take(9) {
+                    line.push_str(&format!("; {d}"));
+                }
+                line
+            }
+            DaemonEvent::VerifyFailed { job, error } => {
+                format!("job {job}: verify failed: {error}")
+            }
+            DaemonEvent::MetricsFailed { path, error } => {
+                format!(
+                    "warning: cannot write the metrics to {}: {error}",
+                    path.display()
+                )
+            }
         };
         log(line);
     }

@@ -213,6 +213,9 @@ impl SessionEvents for RunEvents {
     fn warning(&self, _job: &str, w: &Warning) {
         eprintln!("warning: {}: {}", safe_path(&w.path), safe(&w.message));
     }
+    fn notify_failed(&self, job: &str, error: &coffer::job::notify::PingError) {
+        eprintln!("warning: job {}: {}", safe(job), safe(&error.to_string()));
+    }
 }
 
 fn run_now(a: JobRunArgs) -> anyhow::Result<u8> {

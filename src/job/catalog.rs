@@ -56,6 +56,8 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE sessions ADD COLUMN files_unchanged INTEGER;
     ALTER TABLE sessions ADD COLUMN bytes_referenced INTEGER;
     UPDATE sessions SET kind = 'full', parents = '[]' WHERE archive IS NOT NULL;",
+    // 3: scheduled verifies of the kept archives (`verify_schedule`).
+    monitor::VERIFY_MIGRATION,
 ];
 
 /// The schema version this coffer writes.
@@ -559,6 +561,9 @@ fn migrate(conn: &mut Connection, path: &Path) -> JobResult<()> {
 fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
+
+mod monitor;
+pub use monitor::VerifyRun;
 
 #[cfg(test)]
 mod tests;

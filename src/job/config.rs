@@ -27,6 +27,7 @@ use std::path::{Path, PathBuf};
 
 use super::chains::ChainPolicy;
 use super::error::{ConfigError, JobError, JobResult};
+use super::notify::Notify;
 use super::retention::Retention;
 use super::schedule::Schedule;
 use crate::Compression;
@@ -69,6 +70,19 @@ pub struct Job {
     pub signing_key_passphrase_file: Option<Located<PathBuf>>,
     /// `full_every` and `active_full`: whether and how the job makes incrementals.
     pub chain: ChainPolicy,
+    /// `notify`, `verify_schedule` and `verify_max_rate`.
+    pub monitoring: Monitoring,
+}
+
+/// A job's monitoring keys (docs/JOBS.md "Monitoring").
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Monitoring {
+    /// URLs pinged when a session starts, succeeds or fails.
+    pub notify: Notify,
+    /// When the daemon verifies (keyless) every archive the job keeps.
+    pub verify_schedule: Option<Located<Schedule>>,
+    /// Bytes per second a scheduled verify may read (None: no limit).
+    pub verify_max_rate: Option<u64>,
 }
 
 /// A parsed and validated job file.
@@ -80,6 +94,8 @@ pub struct JobFile {
     /// The `[s3]` table: endpoint and region for `s3://` destinations.
     #[cfg(feature = "s3")]
     pub s3: crate::storage::s3::S3Settings,
+    /// Top-level `metrics_textfile`: the daemon rewrites it after every session.
+    pub metrics_textfile: Option<PathBuf>,
 }
 
 /// A job whose recipients are loaded and whose destination was found writable.

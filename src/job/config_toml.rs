@@ -23,6 +23,8 @@ use super::retention::Retention;
 use super::schedule::Schedule;
 use crate::Compression;
 
+mod monitor;
+
 type SpannedList = Spanned<Vec<Spanned<String>>>;
 
 #[derive(Deserialize)]
@@ -34,6 +36,8 @@ struct RawFile {
     s3: Option<crate::storage::s3::S3Settings>,
     #[serde(default)]
     job: BTreeMap<Spanned<String>, Spanned<RawJob>>,
+    /// Monitoring (see `monitor`): where the daemon writes Prometheus metrics.
+    metrics_textfile: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -50,6 +54,10 @@ struct RawDefaults {
     signing_key_passphrase_file: Option<Spanned<String>>,
     full_every: Option<Spanned<u32>>,
     active_full: Option<Spanned<String>>,
+    // Monitoring keys, checked in `monitor`.
+    notify: Option<monitor::RawNotify>,
+    verify_schedule: Option<Spanned<String>>,
+    verify_max_rate: Option<Spanned<u64>>,
 }
 
 #[derive(Deserialize)]
@@ -69,6 +77,10 @@ struct RawJob {
     signing_key_passphrase_file: Option<Spanned<String>>,
     full_every: Option<Spanned<u32>>,
     active_full: Option<Spanned<String>>,
+    // Monitoring keys, checked in `monitor`.
+    notify: Option<monitor::RawNotify>,
+    verify_schedule: Option<Spanned<String>>,
+    verify_max_rate: Option<Spanned<u64>>,
 }
 
 #[derive(Deserialize, Clone, Copy)]
@@ -200,12 +212,14 @@ impl JobFile {
             .filter_map(|(name, job)| check_job(&mut cx, &defaults, name, job))
             .collect();
         check_shared_destinations(&mut cx, &jobs);
+        let metrics_textfile = monitor::metrics_textfile(&mut cx, raw.metrics_textfile.as_ref());
         if cx.errors.is_empty() {
             Ok(JobFile {
                 path: path.to_path_buf(),
                 jobs,
                 #[cfg(feature = "s3")]
                 s3: raw.s3.unwrap_or_default(),
+                metrics_textfile: metrics_textfile.map(|p| p.value),
             })
         } else {
             cx.errors.sort_by_key(|e| e.line);
@@ -229,6 +243,8 @@ struct Defaults {
     signing_key_passphrase_file: Option<Located<PathBuf>>,
     /// `full_every` and `active_full` of `[defaults]` (each None when unset or invalid).
     chain: ChainPolicy,
+    /// `notify`, `verify_schedule`, `verify_max_rate` of `[defaults]`.
+    monitoring: super::config::Monitoring,
 }
 
 impl Defaults {
@@ -267,6 +283,7 @@ impl Defaults {
                     .as_ref()
                     .and_then(|s| check_schedule(cx, s, &section, "active_full")),
             },
+            monitoring: monitor::defaults(cx, raw),
         }
     }
 }
@@ -323,6 +340,7 @@ fn check_job(
         Some(c) => parse_compression(cx, c, &section),
         None => defaults.compression,
     };
+    let monitoring = monitor::job(cx, &defaults.monitoring, &job, &section);
     let mut exclude = defaults.exclude.clone();
     exclude.extend(check_globs(
         cx,
@@ -364,6 +382,7 @@ fn check_job(
             .map(|s| cx.located_path(s))
             .or_else(|| defaults.signing_key.clone()),
         chain,
+        monitoring,
     })
 }
 

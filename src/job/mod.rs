@@ -20,6 +20,8 @@
 //!   every archive a kept restore point reads from) and [`prune`] applies it;
 //! - [`lock`] holds one process-wide file lock per job (released if the process dies);
 //! - [`paths`] finds the job file and the state folder.
+//! - monitoring: [`status`] (each job's health, overdue), [`metrics`] (Prometheus text),
+//!   [`notify`] (pings around sessions) and [`health`] (the scheduled keyless verify).
 //!
 //! How archives are named and how a job's leftovers are recognised in a destination is not
 //! here but in [`crate::storage::naming`]: the plain `backup --to` names its archives the
@@ -33,13 +35,17 @@ pub mod chains;
 pub mod config;
 pub mod config_toml;
 pub mod error;
+pub mod health;
 pub mod lock;
+pub mod metrics;
+pub mod notify;
 pub mod paths;
 pub mod prune;
 pub mod retention;
 pub mod schedule;
 pub mod scheduler;
 pub mod session;
+pub mod status;
 
 pub use catalog::{Catalog, SessionRow, SessionState, Trigger};
 pub use config::{Job, JobFile, ResolvedJob};

@@ -21,9 +21,11 @@ use chrono::{DateTime, Local, TimeZone, Timelike};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use super::catalog::{SessionState, Trigger};
+use super::catalog::{SessionState, Trigger, VerifyRun};
 use super::config::ResolvedJob;
 use super::error::{JobError, JobResult};
+use super::health;
+use super::metrics;
 use super::prune::{self, PruneReport};
 use super::schedule::Schedule;
 use super::session::{self, Context, LockMode, SessionEvents, SessionOptions, SessionOutcome};
@@ -59,13 +61,49 @@ pub enum DaemonEvent<'a> {
     },
     /// The stop flag was seen.
     Stopping,
+    /// A scheduled verify of a job's kept archives starts.
+    VerifyStarted { job: &'a str },
+    /// A scheduled verify ended and was recorded.
+    Verified { run: &'a VerifyRun },
+    /// A scheduled verify could not run (the catalog could not be read or written).
+    VerifyFailed { job: &'a str, error: &'a JobError },
+    /// The metrics textfile could not be written (the daemon goes on).
+    MetricsFailed {
+        path: &'a std::path::Path,
+        error: &'a JobError,
+    },
 }
 
 /// How to run the daemon.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct DaemonOptions {
     /// Evaluate once, run what is due, return.
     pub once: bool,
+    /// Rewrite this metrics textfile at start and after every session (`metrics_textfile`).
+    pub metrics: Option<MetricsTarget>,
+}
+
+/// The metrics textfile the daemon keeps up to date, and the jobs it describes (every job
+/// of the job file, scheduled or not, as `coffer metrics` writes it).
+#[derive(Clone, Debug)]
+pub struct MetricsTarget {
+    pub path: std::path::PathBuf,
+    pub jobs: Vec<super::config::Job>,
+}
+
+/// Rewrite the metrics textfile, if there is one; a failure is reported, not fatal.
+fn refresh_metrics(cx: &Context<'_>, opts: &DaemonOptions, events: &dyn DaemonEvents) {
+    let Some(target) = &opts.metrics else {
+        return;
+    };
+    let written = metrics::collect(cx.catalog, &target.jobs)
+        .and_then(|m| metrics::write_textfile(&target.path, &metrics::render(&m)));
+    if let Err(error) = written {
+        events.event(&DaemonEvent::MetricsFailed {
+            path: &target.path,
+            error: &error,
+        });
+    }
 }
 
 /// What the daemon did before it returned.
@@ -154,6 +192,16 @@ pub fn run_daemon(
         .iter()
         .filter_map(|j| j.job.schedule.as_ref().map(|s| (j, &s.value)))
         .collect();
+    let verifies: Vec<(&ResolvedJob, &Schedule)> = jobs
+        .iter()
+        .filter_map(|j| {
+            let s = j.job.monitoring.verify_schedule.as_ref()?;
+            Some((j, &s.value))
+        })
+        .collect();
+    // The daemon wakes for either kind of schedule.
+    let wake_on: Vec<(&ResolvedJob, &Schedule)> =
+        scheduled.iter().chain(&verifies).copied().collect();
     let now = Local::now();
     events.event(&DaemonEvent::Ready {
         jobs: scheduled
@@ -162,6 +210,7 @@ pub fn run_daemon(
             .collect(),
     });
 
+    refresh_metrics(cx, &opts, events);
     let mut summary = DaemonSummary::default();
     let mut first_pass = true;
     let mut last_idle = None;
@@ -173,18 +222,36 @@ pub fn run_daemon(
         }
         let now = Local::now();
         let due = due_jobs(cx, &scheduled, first_pass, &now)?;
-        first_pass = false;
         for job in due {
             if stop.load(Ordering::SeqCst) {
                 break;
             }
             run_due(cx, job, &now, stop, events, &mut summary)?;
+            refresh_metrics(cx, &opts, events);
         }
+        for (job, schedule) in &verifies {
+            if stop.load(Ordering::SeqCst) {
+                break;
+            }
+            if verify_if_due(
+                cx,
+                job,
+                schedule,
+                first_pass,
+                &now,
+                stop,
+                events,
+                &mut summary,
+            )? {
+                refresh_metrics(cx, &opts, events);
+            }
+        }
+        first_pass = false;
         if opts.once {
             summary.stopped = stop.load(Ordering::SeqCst);
             break;
         }
-        sleep_until_due(&scheduled, stop, events, &mut last_idle);
+        sleep_until_due(&wake_on, stop, events, &mut last_idle);
     }
     Ok(summary)
 }
@@ -272,6 +339,70 @@ fn run_due(
         Err(other) => return Err(other),
     }
     Ok(())
+}
+
+/// The catalog's key for when the daemon last evaluated a job's `verify_schedule` (job
+/// names cannot hold `:`, so it never meets a job's own key).
+fn verify_key(job: &str) -> String {
+    format!("{job}:verify")
+}
+
+/// Run the scheduled verify of `job` if its `verify_schedule` fired in its window (the same
+/// window rules as sessions, see the module docs). The job's lock is held while it runs, so
+/// no session or prune changes the archives under it; a job whose lock is held elsewhere
+/// is skipped and stays due. Returns whether a verify ran. Damage found counts as an error
+/// of the pass (`daemon --once` exits 2).
+#[allow(clippy::too_many_arguments)]
+fn verify_if_due(
+    cx: &Context<'_>,
+    job: &ResolvedJob,
+    schedule: &Schedule,
+    first_pass: bool,
+    now: &DateTime<Local>,
+    stop: &AtomicBool,
+    events: &dyn DaemonEvents,
+    summary: &mut DaemonSummary,
+) -> JobResult<bool> {
+    let name = job.job.name.as_str();
+    let key = verify_key(name);
+    let last = cx.catalog.last_checked(&key)?.and_then(from_ms);
+    let after = window_start(last, job.job.catch_up, first_pass, now);
+    if due_in(schedule, &after, now).is_none() {
+        cx.catalog.set_last_checked(&key, now.timestamp_millis())?;
+        return Ok(false);
+    }
+    let Some(_lock) = cx.locks.try_job(name)? else {
+        let error = JobError::Busy {
+            job: name.to_string(),
+            pid: cx.locks.job_holder(name),
+        };
+        events.event(&DaemonEvent::Skipped {
+            job: name,
+            error: &error,
+        });
+        return Ok(false);
+    };
+    events.event(&DaemonEvent::VerifyStarted { job: name });
+    match health::verify_job(cx.catalog, &job.job, stop) {
+        Ok(Some(run)) => {
+            cx.catalog.set_last_checked(&key, now.timestamp_millis())?;
+            if !run.ok() {
+                summary.errors += 1;
+            }
+            events.event(&DaemonEvent::Verified { run: &run });
+        }
+        // Stopped: nothing recorded, and the verify stays due for the next start.
+        Ok(None) => return Ok(false),
+        Err(error) => {
+            summary.errors += 1;
+            cx.catalog.set_last_checked(&key, now.timestamp_millis())?;
+            events.event(&DaemonEvent::VerifyFailed {
+                job: name,
+                error: &error,
+            });
+        }
+    }
+    Ok(true)
 }
 
 /// Apply the job's retention after a completed session; a failure is reported and

@@ -18,6 +18,10 @@
 //! killed outright (`kill -9`, power loss) are removed, and its session marked
 //! interrupted, by [`recover_stale`] on a later start; in object storage an upload cut
 //! off that way stays invisible until the bucket's lifecycle rule aborts it.
+//!
+//! **Notifications.** A recorded session sends the job's `notify` pings
+//! ([`super::notify`]): start when it begins (on its own thread), success or failure when it
+//! ends. A ping that fails is only reported ([`SessionEvents::notify_failed`]).
 
 use chrono::Utc;
 use std::path::{Path, PathBuf};
@@ -31,6 +35,7 @@ use super::chains;
 use super::config::ResolvedJob;
 use super::error::{JobError, JobResult};
 use super::lock::{Lock, LockDir, pid_alive};
+use super::notify;
 use crate::backup::{self, BackupReport};
 use crate::chain::ChainOptions;
 use crate::format::hex;
@@ -66,6 +71,8 @@ pub trait SessionEvents: Sync {
     fn warning(&self, _job: &str, _warning: &Warning) {}
     /// A session of a dead process was found and marked interrupted.
     fn recovered(&self, _row: &SessionRow) {}
+    /// A notification ping (`notify`) failed; the session is not changed by it.
+    fn notify_failed(&self, _job: &str, _error: &super::notify::PingError) {}
 }
 
 /// Ignores every event.
@@ -205,6 +212,31 @@ pub fn run_session(
         .catalog
         .begin(name, trigger, &dest, started.timestamp_millis())?;
     events.started(name, row_id, trigger);
+    let notify = &job.job.monitoring.notify;
+    let pending = notify::ping_start(notify);
+    let result = run_started(cx, job, row_id, started, chain, stop, events);
+    let outcome = match &result {
+        Ok(o) => Ok(&o.row),
+        Err(e) => Err(e.to_string()),
+    };
+    for e in notify::ping_end(pending, notify, outcome) {
+        events.notify_failed(name, &e);
+    }
+    result
+}
+
+/// The recorded session `row_id` of `job`, from its start to its outcome.
+fn run_started(
+    cx: &Context<'_>,
+    job: &ResolvedJob,
+    row_id: i64,
+    started: chrono::DateTime<Utc>,
+    chain: Option<ChainOptions>,
+    stop: &AtomicBool,
+    events: &dyn SessionEvents,
+) -> JobResult<SessionOutcome> {
+    let name = job.job.name.as_str();
+    let dest = job.job.destination.value.clone();
     let session_id = match new_session_id() {
         Ok(sid) => sid,
         Err(e) => return fail_before_start(cx, row_id, e.into()),

@@ -52,7 +52,9 @@ fn each_config_error_names_line_job_and_key() {
         (
             "unknown top-level table",
             "[jobs.home]\nsources = [\"/tmp\"]\n",
-            &[":4: key \"jobs\": unknown key (expected one of defaults, s3, job)"],
+            &[
+                ":4: key \"jobs\": unknown key (expected one of defaults, s3, job, metrics_textfile)",
+            ],
         ),
         (
             "bad cron expression",

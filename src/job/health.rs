@@ -1,0 +1,107 @@
+//! Scheduled health checks (`verify_schedule`): a keyless verify of every archive a job
+//! keeps — every frame's checksum, the index and the trailer, as `coffer verify` without a
+//! key does — recorded in the catalog as one [`VerifyRun`] and surfaced by `status` and
+//! `metrics`. No key is needed, so any host that can read the destination can run it.
+//!
+//! It reads every byte of every kept archive; in object storage that is a download of the
+//! whole destination, so `verify_max_rate` limits the reading to so many bytes per second.
+//! An archive that cannot be opened (gone, truncated, not an archive) counts as damaged.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use super::catalog::{Catalog, MAX_STORED_WARNINGS, VerifyRun};
+use super::config::Job;
+use super::error::JobResult;
+use crate::archive::Archive;
+use crate::progress::Observer;
+
+/// Slows a verify to `rate` bytes per second: after each block it sleeps until the bytes
+/// read so far are within the rate (the verify reads as the observer is told, on the same
+/// thread). A set stop flag ends the sleeping, so a stopping daemon is not held up by it.
+struct Throttle<'a> {
+    rate: Option<u64>,
+    stop: &'a AtomicBool,
+    start: Instant,
+    bytes: Mutex<u64>,
+}
+
+impl Observer for Throttle<'_> {
+    fn bytes_done(&self, n: u64) {
+        let mut total = self.bytes.lock().unwrap_or_else(|e| e.into_inner());
+        *total += n;
+        let Some(rate) = self.rate else {
+            return;
+        };
+        let due = Duration::from_secs_f64(*total as f64 / rate as f64);
+        drop(total);
+        while !self.stop.load(Ordering::SeqCst) {
+            let Some(left) = due.checked_sub(self.start.elapsed()) else {
+                break;
+            };
+            std::thread::sleep(left.min(Duration::from_millis(100)));
+        }
+    }
+}
+
+/// Verify every archive `job` keeps (keyless), reading at most `job`'s `verify_max_rate`
+/// bytes per second, and record the run. None if `stop` was set before the end (nothing
+/// is recorded: a partial check says nothing about the archives not reached).
+pub fn verify_job(catalog: &Catalog, job: &Job, stop: &AtomicBool) -> JobResult<Option<VerifyRun>> {
+    let started_at_ms = chrono::Utc::now().timestamp_millis();
+    let throttle = Throttle {
+        rate: job.monitoring.verify_max_rate,
+        stop,
+        start: Instant::now(),
+        bytes: Mutex::new(0),
+    };
+    let (mut archives, mut damaged, mut details) = (0u64, 0u64, Vec::new());
+    for row in catalog.good_archives(&job.name)? {
+        if stop.load(Ordering::SeqCst) {
+            return Ok(None);
+        }
+        let Some(path) = row.archive.as_deref() else {
+            continue;
+        };
+        archives += 1;
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+        let name = name.unwrap_or_else(|| path.to_string_lossy().into_owned());
+        let mut note = |what: String| {
+            if details.len() < MAX_STORED_WARNINGS {
+                details.push(format!("{name}: {what}"));
+            }
+        };
+        match Archive::open(path).and_then(|a| a.verify_checksums(&throttle)) {
+            Ok(report) if report.is_ok() => {}
+            Ok(report) => {
+                damaged += 1;
+                for p in &report.problems {
+                    match p.block {
+                        Some(b) => note(format!("block {b} at offset {}: {}", p.offset, p.detail)),
+                        None => note(format!("offset {}: {}", p.offset, p.detail)),
+                    }
+                }
+            }
+            Err(e) => {
+                damaged += 1;
+                note(e.to_string());
+            }
+        }
+    }
+    if stop.load(Ordering::SeqCst) {
+        return Ok(None);
+    }
+    let mut run = VerifyRun {
+        id: 0,
+        job: job.name.clone(),
+        started_at_ms,
+        finished_at_ms: chrono::Utc::now().timestamp_millis(),
+        archives,
+        bytes: *throttle.bytes.lock().unwrap_or_else(|e| e.into_inner()),
+        damaged,
+        details,
+    };
+    run.id = catalog.record_verify(&run)?;
+    Ok(Some(run))
+}
