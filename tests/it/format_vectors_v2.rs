@@ -64,32 +64,6 @@ const COMMITTED: &[&str] = &[
     "xattr-huge",
 ];
 
-/// Outcomes the manifests state as docs/FORMAT.md asks, where the library does otherwise
-/// today: (vector, command, what it returns now). The main test skips them;
-/// `v2_vectors_where_the_library_falls_short` checks them as stated and is ignored until
-/// the gap is closed.
-const GAPS: &[(&str, &str, &str)] = &[
-    // v2.10.3: keyed verify of an incremental reads its parents; verify_blocks refuses
-    // "has data in a parent archive ..., which this build cannot verify".
-    ("chain2", "verify_keyed", "InvalidOption"),
-    ("chain3", "verify_keyed", "InvalidOption"),
-    ("signed-chain", "verify_keyed_signer", "InvalidOption"),
-    ("chain-missing-parent", "verify_keyed", "InvalidOption"),
-    ("chain-lookalike-parent", "verify_keyed", "InvalidOption"),
-    (
-        "chain-extent-outside-parent",
-        "verify_keyed",
-        "InvalidOption",
-    ),
-    ("chain-cycle", "verify_keyed", "InvalidOption"),
-];
-
-fn gap(vector: &str, command: &str) -> Option<&'static str> {
-    GAPS.iter()
-        .find(|(v, c, _)| *v == vector && *c == command)
-        .map(|(_, _, now)| *now)
-}
-
 /// The commands a manifest may state an outcome for.
 const COMMANDS: &[&str] = &[
     "restore",
@@ -282,7 +256,10 @@ fn run(v: &Vector, command: &str, t: &TestDir) -> (String, Option<PathBuf>) {
                 if signed {
                     u.verify_signature(a, &signers)?;
                 }
-                a.verify_blocks(&u, &Quiet).map(|r| r.is_ok())
+                // An incremental with its parents (v2.10.3); a full as verify_blocks.
+                let pinned = if signed { &signers[..] } else { &[] };
+                a.verify_chain(&u, &id, None, pinned, &Quiet)
+                    .map(|r| r.is_ok())
             })
         }
         "list" => {
@@ -569,16 +546,6 @@ fn every_v2_vector_has_its_stated_outcome_per_command() {
             };
             stated += 1;
             let (got, restored) = run(&v, command, &t);
-            if let Some(now) = gap(name, command) {
-                // Still short: keep the list honest (a closed gap must leave GAPS).
-                if got != now {
-                    failures.push(format!(
-                        "{}: {command}: got {got}; GAPS says {now}, the manifest {want}",
-                        v.name
-                    ));
-                }
-                continue;
-            }
             if got != *want {
                 failures.push(format!("{}: {command}: got {got}, expected {want}", v.name));
                 continue;
@@ -597,22 +564,6 @@ fn every_v2_vector_has_its_stated_outcome_per_command() {
             for d in check_keys(&v, table) {
                 failures.push(format!("{}: {d}", v.name));
             }
-        }
-    }
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
-}
-
-#[test]
-#[ignore = "gap: keyed verify of incremental archives is not implemented (src/archive/verify_content.rs)"]
-fn v2_vectors_where_the_library_falls_short() {
-    let t = TestDir::new();
-    let mut failures = Vec::new();
-    for (name, command, _) in GAPS {
-        let v = Vector::load(name);
-        let want = &v.m.top[*command];
-        let (got, _) = run(&v, command, &t);
-        if got != *want {
-            failures.push(format!("{name}: {command}: got {got}, expected {want}"));
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
