@@ -305,3 +305,35 @@ mod tests {
         );
     }
 }
+
+/// What the selected files of a restore point need of one parent: how many of them, and
+/// the furthest end of their extents into it with the file it belongs to (checked against
+/// the parent's stream once it is open, [`check_extent_end`]). Index 0 (this archive) is
+/// unused.
+#[derive(Clone, Default)]
+pub(crate) struct Need {
+    pub files: u64,
+    pub end: u64,
+    pub entry: Vec<u8>,
+}
+
+impl Need {
+    /// Count what file entry `e` needs of each parent.
+    pub(crate) fn note(needs: &mut [Need], e: &crate::format::v2::EntryV2) {
+        let mut seen: Vec<u32> = Vec::new();
+        for x in e.extents.iter().filter(|x| x.archive != 0) {
+            let Some(n) = needs.get_mut(x.archive as usize) else {
+                continue; // refused by the index checks (archive ≤ |chain|)
+            };
+            if !seen.contains(&x.archive) {
+                seen.push(x.archive);
+                n.files += 1;
+            }
+            let end = x.offset.saturating_add(x.len);
+            if end > n.end {
+                n.end = end;
+                n.entry.clone_from(&e.path);
+            }
+        }
+    }
+}

@@ -11,7 +11,7 @@
 
 use std::path::Path;
 
-use super::chain::{self, ParentArchive, parents_keyless};
+use super::chain::{self, Need, ParentArchive, parents_keyless};
 use super::verify::{ParentCheck, Problem, VerifyReport};
 use super::verify_content::check_content_hashes;
 use super::{Archive, Unlocked};
@@ -21,15 +21,6 @@ use crate::format::v2::KIND_FILE;
 use crate::progress::Observer;
 use crate::recipient::Identity;
 use crate::signing::VerifyingKey;
-
-/// What the restore point's files need of one parent: how many of them, and the furthest
-/// end of their extents into it with the file it belongs to.
-#[derive(Clone, Default)]
-pub(super) struct Need {
-    pub(super) files: u64,
-    end: u64,
-    entry: Vec<u8>,
-}
 
 /// A set of block numbers, one bit each (a parent's needed blocks).
 struct Blocks(Vec<u64>);
@@ -272,21 +263,7 @@ pub(super) fn needs(archive: &Archive, unlocked: &Unlocked, parents: usize) -> R
         if e.kind != KIND_FILE {
             return Ok(());
         }
-        let mut seen: Vec<u32> = Vec::new();
-        for x in e.extents.iter().filter(|x| x.archive != 0) {
-            let Some(n) = needs.get_mut(x.archive as usize) else {
-                continue; // refused by the index checks (archive ≤ |chain|)
-            };
-            if !seen.contains(&x.archive) {
-                seen.push(x.archive);
-                n.files += 1;
-            }
-            let end = x.offset.saturating_add(x.len);
-            if end > n.end {
-                n.end = end;
-                n.entry.clone_from(&e.path);
-            }
-        }
+        Need::note(&mut needs, &e);
         Ok(())
     })?;
     Ok(needs)

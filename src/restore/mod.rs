@@ -19,7 +19,7 @@ use select::{Open, Patterns, Selector, Step};
 use std::collections::HashMap;
 use target::{SpecialKind, not_permitted};
 
-use crate::archive::chain::{self, ParentArchive};
+use crate::archive::chain::{self, Need, ParentArchive};
 use crate::archive::{Archive, Unlocked};
 use crate::error::{Error, Result};
 use crate::format::v2::{
@@ -205,35 +205,6 @@ fn restore_inner(
     Ok(report)
 }
 
-/// What the selected files need of one parent: how many of them, and the furthest end of
-/// their extents into it (with the file it belongs to), checked against the parent's
-/// stream once the parent is open.
-#[derive(Clone, Default)]
-struct Need {
-    files: u64,
-    end: u64,
-    entry: Vec<u8>,
-}
-
-/// Count what a selected file needs of each parent.
-fn note_needs(needs: &mut [Need], e: &Entry) {
-    let mut seen: Vec<u32> = Vec::new();
-    for x in e.extents.iter().filter(|x| x.archive != 0) {
-        let Some(n) = needs.get_mut(x.archive as usize) else {
-            continue; // refused by the index checks (archive ≤ |chain|)
-        };
-        if !seen.contains(&x.archive) {
-            seen.push(x.archive);
-            n.files += 1;
-        }
-        let end = x.offset.saturating_add(x.len);
-        if end > n.end {
-            n.end = end;
-            n.entry = e.path.clone();
-        }
-    }
-}
-
 /// Open the parents the selected files need (v2.8.2 steps 2–6), in table order, each
 /// checked before the next; `None` for the others. With required signers, each parent's
 /// signature is verified too.
@@ -326,12 +297,12 @@ fn scan(
             if e.kind == KIND_FILE {
                 files += 1;
                 bytes += e.size;
-                note_needs(&mut needs, &e);
+                Need::note(&mut needs, &e);
             }
             if e.kind == KIND_HARDLINK {
                 let t = e.hardlink_to.unwrap_or(u64::MAX);
                 if !chosen.get(t) && stand_ins.insert(t) {
-                    note_needs(&mut needs, &unlocked.entry(archive, t)?);
+                    Need::note(&mut needs, &unlocked.entry(archive, t)?);
                 }
             }
         }
