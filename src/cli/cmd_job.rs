@@ -184,8 +184,22 @@ fn print_checked(r: &ResolvedJob, now: &DateTime<Local>) -> anyhow::Result<()> {
         ),
         None => "no schedule".into(),
     };
+    // The pinned keys by fingerprint: what an operator compares with `keygen`'s output.
+    let signers = if r.signers.is_empty() {
+        String::new()
+    } else {
+        let fps: Vec<String> = r
+            .signers
+            .iter()
+            .map(|k| k.fingerprint().to_string())
+            .collect();
+        format!(
+            ", scheduled verify requires a signature by {}",
+            fps.join(" or ")
+        )
+    };
     outln!(
-        "ok: job {}: {} source(s), {} recipient(s), destination {} writable, {}, retention: {}, {}",
+        "ok: job {}: {} source(s), {} recipient(s), destination {} writable, {}, retention: {}, {}{signers}",
         safe(&j.name),
         j.sources.len(),
         r.recipients.len(),

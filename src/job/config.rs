@@ -33,7 +33,7 @@ use super::schedule::Schedule;
 use crate::Compression;
 use crate::backup::BackupOptions;
 use crate::recipient::{Recipient, RsaRecipient};
-use crate::signing::SigningKey;
+use crate::signing::{SigningKey, VerifyingKey};
 use std::sync::Arc;
 use zeroize::Zeroizing;
 
@@ -72,6 +72,33 @@ pub struct Job {
     pub chain: ChainPolicy,
     /// `notify`, `verify_schedule` and `verify_max_rate`.
     pub monitoring: Monitoring,
+    /// `signers` and `signers_file`: whom a scheduled verify requires the archives to be
+    /// signed by (empty: checksums only).
+    pub signers: SignerFiles,
+}
+
+/// The files a job pins its archives' signers with, as `verify --signer KEY.pub` and
+/// `--signers FILE` take them: each a `.pub` (SPKI PEM or `ssh-ed25519` line) or an
+/// allowed-signers file of several keys ([`crate::signing::load_allowed_signers`]).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SignerFiles {
+    /// `signers = ["host.sign.pub", …]`.
+    pub keys: Vec<Located<PathBuf>>,
+    /// `signers_file = "allowed_signers"`.
+    pub file: Option<Located<PathBuf>>,
+}
+
+impl SignerFiles {
+    /// No signer is pinned.
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty() && self.file.is_none()
+    }
+
+    /// Every file with the job-file key it was written under.
+    pub fn files(&self) -> impl Iterator<Item = (&'static str, &Located<PathBuf>)> {
+        let keys = self.keys.iter().map(|k| ("signers", k));
+        keys.chain(self.file.iter().map(|f| ("signers_file", f)))
+    }
 }
 
 /// A job's monitoring keys (docs/JOBS.md "Monitoring").
@@ -104,6 +131,8 @@ pub struct ResolvedJob {
     pub job: Job,
     pub recipients: Vec<RsaRecipient>,
     pub signing_key: Option<Arc<SigningKey>>,
+    /// The keys of `signers` and `signers_file`, each once (empty when none are pinned).
+    pub signers: Vec<VerifyingKey>,
 }
 
 impl ResolvedJob {
@@ -185,6 +214,7 @@ impl JobFile {
         for job in jobs {
             let recipients = self.load_recipients(job, &mut errors);
             let signing_key = self.load_signing_key(job, &mut errors);
+            let signers = self.load_signers(job, signing_key.as_deref(), &mut errors);
             let dest = &job.destination;
             match test_destination(&dest.value) {
                 Ok(real) => {
@@ -211,6 +241,7 @@ impl JobFile {
                 job: job.clone(),
                 recipients,
                 signing_key,
+                signers,
             });
         }
         if errors.is_empty() {
@@ -296,6 +327,71 @@ impl JobFile {
                 None
             }
         }
+    }
+
+    /// Load the keys of the job's `signers` and `signers_file`, as `verify --signer` and
+    /// `--signers` do (a key named by two files counts once); a file that cannot be loaded
+    /// is a problem added to `errors`. So is a pin the job's own archives could not pass:
+    /// a job that signs with no key, or with one not pinned, would find every archive it
+    /// writes from now on damaged at its next scheduled verify.
+    fn load_signers(
+        &self,
+        job: &Job,
+        signing_key: Option<&SigningKey>,
+        errors: &mut Vec<ConfigError>,
+    ) -> Vec<VerifyingKey> {
+        let section = job_section(&job.name);
+        let mut keys: Vec<VerifyingKey> = Vec::new();
+        let mut failed = false;
+        for (key, file) in job.signers.files() {
+            match crate::signing::load_allowed_signers(&file.value) {
+                Ok(found) => {
+                    for k in found {
+                        if !keys.contains(&k) {
+                            keys.push(k);
+                        }
+                    }
+                }
+                Err(e) => {
+                    failed = true;
+                    errors.push(self.error(
+                        file.line,
+                        &section,
+                        key,
+                        e.to_string(),
+                        e.hint().as_deref(),
+                    ));
+                }
+            }
+        }
+        let Some((key, first)) = job.signers.files().next() else {
+            return keys;
+        };
+        let own = match (&job.signing_key, signing_key) {
+            (None, _) => Some(
+                "the job pins signers but signs nothing (no signing_key): every archive it writes would fail its scheduled verify".to_string(),
+            ),
+            // A key that did not load is reported as such; an unloaded pin is no reference.
+            (Some(_), None) => None,
+            (Some(_), Some(_)) if failed => None,
+            (Some(path), Some(k)) => (!keys.contains(k.verifying_key())).then(|| {
+                format!(
+                    "the job signs with {} ({}), which is not among its signers: every archive it writes would fail its scheduled verify",
+                    k.fingerprint(),
+                    path.value.display()
+                )
+            }),
+        };
+        if let Some(message) = own {
+            errors.push(self.error(
+                first.line,
+                &section,
+                key,
+                message,
+                Some("add the .pub of the job's signing_key to signers"),
+            ));
+        }
+        keys
     }
 
     /// Sources that do not exist now (for `job check`; a run records them as a failure).

@@ -24,6 +24,7 @@ use super::schedule::Schedule;
 use crate::Compression;
 
 mod monitor;
+mod signers;
 
 type SpannedList = Spanned<Vec<Spanned<String>>>;
 
@@ -58,6 +59,9 @@ struct RawDefaults {
     notify: Option<monitor::RawNotify>,
     verify_schedule: Option<Spanned<String>>,
     verify_max_rate: Option<Spanned<u64>>,
+    // Pinned signers of scheduled verifies, checked in `signers`.
+    signers: Option<SpannedList>,
+    signers_file: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -81,6 +85,9 @@ struct RawJob {
     notify: Option<monitor::RawNotify>,
     verify_schedule: Option<Spanned<String>>,
     verify_max_rate: Option<Spanned<u64>>,
+    // Pinned signers of scheduled verifies, checked in `signers`.
+    signers: Option<SpannedList>,
+    signers_file: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Clone, Copy)]
@@ -245,6 +252,8 @@ struct Defaults {
     chain: ChainPolicy,
     /// `notify`, `verify_schedule`, `verify_max_rate` of `[defaults]`.
     monitoring: super::config::Monitoring,
+    /// `signers` and `signers_file` of `[defaults]`.
+    signers: super::config::SignerFiles,
 }
 
 impl Defaults {
@@ -284,6 +293,13 @@ impl Defaults {
                     .and_then(|s| check_schedule(cx, s, &section, "active_full")),
             },
             monitoring: monitor::defaults(cx, raw),
+            signers: signers::defaults(
+                cx,
+                &signers::RawSigners {
+                    signers: raw.signers.as_ref(),
+                    signers_file: raw.signers_file.as_ref(),
+                },
+            ),
         }
     }
 }
@@ -341,6 +357,11 @@ fn check_job(
         None => defaults.compression,
     };
     let monitoring = monitor::job(cx, &defaults.monitoring, &job, &section);
+    let raw_signers = signers::RawSigners {
+        signers: job.signers.as_ref(),
+        signers_file: job.signers_file.as_ref(),
+    };
+    let signers = signers::job(cx, &defaults.signers, &raw_signers, &section);
     let mut exclude = defaults.exclude.clone();
     exclude.extend(check_globs(
         cx,
@@ -383,6 +404,7 @@ fn check_job(
             .or_else(|| defaults.signing_key.clone()),
         chain,
         monitoring,
+        signers,
     })
 }
 

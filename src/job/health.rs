@@ -6,6 +6,13 @@
 //! It reads every byte of every kept archive; in object storage that is a download of the
 //! whole destination, so `verify_max_rate` limits the reading to so many bytes per second.
 //! An archive that cannot be opened (gone, truncated, not an archive) counts as damaged.
+//!
+//! A job that pins signers (`signers`, `signers_file`) has each archive's signature checked
+//! in the same reading, as `coffer verify --signer` does keylessly: an unsigned archive, one
+//! signed by a key not pinned, or one whose signature does not verify counts as damaged.
+//! Each archive is checked on its own, not with its chain: the members of an incremental's
+//! chain are kept archives of the job too, so each is read and checked once here, where a
+//! chain check per archive would read a parent again for every child.
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,6 +23,7 @@ use super::config::Job;
 use super::error::JobResult;
 use crate::archive::Archive;
 use crate::progress::Observer;
+use crate::signing::VerifyingKey;
 
 /// Slows a verify to `rate` bytes per second: after each block it sleeps until the bytes
 /// read so far are within the rate (the verify reads as the observer is told, on the same
@@ -46,9 +54,15 @@ impl Observer for Throttle<'_> {
 }
 
 /// Verify every archive `job` keeps (keyless), reading at most `job`'s `verify_max_rate`
-/// bytes per second, and record the run. None if `stop` was set before the end (nothing
+/// bytes per second, and record the run. With `signers` (the job's pinned signers), each
+/// archive's signature by one of them too. None if `stop` was set before the end (nothing
 /// is recorded: a partial check says nothing about the archives not reached).
-pub fn verify_job(catalog: &Catalog, job: &Job, stop: &AtomicBool) -> JobResult<Option<VerifyRun>> {
+pub fn verify_job(
+    catalog: &Catalog,
+    job: &Job,
+    signers: &[VerifyingKey],
+    stop: &AtomicBool,
+) -> JobResult<Option<VerifyRun>> {
     let started_at_ms = chrono::Utc::now().timestamp_millis();
     let throttle = Throttle {
         rate: job.monitoring.verify_max_rate,
@@ -72,7 +86,15 @@ pub fn verify_job(catalog: &Catalog, job: &Job, stop: &AtomicBool) -> JobResult<
                 details.push(format!("{name}: {what}"));
             }
         };
-        match Archive::open(path).and_then(|a| a.verify_checksums(&throttle)) {
+        let checked = Archive::open(path).and_then(|a| {
+            if signers.is_empty() {
+                a.verify_checksums(&throttle)
+            } else {
+                // Unsigned, another signer, a bad signature: an error, counted below.
+                a.verify_signature_keyless(signers, &throttle)
+            }
+        });
+        match checked {
             Ok(report) if report.is_ok() => {}
             Ok(report) => {
                 damaged += 1;

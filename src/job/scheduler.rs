@@ -383,7 +383,7 @@ fn verify_if_due(
         return Ok(false);
     };
     events.event(&DaemonEvent::VerifyStarted { job: name });
-    match health::verify_job(cx.catalog, &job.job, stop) {
+    match health::verify_job(cx.catalog, &job.job, &job.signers, stop) {
         Ok(Some(run)) => {
             cx.catalog.set_last_checked(&key, now.timestamp_millis())?;
             if !run.ok() {

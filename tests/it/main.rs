@@ -37,6 +37,7 @@ mod job_metrics;
 mod job_notify;
 mod job_retention;
 mod job_run;
+mod job_signers;
 mod job_status;
 mod job_verify_schedule;
 mod json_output;
