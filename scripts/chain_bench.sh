@@ -45,8 +45,13 @@ fi
 if [ "$COLD" = 1 ] && [ ! -w /proc/sys/vm/drop_caches ]; then
   echo "COLD=1 needs root (writes /proc/sys/vm/drop_caches)" >&2; exit 2
 fi
-cargo build --release --quiet
-coffer="$PWD/target/release/coffer"
+# COFFER_BIN: measure this binary (a copy, so a build during the run cannot swap it).
+if [ -n "${COFFER_BIN:-}" ]; then
+  coffer="$COFFER_BIN"
+else
+  cargo build --release --quiet
+  coffer="$PWD/target/release/coffer"
+fi
 mkdir -p "$DIR" && cd "$DIR"
 
 echo "# machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(free -g | awk '/Mem:/{print $2}') GiB"

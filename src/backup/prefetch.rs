@@ -6,7 +6,10 @@
 //! contents in path order, so the archive is the same as if it had read them itself.
 //!
 //! Bounded: at most [`BATCH_ENTRIES`] entries and [`BATCH_BYTES`] of file contents are
-//! held at a time; a file larger than [`SMALL`] is read by the walk as before.
+//! held at a time; a file larger than [`SMALL`] is read by the walk as before, and so is a
+//! batch with fewer than [`MIN_ELIGIBLE`] small files (the workers are busy sealing: on a
+//! tree of 28 KiB files, handing them a few files per batch cost 10 %; on a tree of
+//! 200,000 files of 1–200 bytes, reading ahead saves 15–23 %).
 
 use rayon::prelude::*;
 use std::fs::{File, Metadata};
@@ -17,12 +20,14 @@ use std::path::{Path, PathBuf};
 use crate::format::v2::Xattr;
 use crate::format::v2::content::{ContentDigest, ContentHasher};
 
-/// Files up to this size are read ahead.
-pub(super) const SMALL: u64 = 256 * 1024;
+/// Files up to this size are read ahead: where a file costs its system calls, not its bytes.
+pub(super) const SMALL: u64 = 4 * 1024;
 /// Entries per batch.
 pub(super) const BATCH_ENTRIES: usize = 256;
+/// A batch is read ahead only when at least this many of its entries are eligible.
+pub(super) const MIN_ELIGIBLE: usize = BATCH_ENTRIES / 2;
 /// File bytes per batch (by their listed sizes).
-pub(super) const BATCH_BYTES: u64 = 8 << 20;
+pub(super) const BATCH_BYTES: u64 = 4 << 20;
 
 /// An entry the walk met, waiting for its turn.
 pub(super) struct Pending {

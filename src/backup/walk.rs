@@ -238,7 +238,13 @@ impl<'a, 'c> Walk<'a, 'c> {
     where
         W: Fn(&mut Block, u64) + Send + Sync + 'static,
     {
-        let ahead = self.fidelity.v2 && !self.chain.as_ref().is_some_and(|c| c.reuses());
+        // Worth it only for a batch mostly of small files: the workers are busy sealing,
+        // and a batch handed to them waits for a free one (measured: on a tree of 28 KiB
+        // files, reading the few small ones ahead cost 10 %).
+        let eligible = batch.iter().filter(|p| prefetch::eligible(&p.meta)).count();
+        let ahead = self.fidelity.v2
+            && eligible >= prefetch::MIN_ELIGIBLE
+            && !self.chain.as_ref().is_some_and(|c| c.reuses());
         let mut fetched = if ahead {
             let keep = self.chain.is_some().then_some(super::MAX_WINDOWS);
             prefetch::read_ahead(batch, self.fidelity.xattrs, keep)

@@ -721,9 +721,10 @@ fn create(path: &Path) -> rusqlite::Result<Connection> {
 fn configure(conn: &Connection) -> rusqlite::Result<()> {
     conn.busy_timeout(Duration::from_secs(30))?;
     let _: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
-    // FULL: a commit (after the archive is durable) survives a power cut as the archive does.
-    conn.pragma_update(None, "synchronous", "FULL")?;
-    // 8 MiB of page cache (SQLite's default is 2 MiB): a run walks the whole file table.
-    conn.pragma_update(None, "cache_size", -8192)?;
+    // NORMAL (WAL): a power cut may undo the last commit, never corrupt the file. That
+    // leaves the state one archive behind storage — the next run references the archive
+    // before, which still exists — never ahead; and a run does not wait for an fsync of
+    // its state after the one of its archive.
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
     Ok(())
 }

@@ -15,10 +15,13 @@ use rusqlite::{Connection, params};
 use super::state::{Completed, FileRow, file_row, fkey};
 use crate::error::{Error, Result};
 
-/// Operations queued before the walk waits for the writer.
-const QUEUE: usize = 4096;
+/// Batches queued before the walk waits for the writer.
+const QUEUE: usize = 16;
+/// Rows handed over at once: one wake-up of the writer per batch, not per file.
+const BATCH: usize = 256;
 
 enum Op {
+    Batch(Vec<Op>),
     Put(Box<FileRow>),
     Delete(Vec<u8>),
     Lookup([u8; 32], std::sync::mpsc::Sender<Result<Vec<FileRow>>>),
@@ -28,6 +31,9 @@ enum Op {
 /// The thread that writes one run's changes to the state.
 pub(crate) struct StateWriter {
     tx: Option<SyncSender<Op>>,
+    /// Puts and deletes not yet handed over (sent before any lookup or the finish, so
+    /// the writer applies everything in the walk's order).
+    pending: std::cell::RefCell<Vec<Op>>,
     thread: Option<JoinHandle<()>>,
     path: PathBuf,
 }
@@ -43,6 +49,7 @@ impl StateWriter {
             .map_err(|e| Error::Internal(format!("cannot start the chain state writer: {e}")))?;
         Ok(StateWriter {
             tx: Some(tx),
+            pending: std::cell::RefCell::new(Vec::with_capacity(BATCH)),
             thread: Some(thread),
             path: path.to_path_buf(),
         })
@@ -63,16 +70,35 @@ impl StateWriter {
     }
 
     pub fn put(&self, row: FileRow) -> Result<()> {
-        self.send(Op::Put(Box::new(row)))
+        self.queue(Op::Put(Box::new(row)))
     }
 
     pub fn delete(&self, key: Vec<u8>) -> Result<()> {
-        self.send(Op::Delete(key))
+        self.queue(Op::Delete(key))
+    }
+
+    fn queue(&self, op: Op) -> Result<()> {
+        let full = {
+            let mut pending = self.pending.borrow_mut();
+            pending.push(op);
+            pending.len() >= BATCH
+        };
+        if full { self.flush() } else { Ok(()) }
+    }
+
+    /// Hand the pending puts and deletes over.
+    fn flush(&self) -> Result<()> {
+        let batch = std::mem::take(&mut *self.pending.borrow_mut());
+        if batch.is_empty() {
+            return Ok(());
+        }
+        self.send(Op::Batch(batch))
     }
 
     /// Rows whose first window hashes to `first_window` (after every row sent so far).
     pub fn lookup(&self, first_window: &[u8; 32]) -> Result<Vec<FileRow>> {
         let (reply, answer) = channel();
+        self.flush()?;
         self.send(Op::Lookup(*first_window, reply))?;
         answer.recv().map_err(|_| self.stopped())?
     }
@@ -81,6 +107,7 @@ impl StateWriter {
     /// returned here if there was one.
     pub fn finish(mut self, done: Completed) -> Result<()> {
         let (reply, answer) = channel();
+        self.flush()?;
         self.send(Op::Finish(Box::new(done), reply))?;
         let result = answer.recv().map_err(|_| self.stopped())?;
         self.tx = None;
@@ -99,7 +126,11 @@ fn run(conn: Connection, chain: i64, path: &Path, rx: Receiver<Op>) {
         path: path.to_path_buf(),
         detail: detail.to_string(),
     };
-    for op in rx {
+    let ops = rx.into_iter().flat_map(|op| match op {
+        Op::Batch(ops) => ops,
+        op => vec![op],
+    });
+    for op in ops {
         match op {
             Op::Put(row) if failed.is_none() => {
                 failed = put(&conn, chain, &row).err().map(|e| e.to_string());
@@ -111,7 +142,7 @@ fn run(conn: Connection, chain: i64, path: &Path, rx: Receiver<Op>) {
                     .err()
                     .map(|e| e.to_string());
             }
-            Op::Put(_) | Op::Delete(_) => {}
+            Op::Put(_) | Op::Delete(_) | Op::Batch(_) => {}
             Op::Lookup(w, reply) => {
                 let answer = match &failed {
                     Some(f) => Err(error(f)),
