@@ -4,7 +4,7 @@
 //! being written and what cannot be read are skipped; each skip the user should know of
 //! becomes a [`Warning`].
 
-use crate::format::v2::content::ContentHasher;
+use crate::format::v2::content::{ContentDigest, ContentHasher};
 use globset::{Glob, GlobSet, GlobSetBuilder};
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -552,14 +552,7 @@ impl<'a, 'c> Walk<'a, 'c> {
                 len: data_len,
             }];
         }
-        let (hash, windows) = match hasher.map(|h| h.finalize()) {
-            Some(d) => (Some(d.hash), d.windows),
-            None => (None, None),
-        };
-        e.content_hash = hash;
-        self.found.totals.files += 1;
-        self.observer.file_done(path, e.size);
-        Ok(Some(windows))
+        Ok(Some(self.file_read(path, e, hasher.map(|h| h.finalize()))))
     }
 }
 
@@ -610,14 +603,25 @@ impl<'a, 'c> Walk<'a, 'c> {
                 len: e.size,
             }];
         }
-        let (hash, windows) = match f.digest {
+        Ok(Some(self.file_read(path, e, f.digest)))
+    }
+
+    /// A file was read whole: its content hash goes into its entry, it counts; returns
+    /// its window hashes (when kept) for the chain state.
+    fn file_read(
+        &mut self,
+        path: &Path,
+        e: &mut EntryV2,
+        digest: Option<ContentDigest>,
+    ) -> Option<Vec<[u8; 32]>> {
+        let (hash, windows) = match digest {
             Some(d) => (Some(d.hash), d.windows),
             None => (None, None),
         };
         e.content_hash = hash;
         self.found.totals.files += 1;
         self.observer.file_done(path, e.size);
-        Ok(Some(windows))
+        windows
     }
 
     /// Warn when a file's size changed while it was read.
