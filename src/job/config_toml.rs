@@ -25,6 +25,8 @@ use crate::Compression;
 
 mod monitor;
 mod signers;
+#[cfg(test)]
+mod test_support;
 
 type SpannedList = Spanned<Vec<Spanned<String>>>;
 

@@ -125,22 +125,9 @@ pub(super) fn metrics_textfile(
 
 #[cfg(test)]
 mod tests {
-    use crate::job::{JobError, JobFile};
     use std::path::Path;
 
-    fn parse(src: &str) -> Result<JobFile, String> {
-        JobFile::parse(src, Path::new("/etc/coffer/jobs.toml")).map_err(|e| match e {
-            JobError::Config(list) => list
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("\n"),
-            other => other.to_string(),
-        })
-    }
-
-    const JOB: &str =
-        "[job.home]\nsources = [\"/home\"]\ndestination = \"/b\"\nrecipients = [\"/k.pub\"]\n";
+    use super::super::test_support::{JOB, parse};
 
     #[test]
     fn monitoring_keys_come_from_the_job_or_the_defaults() {

@@ -76,22 +76,9 @@ pub(super) fn job(
 
 #[cfg(test)]
 mod tests {
-    use crate::job::{JobError, JobFile};
     use std::path::{Path, PathBuf};
 
-    fn parse(src: &str) -> Result<JobFile, String> {
-        JobFile::parse(src, Path::new("/etc/coffer/jobs.toml")).map_err(|e| match e {
-            JobError::Config(list) => list
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("\n"),
-            other => other.to_string(),
-        })
-    }
-
-    const JOB: &str =
-        "[job.home]\nsources = [\"/home\"]\ndestination = \"/b\"\nrecipients = [\"/k.pub\"]\n";
+    use super::super::test_support::{JOB, parse};
 
     #[test]
     fn a_jobs_signers_replace_both_default_keys() {
