@@ -5,13 +5,20 @@
 # entry. With OLD=/path/to/an/older/coffer both binaries run in the same rounds, alternating.
 #   ./scripts/files.sh                        # 1,000,000 files
 #   N=10000000 BENCH_DIR=/mnt/big ./scripts/files.sh
+# COFFER_BIN=/path: measure that binary (a copy, so a build during the run cannot swap it).
+# The selective restore's bytes read (header, index chunks, blocks) are printed against the
+# archive's size from its --json summary.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${N:-1000000}
 ROUNDS=${ROUNDS:-3}
 DIR=${BENCH_DIR:-$PWD/target/bench-data}/files
-cargo build --release --quiet
-new="$PWD/target/release/coffer"
+if [ -n "${COFFER_BIN:-}" ]; then
+  new="$COFFER_BIN"
+else
+  cargo build --release --quiet
+  new="$PWD/target/release/coffer"
+fi
 mkdir -p "$DIR" && cd "$DIR"
 [ -f ops.key ] || "$new" keygen -o ops.key --bits 2048 >/dev/null 2>&1
 if [ ! -f tree.done ] || [ "$(cat tree.done)" != "$N" ]; then
@@ -76,3 +83,13 @@ for b in "${bins[@]}"; do
   printf '%-5s archive %d bytes, index %d bytes = %.1f bytes per entry\n' "$tag" "$size" "$il" \
     "$(awk -v i="$il" -v n="$N" 'BEGIN{print i / (n + n / 1000 + 1)}')"
 done
+# What one file's selective restore reads, by its own count (v2 reports index bytes).
+rm -rf out
+"$new" restore a-new.coffer -i ops.key --to out -q --json "$one" > one.json
+rm -rf out
+python3 - one.json "$(stat -c %s a-new.coffer)" <<'PY'
+import json, sys
+j = json.load(open(sys.argv[1])); size = int(sys.argv[2])
+idx, data = j.get("index_bytes_read", 0), j.get("archive_bytes_read", 0)
+print(f"new   one file: index {idx} + data {data} bytes read = {100 * (idx + data) / size:.4f} % of the archive")
+PY

@@ -122,6 +122,8 @@ impl ChainRun {
             bytes_referenced: inc.bytes_referenced,
             bytes_read_referenced: inc.bytes_read_referenced,
         };
+        drop(inc);
+        self.state.walk_done()?;
         Ok((out, walked))
     }
 

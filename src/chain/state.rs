@@ -15,6 +15,14 @@
 //! merges the two in one pass ([`ChainState::advance`]), reading rows a page at a time
 //! through a second connection whose read transaction pins the state as it was when the
 //! run began. Memory stays flat in file count.
+//!
+//! **No fsync of the state in a run's tail.** Everything a run writes is committed after
+//! its archive is durable, so whatever the commit costs is added to the run's wall time.
+//! In WAL mode with `synchronous=NORMAL` a commit itself does not fsync; a checkpoint
+//! (moving the WAL's pages into the database, two fsyncs) does. So no connection
+//! checkpoints automatically or on close: each run checkpoints its predecessor's pages on
+//! a thread of its own while it walks ([`ChainState::begin`]). A power cut before that
+//! checkpoint may lose the last commit — the state one archive behind, never ahead.
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -178,6 +186,8 @@ pub(crate) struct ChainState {
     writer: Option<StateWriter>,
     /// The snapshot the merge reads (incrementals only).
     reader: Option<Connection>,
+    /// Moving the last run's WAL pages into the database, beside the walk.
+    checkpoint: Option<std::thread::JoinHandle<()>>,
     chain: i64,
     page: VecDeque<FileRow>,
     /// The last key read into `page`; `None` before the first page.
@@ -210,17 +220,20 @@ impl ChainState {
     ) -> Result<(ChainState, Decision)> {
         let (conn, fresh) = open_state(path)?;
         let err = state_error(path);
+        let checkpoint = start_checkpoint(path);
         conn.execute_batch("BEGIN IMMEDIATE").map_err(&err)?;
         let mut st = ChainState {
             path: path.to_path_buf(),
             conn: Some(conn),
             writer: None,
             reader: None,
+            checkpoint: None,
             chain: 0,
             page: VecDeque::new(),
             read_to: None,
             exhausted: false,
         };
+        st.checkpoint = checkpoint;
         let found = st.find_chain(who)?;
         let newest = match &found {
             Some((id, _)) => {
@@ -259,6 +272,7 @@ impl ChainState {
                 }
             }
         };
+        let mut old_chain = None;
         let decision = match (reason, found, newest) {
             (None, Some(_), Some(newest)) => {
                 // The reader's transaction starts with its first page: the state as the
@@ -274,7 +288,8 @@ impl ChainState {
                 }
             }
             (reason, found, _) => {
-                st.start_chain(who, found.map(|(id, _)| id))?;
+                old_chain = found.map(|(id, _)| id);
+                st.start_chain(who)?;
                 Decision {
                     full_reason: Some(reason.unwrap_or_default()),
                     position: 0,
@@ -284,6 +299,11 @@ impl ChainState {
         };
         let conn = st.conn.take().expect("held until here");
         st.writer = Some(StateWriter::start(conn, st.chain, path)?);
+        if let Some(old) = old_chain {
+            // The job's old chain is forgotten inside the run's transaction, but on the
+            // writer: a full does not wait before its walk for a delete of every row.
+            st.writer().drop_chain(old)?;
+        }
         Ok((st, decision))
     }
 
@@ -363,24 +383,20 @@ impl ChainState {
         Ok(out)
     }
 
-    /// A new chain for `who` (a full run): the job's old chain, if any, is forgotten.
-    fn start_chain(&mut self, who: &RunIdentity, old: Option<i64>) -> Result<()> {
+    /// A new chain for `who` (a full run); the job's old chain, if any, is dropped by the
+    /// writer ([`StateWriter::drop_chain`]).
+    fn start_chain(&mut self, who: &RunIdentity) -> Result<()> {
         let err = state_error(&self.path);
-        if let Some(old) = old {
-            for table in ["file", "archive"] {
-                self.conn()
-                    .execute(&format!("DELETE FROM {table} WHERE chain = ?1"), [old])
-                    .map_err(&err)?;
-            }
-            self.conn()
-                .execute("DELETE FROM chain WHERE id = ?1", [old])
-                .map_err(&err)?;
-        }
-        // A full records every file: the copy lookup index is built once at the end from
-        // sorted keys instead of taking one random insert per file (the run looks nothing
-        // up). Inside the run's transaction, like everything else.
+        // A full records every file: the copy lookup index is built once when the walk
+        // ends ([`ChainState::walk_done`]) from sorted keys instead of taking one random
+        // insert per file (the run looks nothing up). Inside the run's transaction.
         self.conn()
             .execute_batch("DROP INDEX IF EXISTS file_fkey")
+            .map_err(&err)?;
+        // The job's name is unique: the old chain's row goes now (its files' and
+        // archives' rows with it, on the writer).
+        self.conn()
+            .execute("DELETE FROM chain WHERE job = ?1", [&who.job])
             .map_err(&err)?;
         self.conn()
             .execute(
@@ -508,6 +524,13 @@ impl ChainState {
         Ok(out)
     }
 
+    /// The walk has met every file: what the commit would otherwise do after the archive
+    /// is durable (building a full's lookup index) starts now, beside the archive's last
+    /// writes and fsync.
+    pub fn walk_done(&self) -> Result<()> {
+        self.writer().walk_done()
+    }
+
     /// The archive is durable: record it and commit the run's changes. Rows the walk did
     /// not reach (files after the last one met) are gone and dropped first.
     pub fn complete(mut self, done: Completed) -> Result<()> {
@@ -525,8 +548,29 @@ impl ChainState {
                 .execute_batch("COMMIT")
                 .map_err(state_error(&self.path))?;
         }
-        self.writer.take().expect("started").finish(done)
+        let result = self.writer.take().expect("started").finish(done);
+        if let Some(t) = self.checkpoint.take() {
+            let _ = t.join();
+        }
+        result
     }
+}
+
+/// Checkpoint the state's WAL (the last runs' commits) into the database on a thread of
+/// its own connection. PASSIVE: it copies what no reader still needs and never blocks
+/// the run's writer; a failure only leaves the pages in the WAL for the next run.
+fn start_checkpoint(path: &Path) -> Option<std::thread::JoinHandle<()>> {
+    let path = path.to_path_buf();
+    std::thread::Builder::new()
+        .name("coffer-state-ckpt".into())
+        .spawn(move || {
+            if let Ok(conn) = Connection::open(&path)
+                && configure(&conn).is_ok()
+            {
+                let _ = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+            }
+        })
+        .ok()
 }
 
 /// Why the newest archive `n` cannot be continued, if so.
@@ -726,5 +770,11 @@ fn configure(conn: &Connection) -> rusqlite::Result<()> {
     // before, which still exists — never ahead; and a run does not wait for an fsync of
     // its state after the one of its archive.
     conn.pragma_update(None, "synchronous", "NORMAL")?;
+    // Checkpoints happen beside a run, never in its tail (module docs).
+    conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+    conn.set_db_config(
+        rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
+        true,
+    )?;
     Ok(())
 }

@@ -24,6 +24,10 @@ enum Op {
     Batch(Vec<Op>),
     Put(Box<FileRow>),
     Delete(Vec<u8>),
+    /// Forget a replaced chain's files and archives.
+    DropChain(i64),
+    /// The walk has ended: build what the commit needs that does not wait for it.
+    WalkDone,
     Lookup([u8; 32], std::sync::mpsc::Sender<Result<Vec<FileRow>>>),
     Finish(Box<Completed>, std::sync::mpsc::Sender<Result<()>>),
 }
@@ -95,6 +99,18 @@ impl StateWriter {
         self.send(Op::Batch(batch))
     }
 
+    /// Forget chain row `old`'s files and archives (a full replaced it).
+    pub fn drop_chain(&self, old: i64) -> Result<()> {
+        self.queue(Op::DropChain(old))
+    }
+
+    /// The walk has ended: a full's lookup index is built now, not after the archive
+    /// is durable.
+    pub fn walk_done(&self) -> Result<()> {
+        self.flush()?;
+        self.send(Op::WalkDone)
+    }
+
     /// Rows whose first window hashes to `first_window` (after every row sent so far).
     pub fn lookup(&self, first_window: &[u8; 32]) -> Result<Vec<FileRow>> {
         let (reply, answer) = channel();
@@ -142,7 +158,19 @@ fn run(conn: Connection, chain: i64, path: &Path, rx: Receiver<Op>) {
                     .err()
                     .map(|e| e.to_string());
             }
-            Op::Put(_) | Op::Delete(_) | Op::Batch(_) => {}
+            Op::DropChain(old) if failed.is_none() => {
+                failed = ["file", "archive"]
+                    .iter()
+                    .find_map(|table| {
+                        conn.execute(&format!("DELETE FROM {table} WHERE chain = ?1"), [old])
+                            .err()
+                    })
+                    .map(|e| e.to_string());
+            }
+            Op::WalkDone if failed.is_none() => {
+                failed = build_index(&conn).err().map(|e| e.to_string());
+            }
+            Op::Put(_) | Op::Delete(_) | Op::Batch(_) | Op::DropChain(_) | Op::WalkDone => {}
             Op::Lookup(w, reply) => {
                 let answer = match &failed {
                     Some(f) => Err(error(f)),
@@ -221,7 +249,13 @@ fn finish(conn: &Connection, chain: i64, done: &Completed) -> rusqlite::Result<(
             refs,
         ],
     )?;
-    // A full dropped the lookup index to fill the table faster; it is built here.
-    conn.execute_batch("CREATE INDEX IF NOT EXISTS file_fkey ON file (fkey)")?;
+    // Built when the walk ended ([`StateWriter::walk_done`]); here if that was skipped.
+    build_index(conn)?;
     conn.execute_batch("COMMIT")
+}
+
+/// A full dropped the copy lookup index to fill the table faster; this builds it again
+/// (nothing when it exists).
+fn build_index(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute_batch("CREATE INDEX IF NOT EXISTS file_fkey ON file (fkey)")
 }
