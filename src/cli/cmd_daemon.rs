@@ -90,6 +90,16 @@ impl SessionEvents for DaemonLog {
     fn notify_failed(&self, job: &str, error: &coffer::job::notify::PingError) {
         log(format!("job {job}: warning: {error}"));
     }
+    fn copied(&self, run: &coffer::job::copies::TargetRun) {
+        log(format!(
+            "job {}: {}",
+            run.job,
+            super::copies::run_summary(run)
+        ));
+        for p in run.problems() {
+            log(format!("job {}: warning: {p}", run.job));
+        }
+    }
     fn recovered(&self, row: &SessionRow) {
         log(format!(
             "job {}: session {} (pid {}) was left running by a process that is gone; marked interrupted",
