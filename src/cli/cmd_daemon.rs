@@ -31,7 +31,11 @@ pub fn run(a: DaemonArgs) -> anyhow::Result<u8> {
     let scheduled: Vec<_> = file
         .jobs
         .iter()
-        .filter(|j| j.schedule.is_some() || j.monitoring.verify_schedule.is_some())
+        .filter(|j| {
+            j.schedule.is_some()
+                || j.monitoring.verify_schedule.is_some()
+                || (!j.copies.is_empty() && j.copies.schedule.is_some())
+        })
         .cloned()
         .collect();
     if scheduled.is_empty() {

@@ -16,6 +16,9 @@ use super::ui::human;
 pub fn run_summary(run: &TargetRun) -> String {
     let t = run.target.display();
     let r = &run.report;
+    if let (Some(e), true) = (&run.error, r.archives.is_empty()) {
+        return format!("copy to {t}: target not usable: {e}");
+    }
     let mut line = format!(
         "copy to {t}: {} copied ({}), {} already there, {} failed",
         r.count(CopyStatus::Copied),

@@ -310,8 +310,13 @@ fn survey<'a>(
     if let Location::Local(dir) = &dest {
         match std::fs::metadata(dir) {
             Ok(m) if m.is_dir() => {}
-            Ok(_) => return Err(format!("{}: not a folder", dir.display())),
-            Err(e) => return Err(format!("{}: {e}", dir.display())),
+            Ok(_) => return Err("not a folder".into()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(
+                    "the folder does not exist (a disk not mounted?); it is not created".into(),
+                );
+            }
+            Err(e) => return Err(e.to_string()),
         }
     }
     let held: HashMap<i64, i64> = catalog
