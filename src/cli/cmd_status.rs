@@ -7,6 +7,7 @@ use clap::Args;
 use coffer::job::status::{Health, JobStatus, age_words, now_ms, overall, status_of};
 
 use coffer::job::catalog::CopyOutcome;
+use coffer::job::copies::flag_status;
 
 use super::cmd_history::session_json;
 use super::copies::copy_json;
@@ -33,23 +34,19 @@ pub fn run(a: StatusArgs) -> anyhow::Result<u8> {
         None => file.jobs.clone(),
     };
     let st = open_state(a.loc.state_dir.as_deref())?;
-    let statuses = jobs
+    let mut statuses = jobs
         .iter()
         .map(|j| status_of(&st.catalog, j))
         .collect::<Result<Vec<_>, _>>()?;
-    // The last copy to each target: one that failed is a warning (the next run retries it).
+    // The last copy to each target (`copy_to`): one that failed is a warning.
     let copies = jobs
         .iter()
         .map(|j| st.catalog.last_copies(&j.name))
         .collect::<Result<Vec<_>, _>>()?;
-    let copy_failed = copies
-        .iter()
-        .flatten()
-        .any(|c| c.outcome == CopyOutcome::Failed);
-    let mut worst = overall(&statuses);
-    if copy_failed {
-        worst = worst.max(Health::Warning);
+    for (s, c) in statuses.iter_mut().zip(&copies) {
+        flag_status(s, c);
     }
+    let worst = overall(&statuses);
     let now = now_ms();
     if a.json {
         let docs: Vec<_> = statuses

@@ -414,6 +414,20 @@ fn delete_copy(
     Ok(())
 }
 
+/// Add what the last copies to each target say to a job's status: a last copy that failed
+/// is a warning (the next run retries it), with the target and the error as its reason.
+pub fn flag_status(status: &mut super::status::JobStatus, last: &[CopyRow]) {
+    for c in last.iter().filter(|c| c.outcome == CopyOutcome::Failed) {
+        let error = c.error.as_deref().unwrap_or("no error recorded");
+        status.health = status.health.max(super::status::Health::Warning);
+        status.reasons.push(format!(
+            "last copy to {} failed: {}",
+            c.target.display(),
+            error.lines().next().unwrap_or_default()
+        ));
+    }
+}
+
 fn now_ms() -> i64 {
     Utc::now().timestamp_millis()
 }
