@@ -364,7 +364,7 @@ fn an_s3_prefix_is_a_copy_target_with_retention() {
     // keep_last = 1 at the target: only the newest (a full) is left there.
     let newest: PathBuf = w.sessions("home")[0].archive.clone().unwrap();
     let name = newest.file_name().unwrap().to_str().unwrap().to_string();
-    assert_eq!(s3.list(&prefix), [name.clone()]);
+    assert_eq!(s3.list(&prefix), std::slice::from_ref(&name));
     assert!(s3.download(&format!("{prefix}/{name}")) == std::fs::read(&newest).unwrap());
     let doc = json(&w, &["history", "--json"]);
     let outcomes: Vec<&str> = doc["sessions"]

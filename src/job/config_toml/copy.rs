@@ -124,11 +124,11 @@ fn check_target(
     }
     let target = cx.located_path(s);
     if let Err(e) = Location::parse(&target.value) {
-        return bad(
-            cx,
-            e.to_string(),
-            Some("write a folder or s3://bucket/prefix"),
-        );
+        let msg = match e {
+            crate::Error::InvalidOption(m) => m,
+            other => other.to_string(),
+        };
+        return bad(cx, msg, Some("write a folder or s3://bucket/prefix"));
     }
     let same = |a: &PathBuf, b: &PathBuf| {
         a.to_string_lossy().trim_end_matches('/') == b.to_string_lossy().trim_end_matches('/')
@@ -235,7 +235,7 @@ mod tests {
             "jobs.toml:5: job \"home\": key \"copy_to\": empty path",
             "jobs.toml:5: job \"home\": key \"copy_to\": /b is the job's own destination",
             "jobs.toml:5: job \"home\": key \"copy_to\": s3://Bad_Bucket/x: not a valid S3 location",
-            "jobs.toml:5: job \"home\": key \"copy_to\": /u/ is listed twice (first on line 5)",
+            "jobs.toml:5: job \"home\": key \"copy_to\": /u is listed twice (first on line 5)",
             "jobs.toml:5: job \"home\": key \"copy_to\": /u is also the destination of job \"var\"",
             "jobs.toml:6: job \"home\": key \"copy_schedule\": bad cron expression",
             "jobs.toml:7: job \"home\": key \"copy_retention\": copy_retention keeps nothing",
