@@ -31,7 +31,11 @@ pub fn run(a: DaemonArgs) -> anyhow::Result<u8> {
     let scheduled: Vec<_> = file
         .jobs
         .iter()
-        .filter(|j| j.schedule.is_some() || j.monitoring.verify_schedule.is_some())
+        .filter(|j| {
+            j.schedule.is_some()
+                || j.monitoring.verify_schedule.is_some()
+                || (!j.copies.is_empty() && j.copies.schedule.is_some())
+        })
         .cloned()
         .collect();
     if scheduled.is_empty() {
@@ -89,6 +93,16 @@ impl SessionEvents for DaemonLog {
     }
     fn notify_failed(&self, job: &str, error: &coffer::job::notify::PingError) {
         log(format!("job {job}: warning: {error}"));
+    }
+    fn copied(&self, run: &coffer::job::copies::TargetRun) {
+        log(format!(
+            "job {}: {}",
+            run.job,
+            super::copies::run_summary(run)
+        ));
+        for p in run.problems() {
+            log(format!("job {}: warning: {p}", run.job));
+        }
     }
     fn recovered(&self, row: &SessionRow) {
         log(format!(

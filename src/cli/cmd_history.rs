@@ -1,10 +1,13 @@
-//! `coffer history`: the recorded job sessions from the catalog, newest first. It reads
+//! `coffer history`: the recorded job sessions from the catalog, newest first, each with
+//! the copies of its archive to the job's `copy_to` targets. It reads
 //! the state folder only, so it works when the job file is broken or gone.
 
 use clap::Args;
 
 use coffer::chain::ChainKind;
-use coffer::job::catalog::SessionRow;
+use coffer::job::catalog::{CopyRow, SessionRow};
+
+use super::copies::{copy_json, history_line};
 
 use super::jobs::{Locations, file_name, open_state};
 use super::report::{Align, EXIT_OK, local_time, print_json, rfc3339_ms, seconds, table_lines};
@@ -31,13 +34,25 @@ pub fn run(a: HistoryArgs) -> anyhow::Result<u8> {
     let st = open_state(a.loc.state_dir.as_deref())?;
     let limit = (a.limit > 0).then_some(a.limit);
     let rows = st.catalog.sessions(a.job.as_deref(), limit)?;
+    let copies = rows
+        .iter()
+        .map(|r| st.catalog.copies_of(r.id))
+        .collect::<Result<Vec<_>, _>>()?;
     if a.json {
-        let docs: Vec<_> = rows.iter().map(session_json).collect();
+        let docs: Vec<_> = rows
+            .iter()
+            .zip(&copies)
+            .map(|(r, c)| {
+                let mut doc = session_json(r);
+                doc["copies"] = c.iter().map(copy_json).collect();
+                doc
+            })
+            .collect();
         print_json(&serde_json::json!({ "sessions": docs }))?;
     } else if rows.is_empty() {
         outln!("no sessions recorded")?;
     } else {
-        print_sessions(&rows)?;
+        print_sessions(&rows, &copies)?;
     }
     Ok(EXIT_OK)
 }
@@ -113,7 +128,7 @@ fn table_row(r: &SessionRow) -> [String; 9] {
 }
 
 /// The table, each session followed by its error and first warnings.
-fn print_sessions(rows: &[SessionRow]) -> anyhow::Result<()> {
+fn print_sessions(rows: &[SessionRow], copies: &[Vec<CopyRow>]) -> anyhow::Result<()> {
     use Align::{Left, Right};
     let head = [
         "ID", "JOB", "STARTED", "DURATION", "OUTCOME", "KIND", "FILES", "BYTES", "ARCHIVE",
@@ -122,8 +137,11 @@ fn print_sessions(rows: &[SessionRow]) -> anyhow::Result<()> {
     let cells: Vec<[String; 9]> = rows.iter().map(table_row).collect();
     let lines = table_lines(&head, &align, &cells);
     outln!("{}", lines[0])?;
-    for (row, line) in rows.iter().zip(&lines[1..]) {
+    for ((row, line), copies) in rows.iter().zip(&lines[1..]).zip(copies) {
         outln!("{line}")?;
+        if let Some(c) = history_line(copies) {
+            outln!("      copies: {}", safe(&c))?;
+        }
         if let Some(e) = &row.error {
             outln!("      {}: {}", row.state, safe(e))?;
         }

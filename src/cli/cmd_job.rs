@@ -13,6 +13,7 @@ use coffer::progress::Warning;
 
 use super::cmd_history::{chain_words, session_json};
 use super::cmd_prune::print_prune_text;
+use super::copies::run_summary;
 use super::jobs::{Locations, load_config, open_state, outcome_words};
 use super::report::{
     EXIT_FAILED, EXIT_OK, error_line, hint_line, local_time, minute, print_json, print_table,
@@ -107,6 +108,7 @@ fn list(a: JobListArgs) -> anyhow::Result<u8> {
                 "incremental": job.chain.is_incremental(),
                 "full_every": job.chain.full_every,
                 "active_full": job.chain.active_full.as_ref().map(|s| s.value.expr()),
+                "copy_to": job.copies.targets.iter().map(|t| t.value.to_string_lossy()).collect::<Vec<_>>(),
                 "last": last.as_ref().map(session_json),
             }));
         } else {
@@ -209,13 +211,38 @@ fn print_checked(r: &ResolvedJob, now: &DateTime<Local>) -> anyhow::Result<()> {
             .map(|p| p.to_string())
             .unwrap_or_else(|| "keep every archive".into()),
         j.chain
-    )
+    )?;
+    if !j.copies.is_empty() {
+        let targets: Vec<String> = j
+            .copies
+            .targets
+            .iter()
+            .map(|t| safe_path(&t.value).to_string())
+            .collect();
+        let when = match &j.copies.schedule {
+            Some(s) => format!("on copy_schedule {:?}", s.value.expr()),
+            None => "after each session".into(),
+        };
+        outln!(
+            "    copies to {} {when}, copy retention: {} (targets are not contacted by check)",
+            targets.join(", "),
+            j.copies
+                .retention
+                .map(|p| p.to_string())
+                .unwrap_or_else(|| "keep every copy".into()),
+        )?;
+    }
+    Ok(())
 }
 
 // ---- job run --------------------------------------------------------------------------
 
-/// Prints warnings (and the wait) as they happen.
-struct RunEvents;
+/// Prints warnings (and the wait) as they happen; keeps the copies' summary lines for
+/// after the session's own lines.
+#[derive(Default)]
+struct RunEvents {
+    copies: std::sync::Mutex<Vec<String>>,
+}
 impl SessionEvents for RunEvents {
     fn waiting(&self, job: &str, holder: Option<u32>) {
         let pid = holder.map(|p| format!(" (pid {p})")).unwrap_or_default();
@@ -229,6 +256,13 @@ impl SessionEvents for RunEvents {
     }
     fn notify_failed(&self, job: &str, error: &coffer::job::notify::PingError) {
         eprintln!("warning: job {}: {}", safe(job), safe(&error.to_string()));
+    }
+    fn copied(&self, run: &coffer::job::copies::TargetRun) {
+        for p in run.problems() {
+            eprintln!("warning: job {}: {}", safe(&run.job), safe(&p));
+        }
+        let mut lines = self.copies.lock().unwrap_or_else(|p| p.into_inner());
+        lines.push(run_summary(run));
     }
 }
 
@@ -247,10 +281,20 @@ fn run_now(a: JobRunArgs) -> anyhow::Result<u8> {
         force_full: a.full,
         ..SessionOptions::new(Trigger::Manual, mode)
     };
-    let outcome = session::run_session(&st.cx(), &resolved, how, &stop, &RunEvents)?;
+    let events = RunEvents::default();
+    let outcome = session::run_session(&st.cx(), &resolved, how, &stop, &events)?;
     // A closed stdout (`| head`) must not skip the retention that was asked for: the
     // printing error is returned after it.
-    let printed = print_outcome(&outcome, a.quiet);
+    let copies = events
+        .copies
+        .into_inner()
+        .unwrap_or_else(|p| p.into_inner());
+    let printed = print_outcome(&outcome, a.quiet).and_then(|()| {
+        for line in copies.iter().filter(|_| !a.quiet) {
+            outln!("{}", safe(line))?;
+        }
+        Ok(())
+    });
     let mut code = outcome.row.state.exit_code();
     if a.prune && outcome.state().completed() && job.retention.is_some() {
         let report = prune::prune(&st.catalog, job, false)?;
@@ -287,8 +331,17 @@ fn print_outcome(o: &SessionOutcome, quiet: bool) -> anyhow::Result<()> {
                 outln!("session:    {}", row.session_id.as_deref().unwrap_or("-"))?;
                 print_chain(row, r)?;
             }
-            if row.state == SessionState::Warnings {
-                warnings_note(row.warning_count);
+            // Warnings of the backup itself (files), and those of its copies (`copy_to`,
+            // printed as they happened).
+            let files = o.report.as_ref().map_or(0, |r| r.warnings.len() as u64);
+            if files > 0 {
+                warnings_note(files);
+            }
+            if row.warning_count > files {
+                eprintln!(
+                    "the archive is complete, but {} of its copies did not reach their target (named above); the next run retries them",
+                    row.warning_count - files
+                );
             }
         }
         SessionState::Failed => match &o.error {

@@ -1,11 +1,16 @@
 //! `coffer status`: each job's health from the job file and the catalog, with an exit code
-//! a Nagios/Icinga check can use as it is (0 ok, 1 warning, 2 critical).
+//! a Nagios/Icinga check can use as it is (0 ok, 1 warning, 2 critical). The last copy to
+//! each `copy_to` target is shown too; one that failed is a warning.
 
 use clap::Args;
 
 use coffer::job::status::{Health, JobStatus, age_words, now_ms, overall, status_of};
 
+use coffer::job::catalog::CopyOutcome;
+use coffer::job::copies::flag_status;
+
 use super::cmd_history::session_json;
+use super::copies::copy_json;
 use super::jobs::{Locations, load_config, open_state};
 use super::report::{local_time, print_json, print_table, rfc3339_ms, seconds};
 use super::ui::{human, outln, safe};
@@ -29,14 +34,30 @@ pub fn run(a: StatusArgs) -> anyhow::Result<u8> {
         None => file.jobs.clone(),
     };
     let st = open_state(a.loc.state_dir.as_deref())?;
-    let statuses = jobs
+    let mut statuses = jobs
         .iter()
         .map(|j| status_of(&st.catalog, j))
         .collect::<Result<Vec<_>, _>>()?;
+    // The last copy to each target (`copy_to`): one that failed is a warning.
+    let copies = jobs
+        .iter()
+        .map(|j| st.catalog.last_copies(&j.name))
+        .collect::<Result<Vec<_>, _>>()?;
+    for (s, c) in statuses.iter_mut().zip(&copies) {
+        flag_status(s, c);
+    }
     let worst = overall(&statuses);
     let now = now_ms();
     if a.json {
-        let docs: Vec<_> = statuses.iter().map(|s| status_json(s, now)).collect();
+        let docs: Vec<_> = statuses
+            .iter()
+            .zip(&copies)
+            .map(|(s, c)| {
+                let mut doc = status_json(s, now);
+                doc["last_copies"] = c.iter().map(copy_json).collect();
+                doc
+            })
+            .collect();
         print_json(&serde_json::json!({
             "status": worst.as_str(),
             "exit_code": worst.exit_code(),
@@ -46,6 +67,24 @@ pub fn run(a: StatusArgs) -> anyhow::Result<u8> {
         outln!("no jobs in {}", safe(&file.path.to_string_lossy()))?;
     } else {
         print_text(&statuses, now)?;
+        for (s, c) in statuses.iter().zip(&copies) {
+            for c in c {
+                let verdict = match c.outcome {
+                    CopyOutcome::Failed => format!(
+                        "FAILED {}: {}",
+                        local_time(c.finished_at_ms),
+                        c.error.as_deref().unwrap_or("no error recorded")
+                    ),
+                    _ => format!("ok {}", local_time(c.finished_at_ms)),
+                };
+                outln!(
+                    "{}: last copy to {}: {}",
+                    s.job,
+                    safe(&c.target.to_string_lossy()),
+                    safe(&verdict)
+                )?;
+            }
+        }
     }
     Ok(worst.exit_code())
 }

@@ -7,7 +7,8 @@
 //! - `report`: exit codes, the one error printer, JSON, tables, timestamps.
 //! - `signals`: the stop flag set by SIGTERM/SIGINT.
 //! - `ui`: progress bars, escaping untrusted text, the one way to stdout (`outln!`).
-//! - `jobs`: what the job commands share (the plain commands do not use it).
+//! - `jobs`: what the job commands share (the plain commands do not use it); `copies`: how
+//!   they show backup copies (`copy_to`).
 
 pub mod args;
 pub mod keys;
@@ -15,6 +16,7 @@ pub mod report;
 pub mod signals;
 pub mod ui;
 
+pub mod copies;
 pub mod jobs;
 
 pub mod cmd_backup;

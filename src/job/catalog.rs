@@ -58,6 +58,8 @@ const MIGRATIONS: &[&str] = &[
     UPDATE sessions SET kind = 'full', parents = '[]' WHERE archive IS NOT NULL;",
     // 3: scheduled verifies of the kept archives (`verify_schedule`).
     monitor::VERIFY_MIGRATION,
+    // 4: copies of the archives to the jobs' `copy_to` targets.
+    copies::COPY_MIGRATION,
 ];
 
 /// The schema version this coffer writes.
@@ -562,7 +564,9 @@ fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
+mod copies;
 mod monitor;
+pub use copies::{CopyOutcome, CopyRow};
 pub use monitor::VerifyRun;
 
 #[cfg(test)]

@@ -75,6 +75,8 @@ pub struct Job {
     /// `signers` and `signers_file`: whom a scheduled verify requires the archives to be
     /// signed by (empty: checksums only).
     pub signers: SignerFiles,
+    /// `copy_to`, `copy_retention` and `copy_schedule` ([`super::copies`]).
+    pub copies: super::copies::CopyPolicy,
 }
 
 /// The files a job pins its archives' signers with, as `verify --signer KEY.pub` and

@@ -23,6 +23,7 @@ use super::retention::Retention;
 use super::schedule::Schedule;
 use crate::Compression;
 
+mod copy;
 mod monitor;
 mod signers;
 #[cfg(test)]
@@ -64,6 +65,9 @@ struct RawDefaults {
     // Pinned signers of scheduled verifies, checked in `signers`.
     signers: Option<SpannedList>,
     signers_file: Option<Spanned<String>>,
+    // Copies, checked in `copy` (`copy_to` is per job).
+    copy_retention: Option<Spanned<RawRetention>>,
+    copy_schedule: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -90,6 +94,10 @@ struct RawJob {
     // Pinned signers of scheduled verifies, checked in `signers`.
     signers: Option<SpannedList>,
     signers_file: Option<Spanned<String>>,
+    // Copies, checked in `copy`.
+    copy_to: Option<SpannedList>,
+    copy_retention: Option<Spanned<RawRetention>>,
+    copy_schedule: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Clone, Copy)]
@@ -221,6 +229,7 @@ impl JobFile {
             .filter_map(|(name, job)| check_job(&mut cx, &defaults, name, job))
             .collect();
         check_shared_destinations(&mut cx, &jobs);
+        copy::check_shared_targets(&mut cx, &jobs);
         let metrics_textfile = monitor::metrics_textfile(&mut cx, raw.metrics_textfile.as_ref());
         if cx.errors.is_empty() {
             Ok(JobFile {
@@ -256,6 +265,8 @@ struct Defaults {
     monitoring: super::config::Monitoring,
     /// `signers` and `signers_file` of `[defaults]`.
     signers: super::config::SignerFiles,
+    /// `copy_retention` and `copy_schedule` of `[defaults]`.
+    copies: super::copies::CopyPolicy,
 }
 
 impl Defaults {
@@ -300,6 +311,14 @@ impl Defaults {
                 &signers::RawSigners {
                     signers: raw.signers.as_ref(),
                     signers_file: raw.signers_file.as_ref(),
+                },
+            ),
+            copies: copy::defaults(
+                cx,
+                &copy::RawCopy {
+                    copy_to: None,
+                    copy_retention: raw.copy_retention.as_ref(),
+                    copy_schedule: raw.copy_schedule.as_ref(),
                 },
             ),
         }
@@ -364,6 +383,12 @@ fn check_job(
         signers_file: job.signers_file.as_ref(),
     };
     let signers = signers::job(cx, &defaults.signers, &raw_signers, &section);
+    let raw_copy = copy::RawCopy {
+        copy_to: job.copy_to.as_ref(),
+        copy_retention: job.copy_retention.as_ref(),
+        copy_schedule: job.copy_schedule.as_ref(),
+    };
+    let copies = copy::job(cx, &defaults.copies, &raw_copy, &destination, &section);
     let mut exclude = defaults.exclude.clone();
     exclude.extend(check_globs(
         cx,
@@ -407,6 +432,7 @@ fn check_job(
         chain,
         monitoring,
         signers,
+        copies,
     })
 }
 

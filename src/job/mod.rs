@@ -18,6 +18,8 @@
 //! - [`scheduler`] evaluates schedules and runs due jobs (the `daemon` command);
 //! - [`retention`] decides which archives to keep (keep-last/daily/weekly/monthly, then
 //!   every archive a kept restore point reads from) and [`prune`] applies it;
+//! - [`copies`] copies the archives to the job's `copy_to` targets after a session (or on
+//!   `copy_schedule`) and applies `copy_retention` there;
 //! - [`lock`] holds one process-wide file lock per job (released if the process dies);
 //! - [`paths`] finds the job file and the state folder.
 //! - monitoring: [`status`] (each job's health, overdue), [`metrics`] (Prometheus text),
@@ -34,6 +36,7 @@ pub mod catalog;
 pub mod chains;
 pub mod config;
 pub mod config_toml;
+pub mod copies;
 pub mod error;
 pub mod health;
 pub mod lock;

@@ -187,7 +187,7 @@ pub fn prune(catalog: &Catalog, job: &Job, dry_run: bool) -> JobResult<PruneRepo
 }
 
 /// Days of the Object Lock retention S3 archives are uploaded with (`[s3] object_lock`).
-fn object_lock_days() -> Option<u32> {
+pub(super) fn object_lock_days() -> Option<u32> {
     #[cfg(feature = "s3")]
     return crate::storage::s3::settings().object_lock.map(|l| l.days);
     #[cfg(not(feature = "s3"))]
@@ -202,7 +202,7 @@ fn locked_until(row: &SessionRow, days: u32) -> i64 {
 }
 
 /// A delete the server refused (AccessDenied; ObjectLocked on stores that say so).
-fn refused(e: &crate::error::Error) -> bool {
+pub(super) fn refused(e: &crate::error::Error) -> bool {
     match e {
         crate::error::Error::Remote {
             problem, detail, ..

@@ -112,6 +112,8 @@ pub struct DaemonSummary {
     pub outcomes: Vec<SessionOutcome>,
     /// Due jobs that could not run, and failed prunes.
     pub errors: usize,
+    /// Scheduled copies (`copy_schedule`) that did not all reach their targets.
+    pub warnings: usize,
     /// Returned because the stop flag was set.
     pub stopped: bool,
 }
@@ -125,7 +127,13 @@ impl DaemonSummary {
             .map(|o| o.state().exit_code())
             .max()
             .unwrap_or(0);
-        if self.errors > 0 { 2 } else { worst }
+        if self.errors > 0 {
+            2
+        } else if self.warnings > 0 {
+            worst.max(1)
+        } else {
+            worst
+        }
     }
 }
 
@@ -199,9 +207,18 @@ pub fn run_daemon(
             Some((j, &s.value))
         })
         .collect();
-    // The daemon wakes for either kind of schedule.
-    let wake_on: Vec<(&ResolvedJob, &Schedule)> =
-        scheduled.iter().chain(&verifies).copied().collect();
+    let copies: Vec<(&ResolvedJob, &Schedule)> = jobs
+        .iter()
+        .filter(|j| !j.job.copies.is_empty())
+        .filter_map(|j| Some((j, &j.job.copies.schedule.as_ref()?.value)))
+        .collect();
+    // The daemon wakes for every kind of schedule.
+    let wake_on: Vec<(&ResolvedJob, &Schedule)> = scheduled
+        .iter()
+        .chain(&verifies)
+        .chain(&copies)
+        .copied()
+        .collect();
     let now = Local::now();
     events.event(&DaemonEvent::Ready {
         jobs: scheduled
@@ -234,6 +251,23 @@ pub fn run_daemon(
                 break;
             }
             if verify_if_due(
+                cx,
+                job,
+                schedule,
+                first_pass,
+                &now,
+                stop,
+                events,
+                &mut summary,
+            )? {
+                refresh_metrics(cx, &opts, events);
+            }
+        }
+        for (job, schedule) in &copies {
+            if stop.load(Ordering::SeqCst) {
+                break;
+            }
+            if copy_if_due(
                 cx,
                 job,
                 schedule,
@@ -401,6 +435,53 @@ fn verify_if_due(
                 error: &error,
             });
         }
+    }
+    Ok(true)
+}
+
+/// Run the copies of `job` to its targets if its `copy_schedule` fired in its window (the
+/// window rules of sessions, see the module docs), under the job's lock; a job whose lock
+/// is held elsewhere is skipped and stays due, as copies stopped by the stop flag do.
+/// Returns whether copies ran. A problem at a target counts as a warning of the pass
+/// (`daemon --once` exits 1), never as a failure.
+#[allow(clippy::too_many_arguments)]
+fn copy_if_due(
+    cx: &Context<'_>,
+    job: &ResolvedJob,
+    schedule: &Schedule,
+    first_pass: bool,
+    now: &DateTime<Local>,
+    stop: &AtomicBool,
+    events: &dyn DaemonEvents,
+    summary: &mut DaemonSummary,
+) -> JobResult<bool> {
+    let name = job.job.name.as_str();
+    // Job names cannot hold `:`, so the key never meets a job's own.
+    let key = format!("{name}:copy");
+    let last = cx.catalog.last_checked(&key)?.and_then(from_ms);
+    let after = window_start(last, job.job.catch_up, first_pass, now);
+    if due_in(schedule, &after, now).is_none() {
+        cx.catalog.set_last_checked(&key, now.timestamp_millis())?;
+        return Ok(false);
+    }
+    let Some(_lock) = cx.locks.try_job(name)? else {
+        let error = JobError::Busy {
+            job: name.to_string(),
+            pid: cx.locks.job_holder(name),
+        };
+        events.event(&DaemonEvent::Skipped {
+            job: name,
+            error: &error,
+        });
+        return Ok(false);
+    };
+    let runs = super::copies::run_copies(cx.catalog, &job.job, None, stop, events)?;
+    if stop.load(Ordering::SeqCst) {
+        return Ok(true);
+    }
+    cx.catalog.set_last_checked(&key, now.timestamp_millis())?;
+    if runs.iter().any(|r| !r.ok()) {
+        summary.warnings += 1;
     }
     Ok(true)
 }

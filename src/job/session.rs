@@ -73,6 +73,8 @@ pub trait SessionEvents: Sync {
     fn recovered(&self, _row: &SessionRow) {}
     /// A notification ping (`notify`) failed; the session is not changed by it.
     fn notify_failed(&self, _job: &str, _error: &super::notify::PingError) {}
+    /// The copies to one `copy_to` target ran (after a session, or on `copy_schedule`).
+    fn copied(&self, _run: &super::copies::TargetRun) {}
 }
 
 /// Ignores every event.
@@ -214,7 +216,8 @@ pub fn run_session(
     events.started(name, row_id, trigger);
     let notify = &job.job.monitoring.notify;
     let pending = notify::ping_start(notify);
-    let result = run_started(cx, job, row_id, started, chain, stop, events);
+    let result = run_started(cx, job, row_id, started, chain, stop, events)
+        .and_then(|o| copy_after(cx, job, o, stop, events));
     let outcome = match &result {
         Ok(o) => Ok(&o.row),
         Err(e) => Err(e.to_string()),
@@ -256,6 +259,30 @@ fn run_started(
             finish_outcome(cx, row_id, None, None)
         }
     }
+}
+
+/// The copies to the job's `copy_to` targets after a session that completed (unless
+/// `copy_schedule` runs them), still under the job's lock and before the end is notified:
+/// a target that is down or a copy that failed makes the session `warnings`, one warning
+/// line per problem naming the target ([`super::copies`]).
+fn copy_after(
+    cx: &Context<'_>,
+    job: &ResolvedJob,
+    mut outcome: SessionOutcome,
+    stop: &AtomicBool,
+    events: &dyn SessionEvents,
+) -> JobResult<SessionOutcome> {
+    if !outcome.state().completed() || !job.job.copies.after_sessions() {
+        return Ok(outcome);
+    }
+    let runs = super::copies::run_copies(cx.catalog, &job.job, Some(outcome.row.id), stop, events)?;
+    let problems: Vec<String> = runs.iter().flat_map(|r| r.problems()).collect();
+    if !problems.is_empty()
+        && let Some(row) = cx.catalog.add_warnings(outcome.row.id, &problems)?
+    {
+        outcome.row = row;
+    }
+    Ok(outcome)
 }
 
 /// Take the job's lock: fail at once if another process holds it, or wait for it (a stop

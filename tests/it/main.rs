@@ -32,6 +32,7 @@ mod job_chain_config;
 mod job_chain_retention;
 mod job_chain_run;
 mod job_config;
+mod job_copy;
 mod job_daemon;
 mod job_metrics;
 mod job_notify;
