@@ -18,8 +18,10 @@
 //!   retried with exponential backoff by `object_store`.
 
 mod bounded;
+mod bucket_lock;
 mod lock;
 
+pub use bucket_lock::{BucketLock, DefaultRetention, Period, bucket_lock, sigv4};
 pub use lock::{LockMode, ObjectLock, rfc3339_utc};
 
 use std::collections::VecDeque;
@@ -113,18 +115,32 @@ fn connect(bucket: &str) -> Result<Arc<AmazonS3>> {
 /// With `lock`: a client for uploads under Object Lock, sending SHA-256 checksums and,
 /// when `lock.1` (the requests that make an object), the retention headers.
 fn connect_with(bucket: &str, lock: Option<(&ObjectLock, bool)>) -> Result<Arc<AmazonS3>> {
-    // reqwest is built without a bundled TLS provider (see Cargo.toml); an error only means
-    // one is installed already.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let overrides = settings();
-    // Client options first: `with_client_options` replaces the whole set, allow_http too.
     let mut client = ClientOptions::new().with_connect_timeout(Duration::from_secs(10));
     if let Some((lock, true)) = lock {
         client = client.with_default_headers(lock.headers()?);
     }
+    let mut builder = builder(bucket, client)?.with_http_connector(bounded::BoundedConnector);
+    if lock.is_some() {
+        builder = builder.with_checksum_algorithm(Checksum::SHA256);
+    }
+    let store = builder
+        .build()
+        .map_err(|e| remote_error(&format!("s3://{bucket}"), RemoteProblem::Config, &e))?;
+    Ok(Arc::new(store))
+}
+
+/// The client configuration of `bucket`: credentials from the environment, endpoint and
+/// region from the settings or the environment, retries. Shared by the archive client and
+/// the bucket's Object Lock query (`s3/bucket_lock.rs`), so both reach the same server as
+/// the same user.
+/// `client` goes in first: `with_client_options` replaces the whole set, allow_http too.
+fn builder(bucket: &str, client: ClientOptions) -> Result<AmazonS3Builder> {
+    // reqwest is built without a bundled TLS provider (see Cargo.toml); an error only means
+    // one is installed already.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let overrides = settings();
     let mut builder = AmazonS3Builder::from_env()
         .with_client_options(client)
-        .with_http_connector(bounded::BoundedConnector)
         .with_bucket_name(bucket);
     let endpoint = overrides.endpoint.or_else(|| {
         ["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "AWS_ENDPOINT"]
@@ -148,14 +164,7 @@ fn connect_with(bucket: &str, lock: Option<(&ObjectLock, bool)>) -> Result<Arc<A
         max_retries: 6,
         retry_timeout: Duration::from_secs(90),
     };
-    if lock.is_some() {
-        builder = builder.with_checksum_algorithm(Checksum::SHA256);
-    }
-    let store = builder
-        .with_retry(retry)
-        .build()
-        .map_err(|e| remote_error(&format!("s3://{bucket}"), RemoteProblem::Config, &e))?;
-    Ok(Arc::new(store))
+    Ok(builder.with_retry(retry))
 }
 
 /// The store, object path and display URL of an archive; a bucket or prefix is refused.
