@@ -75,6 +75,10 @@ pub struct Job {
     /// `signers` and `signers_file`: whom a scheduled verify requires the archives to be
     /// signed by (empty: checksums only).
     pub signers: SignerFiles,
+    /// `object_lock` (the job's own, or `[defaults]`' for an S3 destination): the Object
+    /// Lock retention of the job's uploads, in place of `[s3] object_lock`.
+    #[cfg(feature = "s3")]
+    pub object_lock: Option<crate::storage::s3::ObjectLock>,
 }
 
 /// The files a job pins its archives' signers with, as `verify --signer KEY.pub` and
@@ -148,6 +152,10 @@ impl ResolvedJob {
         opts.xattrs = j.xattrs;
         opts.overwrite = false;
         opts.signing_key = self.signing_key.clone();
+        #[cfg(feature = "s3")]
+        {
+            opts.object_lock = j.object_lock;
+        }
         opts
     }
 }

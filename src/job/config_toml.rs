@@ -23,6 +23,8 @@ use super::retention::Retention;
 use super::schedule::Schedule;
 use crate::Compression;
 
+#[cfg(feature = "s3")]
+mod lock;
 mod monitor;
 mod signers;
 #[cfg(test)]
@@ -64,6 +66,9 @@ struct RawDefaults {
     // Pinned signers of scheduled verifies, checked in `signers`.
     signers: Option<SpannedList>,
     signers_file: Option<Spanned<String>>,
+    // S3 Object Lock of the job's uploads, checked in `lock`.
+    #[cfg(feature = "s3")]
+    object_lock: Option<Spanned<lock::RawLock>>,
 }
 
 #[derive(Deserialize)]
@@ -90,6 +95,9 @@ struct RawJob {
     // Pinned signers of scheduled verifies, checked in `signers`.
     signers: Option<SpannedList>,
     signers_file: Option<Spanned<String>>,
+    // S3 Object Lock of the job's uploads, checked in `lock`.
+    #[cfg(feature = "s3")]
+    object_lock: Option<Spanned<lock::RawLock>>,
 }
 
 #[derive(Deserialize, Clone, Copy)]
@@ -256,6 +264,9 @@ struct Defaults {
     monitoring: super::config::Monitoring,
     /// `signers` and `signers_file` of `[defaults]`.
     signers: super::config::SignerFiles,
+    /// `object_lock` of `[defaults]` (for the jobs that write to S3).
+    #[cfg(feature = "s3")]
+    object_lock: Option<crate::storage::s3::ObjectLock>,
 }
 
 impl Defaults {
@@ -302,6 +313,8 @@ impl Defaults {
                     signers_file: raw.signers_file.as_ref(),
                 },
             ),
+            #[cfg(feature = "s3")]
+            object_lock: lock::defaults(cx, raw.object_lock.as_ref().map(Spanned::get_ref)),
         }
     }
 }
@@ -364,6 +377,14 @@ fn check_job(
         signers_file: job.signers_file.as_ref(),
     };
     let signers = signers::job(cx, &defaults.signers, &raw_signers, &section);
+    #[cfg(feature = "s3")]
+    let object_lock = lock::job(
+        cx,
+        defaults.object_lock,
+        job.object_lock.as_ref(),
+        job.destination.get_ref(),
+        &section,
+    );
     let mut exclude = defaults.exclude.clone();
     exclude.extend(check_globs(
         cx,
@@ -407,6 +428,8 @@ fn check_job(
         chain,
         monitoring,
         signers,
+        #[cfg(feature = "s3")]
+        object_lock,
     })
 }
 

@@ -148,6 +148,7 @@ pub fn prune(catalog: &Catalog, job: &Job, dry_run: bool) -> JobResult<PruneRepo
     for row in &report.plan.missing {
         catalog.mark_deleted(row.id, "missing: the archive file was gone")?;
     }
+    let mut locks = Locks::default();
     for (row, verdict) in report.plan.to_delete() {
         let Some(archive) = row.archive.as_deref() else {
             continue;
@@ -161,7 +162,11 @@ pub fn prune(catalog: &Catalog, job: &Job, dry_run: bool) -> JobResult<PruneRepo
         };
         // Never ask S3 to delete what it must keep: on a versioned (locked) bucket the
         // delete would only hide the object behind a delete marker.
-        let lock_days = object_lock_days().filter(|_| location.is_remote());
+        let lock = locks.of(job, &location);
+        let lock_days = match lock {
+            Lock::Days(days) => Some(days),
+            Lock::None | Lock::Unknown => None,
+        };
         if let Some(days) = lock_days {
             let until = locked_until(row, days);
             if until > chrono::Utc::now().timestamp_millis() {
@@ -171,7 +176,7 @@ pub fn prune(catalog: &Catalog, job: &Job, dry_run: bool) -> JobResult<PruneRepo
         }
         match storage::delete(&location) {
             Ok(()) => {}
-            Err(e) if lock_days.is_some() && refused(&e) => {
+            Err(e) if lock != Lock::None && refused(&e) => {
                 report.locked.push((row.clone(), None));
                 continue;
             }
@@ -186,12 +191,45 @@ pub fn prune(catalog: &Catalog, job: &Job, dry_run: bool) -> JobResult<PruneRepo
     Ok(report)
 }
 
-/// Days of the Object Lock retention S3 archives are uploaded with (`[s3] object_lock`).
-fn object_lock_days() -> Option<u32> {
+/// What holds a job's archives in one place.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Lock {
+    /// Nothing: a local folder, or a bucket without Object Lock or without a default.
+    None,
+    /// Locked for so many days from upload: the job's `object_lock`, `[s3]`'s, or the
+    /// bucket's default retention (which S3 gives every object uploaded without its own).
+    Days(u32),
+    /// The bucket's default retention could not be read (a key without
+    /// s3:GetBucketObjectLockConfiguration): a refused delete is taken as a lock.
+    Unknown,
+}
+
+/// The lock of each bucket a prune meets, asked once.
+#[derive(Default)]
+struct Locks {
     #[cfg(feature = "s3")]
-    return crate::storage::s3::settings().object_lock.map(|l| l.days);
-    #[cfg(not(feature = "s3"))]
-    None
+    buckets: std::collections::HashMap<String, Lock>,
+}
+
+impl Locks {
+    fn of(&mut self, job: &Job, location: &Location) -> Lock {
+        #[cfg(feature = "s3")]
+        if let Location::S3 { bucket, .. } = location {
+            use crate::storage::s3::{self, BucketLock};
+            if let Some(lock) = job.object_lock.or(s3::settings().object_lock) {
+                return Lock::Days(lock.days);
+            }
+            return *self.buckets.entry(bucket.clone()).or_insert_with(|| {
+                match s3::bucket_lock(bucket) {
+                    BucketLock::Default(r) => Lock::Days(r.max_days()),
+                    BucketLock::Disabled | BucketLock::NoDefault => Lock::None,
+                    BucketLock::Unknown(_) => Lock::Unknown,
+                }
+            });
+        }
+        let _ = (job, location);
+        Lock::None
+    }
 }
 
 /// When the archive of `row` may go: its retention was set to `days` from the moment its

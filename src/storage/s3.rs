@@ -109,18 +109,22 @@ fn split(location: &Location) -> (&str, &str) {
 }
 
 fn connect(bucket: &str) -> Result<Arc<AmazonS3>> {
-    connect_with(bucket, None)
+    connect_with(bucket, false, None)
 }
 
-/// With `lock`: a client for uploads under Object Lock, sending SHA-256 checksums and,
-/// when `lock.1` (the requests that make an object), the retention headers.
-fn connect_with(bucket: &str, lock: Option<(&ObjectLock, bool)>) -> Result<Arc<AmazonS3>> {
+/// With `checksums`: a client for uploads that S3 may lock, sending SHA-256 checksums, and
+/// with `headers` on every request (the requests that make an object: the retention).
+fn connect_with(
+    bucket: &str,
+    checksums: bool,
+    headers: Option<reqwest::header::HeaderMap>,
+) -> Result<Arc<AmazonS3>> {
     let mut client = ClientOptions::new().with_connect_timeout(Duration::from_secs(10));
-    if let Some((lock, true)) = lock {
-        client = client.with_default_headers(lock.headers()?);
+    if let Some(headers) = headers {
+        client = client.with_default_headers(headers);
     }
     let mut builder = builder(bucket, client)?.with_http_connector(bounded::BoundedConnector);
-    if lock.is_some() {
+    if checksums {
         builder = builder.with_checksum_algorithm(Checksum::SHA256);
     }
     let store = builder
@@ -323,14 +327,37 @@ pub struct S3Sink {
 }
 
 impl S3Sink {
+    /// Under the Object Lock in force for every upload (`[s3] object_lock`, the flag).
     pub fn create(location: &Location, overwrite: bool) -> Result<Self> {
+        Self::create_with(location, overwrite, settings().object_lock)
+    }
+
+    /// Under the Object Lock `lock` (a job's own), or none.
+    pub fn create_with(
+        location: &Location,
+        overwrite: bool,
+        lock: Option<ObjectLock>,
+    ) -> Result<Self> {
         let (mut store, path, url) = archive_object(location)?;
         let mut create = Arc::clone(&store);
-        if let Some(lock) = settings().object_lock {
-            lock.check()?;
-            let (bucket, _) = split(location);
-            store = connect_with(bucket, Some((&lock, false)))?;
-            create = connect_with(bucket, Some((&lock, true)))?;
+        let (bucket, _) = split(location);
+        // S3 refuses an upload that the bucket's default retention locks unless it carries
+        // an integrity checksum, as it does one with its own retention. The default is
+        // asked for (once per bucket and a few minutes); a key that may not read it gets
+        // the checksums all the same, as they cost a hash and no request.
+        let create_headers = match lock {
+            Some(lock) => {
+                lock.check()?;
+                Some(lock.headers()?)
+            }
+            None => match bucket_lock(bucket) {
+                BucketLock::Disabled | BucketLock::NoDefault => None,
+                BucketLock::Default(_) | BucketLock::Unknown(_) => Some(lock::checksum_headers()),
+            },
+        };
+        if let Some(headers) = create_headers {
+            store = connect_with(bucket, true, None)?;
+            create = connect_with(bucket, true, Some(headers))?;
         }
         if !overwrite {
             // A write-only key may not ask (HeadObject needs s3:GetObject): then the name's
@@ -680,6 +707,26 @@ impl ArchiveSource for S3Source {
             self.requests.load(Ordering::Relaxed),
         ))
     }
+}
+
+/// The Object Lock an archive written to `location` gets, in words: the retention it is
+/// uploaded with when there is one (`explicit`: the job's, `--object-lock` or `[s3]`'s),
+/// else the bucket's default retention as the bucket reports it (one request; a key that
+/// may not read it gives "unknown (...)"). None for a local location. Never an error:
+/// this informs, it does not decide whether a backup succeeded.
+pub fn lock_description(location: &Location, explicit: Option<&ObjectLock>) -> Option<String> {
+    let Location::S3 { bucket, .. } = location else {
+        return None;
+    };
+    Some(match explicit {
+        Some(lock) => format!(
+            "{} {} day{} (set on upload)",
+            lock.mode_name(),
+            lock.days,
+            if lock.days == 1 { "" } else { "s" }
+        ),
+        None => bucket_lock(bucket).describe(),
+    })
 }
 
 /// See [`super::exists`].

@@ -45,6 +45,7 @@ mod keygen_signing;
 mod list;
 mod list_json_stream;
 mod object_lock;
+mod object_lock_bucket;
 mod progress_terminal;
 mod reencrypt;
 mod rekey;

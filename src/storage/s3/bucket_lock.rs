@@ -12,7 +12,9 @@
 //! [`MAX_ANSWER`] bytes and parsed by tag: a hostile server can make the answer wrong (as
 //! it can any answer about its own bucket), not large.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use object_store::ClientOptions;
 use object_store::aws::AmazonS3ConfigKey;
@@ -87,15 +89,33 @@ impl BucketLock {
     }
 }
 
+/// How long an answer is reused: uploads, the summary and prune of one run ask once, a
+/// daemon sees a changed configuration within minutes.
+const REUSE: Duration = Duration::from_secs(300);
+
 /// The Object Lock configuration of `bucket`; never fails (see [`BucketLock::Unknown`]).
 pub fn bucket_lock(bucket: &str) -> BucketLock {
-    match fetch(bucket) {
+    type Answers = HashMap<(Option<String>, String), (Instant, BucketLock)>;
+    static ANSWERS: OnceLock<Mutex<Answers>> = OnceLock::new();
+    let answers = ANSWERS.get_or_init(|| Mutex::new(HashMap::new()));
+    let key = (super::settings().endpoint, bucket.to_string());
+    if let Some((at, lock)) = answers.lock().unwrap_or_else(|p| p.into_inner()).get(&key)
+        && at.elapsed() < REUSE
+    {
+        return lock.clone();
+    }
+    let lock = match fetch(bucket) {
         Ok(lock) => lock,
         Err(why) => {
             tracing::debug!(bucket, why = %why, "bucket Object Lock configuration unknown");
             BucketLock::Unknown(why)
         }
-    }
+    };
+    answers
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(key, (Instant::now(), lock.clone()));
+    lock
 }
 
 fn fetch(bucket: &str) -> Result<BucketLock, String> {
@@ -203,14 +223,19 @@ fn parse_answer(status: u16, body: &str) -> Result<BucketLock, String> {
             ));
         }
     };
+    // moto writes the period it was not given as 0; S3 leaves it out. Both mean "not this".
     let number = |tag: &str| -> Result<Option<u32>, String> {
-        element(retention, tag)
-            .map(|n| {
-                n.parse::<u32>().ok().filter(|&n| n > 0).ok_or_else(|| {
-                    format!("the bucket's default retention has {tag} {:?}", safe(n))
-                })
-            })
-            .transpose()
+        match element(retention, tag) {
+            None => Ok(None),
+            Some(n) => match n.parse::<u32>() {
+                Ok(0) => Ok(None),
+                Ok(n) => Ok(Some(n)),
+                Err(_) => Err(format!(
+                    "the bucket's default retention has {tag} {:?}",
+                    safe(n)
+                )),
+            },
+        }
     };
     let period = match (number("Days")?, number("Years")?) {
         (Some(d), None) => Period::Days(d),
@@ -545,7 +570,9 @@ mod tests {
         assert_eq!(lock.describe(), "bucket default COMPLIANCE 30 days");
         let lock = parse_answer(
             200,
-            &enabled(&rule("<Mode>GOVERNANCE</Mode><Years>1</Years>")),
+            &enabled(&rule(
+                "<Mode>GOVERNANCE</Mode><Days>0</Days><Years>1</Years>",
+            )),
         )
         .unwrap();
         assert_eq!(lock.describe(), "bucket default GOVERNANCE 1 year");
@@ -577,7 +604,7 @@ mod tests {
         );
         for bad in [
             rule("<Mode>LEGAL</Mode><Days>3</Days>"),
-            rule("<Mode>COMPLIANCE</Mode><Days>0</Days>"),
+            rule("<Mode>COMPLIANCE</Mode><Days>0</Days><Years>0</Years>"),
             rule("<Mode>COMPLIANCE</Mode><Days>-3</Days>"),
             rule("<Mode>COMPLIANCE</Mode><Days>99999999999</Days>"),
             rule("<Mode>COMPLIANCE</Mode><Days>1</Days><Years>1</Years>"),
