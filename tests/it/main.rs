@@ -35,6 +35,7 @@ mod job_config;
 mod job_daemon;
 mod job_metrics;
 mod job_notify;
+mod job_object_lock;
 mod job_retention;
 mod job_run;
 mod job_signers;
