@@ -58,6 +58,8 @@ const MIGRATIONS: &[&str] = &[
     UPDATE sessions SET kind = 'full', parents = '[]' WHERE archive IS NOT NULL;",
     // 3: scheduled verifies of the kept archives (`verify_schedule`).
     monitor::VERIFY_MIGRATION,
+    // 4 (ops branch): whether a scheduled verify was keyed (`verify_identity`).
+    monitor::VERIFY_KEYED_MIGRATION,
 ];
 
 /// The schema version this coffer writes.

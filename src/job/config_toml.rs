@@ -63,6 +63,7 @@ struct RawDefaults {
     notify: Option<monitor::RawNotify>,
     verify_schedule: Option<Spanned<String>>,
     verify_max_rate: Option<Spanned<u64>>,
+    verify_identity: Option<Spanned<String>>,
     // Pinned signers of scheduled verifies, checked in `signers`.
     signers: Option<SpannedList>,
     signers_file: Option<Spanned<String>>,
@@ -92,6 +93,7 @@ struct RawJob {
     notify: Option<monitor::RawNotify>,
     verify_schedule: Option<Spanned<String>>,
     verify_max_rate: Option<Spanned<u64>>,
+    verify_identity: Option<Spanned<String>>,
     // Pinned signers of scheduled verifies, checked in `signers`.
     signers: Option<SpannedList>,
     signers_file: Option<Spanned<String>>,

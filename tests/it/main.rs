@@ -40,6 +40,7 @@ mod job_retention;
 mod job_run;
 mod job_signers;
 mod job_status;
+mod job_verify_keyed;
 mod job_verify_schedule;
 mod json_output;
 mod keygen_signing;
