@@ -193,7 +193,7 @@ mod tests {
         let key = |i: usize| f.jobs[i].monitoring.verify_identity.clone().unwrap();
         assert_eq!(
             (key(0).value, key(0).line),
-            (std::path::PathBuf::from("/k/etc.key"), 10)
+            (std::path::PathBuf::from("/k/etc.key"), 11)
         );
         assert_eq!(key(1).value, Path::new("/etc/coffer/keys/verify.key"));
         let err = parse(&format!("{JOB}verify_identity = \"s3://b/k\"\n")).unwrap_err();
