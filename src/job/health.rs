@@ -1,7 +1,8 @@
 //! Scheduled health checks (`verify_schedule`): a keyless verify of every archive a job
 //! keeps — every frame's checksum, the index and the trailer, as `coffer verify` without a
 //! key does — recorded in the catalog as one [`VerifyRun`] and surfaced by `status` and
-//! `metrics`. No key is needed, so any host that can read the destination can run it.
+//! `metrics`. No key is needed, so any host that can read the destination can run it (or
+//! keyed, with `verify_identity`: see below).
 //!
 //! It reads every byte of every kept archive; in object storage that is a download of the
 //! whole destination, so `verify_max_rate` limits the reading to so many bytes per second.

@@ -46,9 +46,10 @@ pub struct PruneReport {
     pub deleted: Vec<SessionRow>,
     /// Archives that could not be deleted, with the error.
     pub failed: Vec<(SessionRow, String)>,
-    /// Archives retention let go but S3 Object Lock still holds: kept, with the time
-    /// (milliseconds) they can go, `None` when the server refused the delete (a lock coffer
-    /// did not set, or a policy). Retried by the next prune; not a failure.
+    /// Archives retention let go but S3 Object Lock still holds (the job's `object_lock`,
+    /// `[s3]`'s, or the bucket's default retention): kept, with the time (milliseconds)
+    /// they can go, `None` when the server refused the delete (a lock coffer could not
+    /// know of, or a policy). Retried by the next prune; not a failure.
     pub locked: Vec<(SessionRow, Option<i64>)>,
 }
 

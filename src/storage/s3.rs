@@ -5,7 +5,9 @@
 //!   [`PARTS_IN_FLIGHT`] uploading at once, so memory stays bounded whatever the archive
 //!   size; the object appears only when the upload completes, and a sink dropped before
 //!   commit aborts the upload. An archive smaller than one part is a single PutObject. A
-//!   backup needs only PutObject (and the multipart calls): it never reads or lists.
+//!   backup needs only PutObject (and the multipart calls): it never reads or lists
+//!   objects. It asks for the bucket's Object Lock configuration (`s3/bucket_lock.rs`),
+//!   which a write-only key may be refused without harm.
 //! - Reading uses ranged GETs. Reads that continue where the last one ended get a growing
 //!   read-ahead window (verify and full restores stream); any other read fetches exactly the
 //!   bytes asked for (a selective restore fetches only the blocks it needs). An answer with
