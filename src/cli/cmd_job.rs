@@ -250,7 +250,12 @@ fn run_now(a: JobRunArgs) -> anyhow::Result<u8> {
     let outcome = session::run_session(&st.cx(), &resolved, how, &stop, &RunEvents)?;
     // A closed stdout (`| head`) must not skip the retention that was asked for: the
     // printing error is returned after it.
-    let printed = print_outcome(&outcome, a.quiet);
+    let printed = print_outcome(&outcome, a.quiet).and_then(|()| {
+        if a.quiet || !outcome.state().completed() {
+            return Ok(());
+        }
+        print_lock(job, outcome.report.as_ref().map(|r| r.archive.as_path()))
+    });
     let mut code = outcome.row.state.exit_code();
     if a.prune && outcome.state().completed() && job.retention.is_some() {
         let report = prune::prune(&st.catalog, job, false)?;
@@ -262,6 +267,24 @@ fn run_now(a: JobRunArgs) -> anyhow::Result<u8> {
         }
     }
     printed.map(|()| code)
+}
+
+/// `object lock: ...` for an archive the session wrote to S3: the job's own retention,
+/// `[s3]`'s, or what the bucket gives it (see `coffer::storage::s3::lock_description`).
+fn print_lock(job: &coffer::job::Job, archive: Option<&std::path::Path>) -> anyhow::Result<()> {
+    #[cfg(feature = "s3")]
+    if let Some(archive) = archive
+        && let Ok(location) = coffer::storage::Location::parse(archive)
+    {
+        let explicit = job
+            .object_lock
+            .or(coffer::storage::s3::settings().object_lock);
+        if let Some(words) = coffer::storage::s3::lock_description(&location, explicit.as_ref()) {
+            outln!("object lock: {}", safe(&words))?;
+        }
+    }
+    let _ = (job, archive);
+    Ok(())
 }
 
 fn print_outcome(o: &SessionOutcome, quiet: bool) -> anyhow::Result<()> {

@@ -23,9 +23,12 @@ fn a_jobs_object_lock_is_the_retention_of_its_uploads() {
         .env("AWS_REGION", "us-east-1")
         .env("AWS_ACCESS_KEY_ID", &s3.admin.key)
         .env("AWS_SECRET_ACCESS_KEY", &s3.admin.secret)
-        .args(["job", "run", "home", "-q"])
+        .args(["job", "run", "home"])
         .assert()
-        .success();
+        .success()
+        .stdout(predicate::str::contains(
+            "object lock: GOVERNANCE 2 days (set on upload)",
+        ));
     let archive = w.sessions("home")[0].archive.clone().unwrap();
     let key = archive
         .to_str()

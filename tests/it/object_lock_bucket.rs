@@ -173,7 +173,12 @@ fn prune_keeps_what_the_buckets_default_retention_locks() {
             .args(args);
         c
     };
-    run(&["job", "run", "home", "-q"]).assert().success();
+    run(&["job", "run", "home"])
+        .assert()
+        .success()
+        .stdout(predicates::str::contains(
+            "object lock: bucket default GOVERNANCE 3 days",
+        ));
     std::thread::sleep(std::time::Duration::from_millis(1100));
     run(&["job", "run", "home", "-q"]).assert().success();
     let rows = w.sessions("home");
