@@ -163,11 +163,7 @@ pub fn prune(catalog: &Catalog, job: &Job, dry_run: bool) -> JobResult<PruneRepo
         };
         // Never ask S3 to delete what it must keep: on a versioned (locked) bucket the
         // delete would only hide the object behind a delete marker.
-        let lock = locks.of(job, &location);
-        let lock_days = match lock {
-            Lock::Days(days) => Some(days),
-            Lock::None | Lock::Unknown => None,
-        };
+        let lock_days = locks.days(job, &location);
         if let Some(days) = lock_days {
             let until = locked_until(row, days);
             if until > chrono::Utc::now().timestamp_millis() {
@@ -177,7 +173,7 @@ pub fn prune(catalog: &Catalog, job: &Job, dry_run: bool) -> JobResult<PruneRepo
         }
         match storage::delete(&location) {
             Ok(()) => {}
-            Err(e) if lock != Lock::None && refused(&e) => {
+            Err(e) if lock_days.is_some() && refused(&e) => {
                 report.locked.push((row.clone(), None));
                 continue;
             }
@@ -192,44 +188,36 @@ pub fn prune(catalog: &Catalog, job: &Job, dry_run: bool) -> JobResult<PruneRepo
     Ok(report)
 }
 
-/// What holds a job's archives in one place.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Lock {
-    /// Nothing: a local folder, or a bucket without Object Lock or without a default.
-    None,
-    /// Locked for so many days from upload: the job's `object_lock`, `[s3]`'s, or the
-    /// bucket's default retention (which S3 gives every object uploaded without its own).
-    Days(u32),
-    /// The bucket's default retention could not be read (a key without
-    /// s3:GetBucketObjectLockConfiguration): a refused delete is taken as a lock.
-    Unknown,
-}
-
-/// The lock of each bucket a prune meets, asked once.
+/// The lock days of each bucket a prune meets, asked once.
 #[derive(Default)]
 struct Locks {
     #[cfg(feature = "s3")]
-    buckets: std::collections::HashMap<String, Lock>,
+    buckets: std::collections::HashMap<String, Option<u32>>,
 }
 
 impl Locks {
-    fn of(&mut self, job: &Job, location: &Location) -> Lock {
+    /// Days the archives of `job` at `location` are locked for from their upload: the
+    /// job's `object_lock`, `[s3]`'s, or the bucket's default retention (which S3 gives
+    /// every object uploaded without its own). None: not locked, or not known to be (a key
+    /// without s3:GetBucketObjectLockConfiguration); then a refused delete is a failure,
+    /// as a missing permission must be.
+    fn days(&mut self, job: &Job, location: &Location) -> Option<u32> {
         #[cfg(feature = "s3")]
         if let Location::S3 { bucket, .. } = location {
             use crate::storage::s3::{self, BucketLock};
             if let Some(lock) = job.object_lock.or(s3::settings().object_lock) {
-                return Lock::Days(lock.days);
+                return Some(lock.days);
             }
-            return *self.buckets.entry(bucket.clone()).or_insert_with(|| {
-                match s3::bucket_lock(bucket) {
-                    BucketLock::Default(r) => Lock::Days(r.max_days()),
-                    BucketLock::Disabled | BucketLock::NoDefault => Lock::None,
-                    BucketLock::Unknown(_) => Lock::Unknown,
-                }
-            });
+            return *self
+                .buckets
+                .entry(bucket.clone())
+                .or_insert_with(|| match s3::bucket_lock(bucket) {
+                    BucketLock::Default(r) => Some(r.max_days()),
+                    _ => None,
+                });
         }
         let _ = (job, location);
-        Lock::None
+        None
     }
 }
 
