@@ -208,13 +208,12 @@ impl Locks {
             if let Some(lock) = job.object_lock.or(s3::settings().object_lock) {
                 return Some(lock.days);
             }
-            return *self
-                .buckets
-                .entry(bucket.clone())
-                .or_insert_with(|| match s3::bucket_lock(bucket) {
+            return *self.buckets.entry(bucket.clone()).or_insert_with(|| {
+                match s3::bucket_lock(bucket) {
                     BucketLock::Default(r) => Some(r.max_days()),
                     _ => None,
-                });
+                }
+            });
         }
         let _ = (job, location);
         None
