@@ -84,6 +84,23 @@ pub struct BackupOptions {
     pub signing_key: Option<Arc<SigningKey>>,
     /// Join an incremental chain kept in this state (format v2 only); `None`: a full.
     pub chain: Option<ChainOptions>,
+    /// S3 Object Lock retention for this archive (a job's `object_lock`), in place of the
+    /// one in force for every upload (`[s3] object_lock`, `--object-lock`). `None`: that one.
+    #[cfg(feature = "s3")]
+    pub object_lock: Option<crate::storage::s3::ObjectLock>,
+}
+
+/// The archive's sink: under the options' own Object Lock when they carry one.
+fn open_sink(location: &Location, opts: &BackupOptions) -> Result<Box<dyn storage::ArchiveSink>> {
+    #[cfg(feature = "s3")]
+    if let (Some(lock), Location::S3 { .. }) = (&opts.object_lock, location) {
+        return Ok(Box::new(storage::s3::S3Sink::create_with(
+            location,
+            opts.overwrite,
+            Some(*lock),
+        )?));
+    }
+    storage::create_sink(location, opts.overwrite)
 }
 
 impl BackupOptions {
@@ -103,6 +120,8 @@ impl BackupOptions {
             xattrs: true,
             format: 2,
             signing_key: None,
+            #[cfg(feature = "s3")]
+            object_lock: None,
             chain: None,
         }
     }
@@ -179,7 +198,7 @@ fn write_archive(
     }
     let (body, keys) = session_header(opts, recipients, entropy)?;
     let location = Location::parse(&opts.output)?;
-    let sink = storage::create_sink(&location, opts.overwrite)?;
+    let sink = open_sink(&location, opts)?;
     let mut out = ArchiveWriter::begin(sink, &body, &keys, entropy)?;
     let run = Run {
         opts,
@@ -365,7 +384,7 @@ fn write_archive_v2(
         .map(ChainRun::parent_refs)
         .unwrap_or_default();
     let (body, keys) = session_header_v2(opts, recipients, entropy, parents)?;
-    let sink = storage::create_sink(&location, opts.overwrite)?;
+    let sink = open_sink(&location, opts)?;
     let session_id = body.fields.session_id;
     let meta_keys = MetaKeys {
         keys: &keys,

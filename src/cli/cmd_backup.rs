@@ -118,9 +118,14 @@ pub fn run(a: BackupArgs) -> anyhow::Result<u8> {
         "backup finished"
     );
     if a.json {
-        print_json(&summary_json(&report, signer))?;
+        let mut doc = summary_json(&report, signer);
+        doc["object_lock"] = super::cmd_copy::lock_words(&opts.output).into();
+        print_json(&doc)?;
     } else if !a.quiet {
         print_summary(&report, signer)?;
+        if let Some(lock) = super::cmd_copy::lock_words(&opts.output) {
+            outln!("object lock: {}", super::ui::safe(&lock))?;
+        }
     }
     if report.warnings.is_empty() {
         Ok(EXIT_OK)

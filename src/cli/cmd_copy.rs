@@ -40,9 +40,16 @@ pub fn run(a: CopyArgs) -> anyhow::Result<u8> {
     progress.finish();
     let report = report?;
     if a.json {
-        print_json(&copy_json(&report))?;
+        let mut doc = copy_json(&report);
+        doc["object_lock"] = lock_words(&a.to).into();
+        print_json(&doc)?;
     } else {
         print_text(&report, a.quiet)?;
+        if !a.quiet
+            && let Some(lock) = lock_words(&a.to)
+        {
+            outln!("object lock: {}", safe(&lock))?;
+        }
     }
     Ok(if report.is_ok() { EXIT_OK } else { EXIT_FAILED })
 }
@@ -63,6 +70,23 @@ pub fn apply_object_lock(flag: Option<&str>, dest: &std::path::Path) -> anyhow::
         coffer::storage::s3::set_settings(settings);
     }
     Ok(())
+}
+
+/// The Object Lock archives written to `dest` get (S3 only; see
+/// `coffer::storage::s3::lock_description`): the flag's or `[s3]`'s retention, else the
+/// bucket's default as the bucket reports it, or "unknown (...)" when the key may not ask.
+pub fn lock_words(dest: &std::path::Path) -> Option<String> {
+    #[cfg(feature = "s3")]
+    {
+        let location = Location::parse(dest).ok()?;
+        let explicit = coffer::storage::s3::settings().object_lock;
+        coffer::storage::s3::lock_description(&location, explicit.as_ref())
+    }
+    #[cfg(not(feature = "s3"))]
+    {
+        let _ = dest;
+        None
+    }
 }
 
 fn copy_json(report: &CopyReport) -> serde_json::Value {

@@ -290,7 +290,13 @@ fn run_now(a: JobRunArgs) -> anyhow::Result<u8> {
         .into_inner()
         .unwrap_or_else(|p| p.into_inner());
     let printed = print_outcome(&outcome, a.quiet).and_then(|()| {
-        for line in copies.iter().filter(|_| !a.quiet) {
+        if a.quiet {
+            return Ok(());
+        }
+        if outcome.state().completed() {
+            print_lock(job, outcome.report.as_ref().map(|r| r.archive.as_path()))?;
+        }
+        for line in &copies {
             outln!("{}", safe(line))?;
         }
         Ok(())
@@ -306,6 +312,24 @@ fn run_now(a: JobRunArgs) -> anyhow::Result<u8> {
         }
     }
     printed.map(|()| code)
+}
+
+/// `object lock: ...` for an archive the session wrote to S3: the job's own retention,
+/// `[s3]`'s, or what the bucket gives it (see `coffer::storage::s3::lock_description`).
+fn print_lock(job: &coffer::job::Job, archive: Option<&std::path::Path>) -> anyhow::Result<()> {
+    #[cfg(feature = "s3")]
+    if let Some(archive) = archive
+        && let Ok(location) = coffer::storage::Location::parse(archive)
+    {
+        let explicit = job
+            .object_lock
+            .or(coffer::storage::s3::settings().object_lock);
+        if let Some(words) = coffer::storage::s3::lock_description(&location, explicit.as_ref()) {
+            outln!("object lock: {}", safe(&words))?;
+        }
+    }
+    let _ = (job, archive);
+    Ok(())
 }
 
 fn print_outcome(o: &SessionOutcome, quiet: bool) -> anyhow::Result<()> {

@@ -107,6 +107,7 @@ fn status_json(s: &JobStatus, now: i64) -> serde_json::Value {
         "restore_points": r.restore_points,
         "last_verify": r.last_verify.as_ref().map(|v| serde_json::json!({
             "ok": v.ok(),
+            "keyed": v.keyed,
             "finished_at": rfc3339_ms(v.finished_at_ms),
             "archives": v.archives,
             "damaged": v.damaged,
@@ -144,8 +145,12 @@ fn print_text(statuses: &[JobStatus], now: i64) -> anyhow::Result<()> {
                 r.restore_points.to_string(),
                 match &r.last_verify {
                     None => "never".into(),
-                    Some(v) if v.ok() => format!("ok {}", local_time(v.finished_at_ms)),
-                    Some(v) => format!("FAILED {}", local_time(v.finished_at_ms)),
+                    Some(v) => format!(
+                        "{}{} {}",
+                        if v.ok() { "ok" } else { "FAILED" },
+                        if v.keyed { " (keyed)" } else { "" },
+                        local_time(v.finished_at_ms)
+                    ),
                 },
             ]
         })

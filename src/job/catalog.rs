@@ -60,6 +60,8 @@ const MIGRATIONS: &[&str] = &[
     monitor::VERIFY_MIGRATION,
     // 4: copies of the archives to the jobs' `copy_to` targets.
     copies::COPY_MIGRATION,
+    // 5: whether a scheduled verify was keyed (`verify_identity`).
+    monitor::VERIFY_KEYED_MIGRATION,
 ];
 
 /// The schema version this coffer writes.

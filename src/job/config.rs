@@ -77,6 +77,10 @@ pub struct Job {
     pub signers: SignerFiles,
     /// `copy_to`, `copy_retention` and `copy_schedule` ([`super::copies`]).
     pub copies: super::copies::CopyPolicy,
+    /// `object_lock` (the job's own, or `[defaults]`' for an S3 destination): the Object
+    /// Lock retention of the job's uploads, in place of `[s3] object_lock`.
+    #[cfg(feature = "s3")]
+    pub object_lock: Option<crate::storage::s3::ObjectLock>,
 }
 
 /// The files a job pins its archives' signers with, as `verify --signer KEY.pub` and
@@ -112,6 +116,10 @@ pub struct Monitoring {
     pub verify_schedule: Option<Located<Schedule>>,
     /// Bytes per second a scheduled verify may read (None: no limit).
     pub verify_max_rate: Option<u64>,
+    /// `verify_identity`: a private key (as `restore -i` takes, without a passphrase) that
+    /// makes the scheduled verify keyed. Meant for a verification host: a backup host that
+    /// holds it loses the write-only property (docs/SECURITY.md).
+    pub verify_identity: Option<Located<PathBuf>>,
 }
 
 /// A parsed and validated job file.
@@ -150,6 +158,10 @@ impl ResolvedJob {
         opts.xattrs = j.xattrs;
         opts.overwrite = false;
         opts.signing_key = self.signing_key.clone();
+        #[cfg(feature = "s3")]
+        {
+            opts.object_lock = j.object_lock;
+        }
         opts
     }
 }
@@ -217,6 +229,7 @@ impl JobFile {
             let recipients = self.load_recipients(job, &mut errors);
             let signing_key = self.load_signing_key(job, &mut errors);
             let signers = self.load_signers(job, signing_key.as_deref(), &mut errors);
+            self.check_verify_identity(job, &mut errors);
             let dest = &job.destination;
             match test_destination(&dest.value) {
                 Ok(real) => {
@@ -394,6 +407,25 @@ impl JobFile {
             ));
         }
         keys
+    }
+
+    /// The job's `verify_identity` must load as the scheduled verify will load it (a
+    /// private key without a passphrase: the daemon has nobody to ask); a key that does not
+    /// is a problem added to `errors`. The key is loaded again by each verify
+    /// ([`super::health::verify_job`]), so it is held in memory only while one runs.
+    fn check_verify_identity(&self, job: &Job, errors: &mut Vec<ConfigError>) {
+        let Some(key) = &job.monitoring.verify_identity else {
+            return;
+        };
+        if let Err(e) = crate::recipient::RsaIdentity::load(&key.value) {
+            errors.push(self.error(
+                key.line,
+                &job_section(&job.name),
+                "verify_identity",
+                e.to_string(),
+                Some("a scheduled verify has nobody to ask for a passphrase: give it a key without one, readable only by the daemon's user"),
+            ));
+        }
     }
 
     /// Sources that do not exist now (for `job check`; a run records them as a failure).

@@ -24,6 +24,8 @@ use super::schedule::Schedule;
 use crate::Compression;
 
 mod copy;
+#[cfg(feature = "s3")]
+mod lock;
 mod monitor;
 mod signers;
 #[cfg(test)]
@@ -62,12 +64,16 @@ struct RawDefaults {
     notify: Option<monitor::RawNotify>,
     verify_schedule: Option<Spanned<String>>,
     verify_max_rate: Option<Spanned<u64>>,
+    verify_identity: Option<Spanned<String>>,
     // Pinned signers of scheduled verifies, checked in `signers`.
     signers: Option<SpannedList>,
     signers_file: Option<Spanned<String>>,
     // Copies, checked in `copy` (`copy_to` is per job).
     copy_retention: Option<Spanned<RawRetention>>,
     copy_schedule: Option<Spanned<String>>,
+    // S3 Object Lock of the job's uploads, checked in `lock`.
+    #[cfg(feature = "s3")]
+    object_lock: Option<Spanned<lock::RawLock>>,
 }
 
 #[derive(Deserialize)]
@@ -91,6 +97,7 @@ struct RawJob {
     notify: Option<monitor::RawNotify>,
     verify_schedule: Option<Spanned<String>>,
     verify_max_rate: Option<Spanned<u64>>,
+    verify_identity: Option<Spanned<String>>,
     // Pinned signers of scheduled verifies, checked in `signers`.
     signers: Option<SpannedList>,
     signers_file: Option<Spanned<String>>,
@@ -98,6 +105,9 @@ struct RawJob {
     copy_to: Option<SpannedList>,
     copy_retention: Option<Spanned<RawRetention>>,
     copy_schedule: Option<Spanned<String>>,
+    // S3 Object Lock of the job's uploads, checked in `lock`.
+    #[cfg(feature = "s3")]
+    object_lock: Option<Spanned<lock::RawLock>>,
 }
 
 #[derive(Deserialize, Clone, Copy)]
@@ -267,6 +277,9 @@ struct Defaults {
     signers: super::config::SignerFiles,
     /// `copy_retention` and `copy_schedule` of `[defaults]`.
     copies: super::copies::CopyPolicy,
+    /// `object_lock` of `[defaults]` (for the jobs that write to S3).
+    #[cfg(feature = "s3")]
+    object_lock: Option<crate::storage::s3::ObjectLock>,
 }
 
 impl Defaults {
@@ -321,6 +334,8 @@ impl Defaults {
                     copy_schedule: raw.copy_schedule.as_ref(),
                 },
             ),
+            #[cfg(feature = "s3")]
+            object_lock: lock::defaults(cx, raw.object_lock.as_ref().map(Spanned::get_ref)),
         }
     }
 }
@@ -389,6 +404,14 @@ fn check_job(
         copy_schedule: job.copy_schedule.as_ref(),
     };
     let copies = copy::job(cx, &defaults.copies, &raw_copy, &destination, &section);
+    #[cfg(feature = "s3")]
+    let object_lock = lock::job(
+        cx,
+        defaults.object_lock,
+        job.object_lock.as_ref(),
+        job.destination.get_ref(),
+        &section,
+    );
     let mut exclude = defaults.exclude.clone();
     exclude.extend(check_globs(
         cx,
@@ -433,6 +456,8 @@ fn check_job(
         monitoring,
         signers,
         copies,
+        #[cfg(feature = "s3")]
+        object_lock,
     })
 }
 

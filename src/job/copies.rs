@@ -30,7 +30,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use super::catalog::{Catalog, CopyOutcome, CopyRow, SessionRow};
 use super::config::{Job, Located};
 use super::error::JobResult;
-use super::prune::{object_lock_days, refused};
+use super::prune::{Locks, refused};
 use super::retention::{self, Candidate, ChainCandidate, Retention};
 use super::schedule::Schedule;
 use super::session::SessionEvents;
@@ -372,7 +372,7 @@ fn delete_copy(
 ) -> JobResult<()> {
     let location = dest.join(&p.name);
     let shown = location.display_path();
-    let lock_days = object_lock_days().filter(|_| location.is_remote());
+    let lock_days = Locks::default().days(None, &location);
     if let Some(days) = lock_days {
         // The lock was set when the copy was uploaded; without a record of that, the
         // session's end is the earliest it can have been (the server has the last word).

@@ -148,6 +148,14 @@ const FAMILIES: &[Family<'static>] = &[
         },
     ),
     (
+        "coffer_last_verify_keyed",
+        "1 if the job's last scheduled verify was keyed (MACs and content hashes checked with verify_identity), 0 if keyless (checksums only).",
+        |m| {
+            let v = m.status.recorded.last_verify.as_ref()?;
+            Some(if v.keyed { "1" } else { "0" }.into())
+        },
+    ),
+    (
         "coffer_recipients_hash",
         "A 48-bit hash of the job's sorted recipient fingerprints: it changes when the recipient set changes.",
         |m| m.recipients_hash.map(|h| h.to_string()),

@@ -46,9 +46,10 @@ pub struct PruneReport {
     pub deleted: Vec<SessionRow>,
     /// Archives that could not be deleted, with the error.
     pub failed: Vec<(SessionRow, String)>,
-    /// Archives retention let go but S3 Object Lock still holds: kept, with the time
-    /// (milliseconds) they can go, `None` when the server refused the delete (a lock coffer
-    /// did not set, or a policy). Retried by the next prune; not a failure.
+    /// Archives retention let go but S3 Object Lock still holds (the job's `object_lock`,
+    /// `[s3]`'s, or the bucket's default retention): kept, with the time (milliseconds)
+    /// they can go, `None` when the server refused the delete (a lock coffer could not
+    /// know of, or a policy). Retried by the next prune; not a failure.
     pub locked: Vec<(SessionRow, Option<i64>)>,
 }
 
@@ -148,6 +149,7 @@ pub fn prune(catalog: &Catalog, job: &Job, dry_run: bool) -> JobResult<PruneRepo
     for row in &report.plan.missing {
         catalog.mark_deleted(row.id, "missing: the archive file was gone")?;
     }
+    let mut locks = Locks::default();
     for (row, verdict) in report.plan.to_delete() {
         let Some(archive) = row.archive.as_deref() else {
             continue;
@@ -161,7 +163,7 @@ pub fn prune(catalog: &Catalog, job: &Job, dry_run: bool) -> JobResult<PruneRepo
         };
         // Never ask S3 to delete what it must keep: on a versioned (locked) bucket the
         // delete would only hide the object behind a delete marker.
-        let lock_days = object_lock_days().filter(|_| location.is_remote());
+        let lock_days = locks.days(Some(job), &location);
         if let Some(days) = lock_days {
             let until = locked_until(row, days);
             if until > chrono::Utc::now().timestamp_millis() {
@@ -186,12 +188,38 @@ pub fn prune(catalog: &Catalog, job: &Job, dry_run: bool) -> JobResult<PruneRepo
     Ok(report)
 }
 
-/// Days of the Object Lock retention S3 archives are uploaded with (`[s3] object_lock`).
-pub(super) fn object_lock_days() -> Option<u32> {
+/// The lock days of each bucket a prune (or a copy target's retention) meets, asked once.
+#[derive(Default)]
+pub(super) struct Locks {
     #[cfg(feature = "s3")]
-    return crate::storage::s3::settings().object_lock.map(|l| l.days);
-    #[cfg(not(feature = "s3"))]
-    None
+    buckets: std::collections::HashMap<String, Option<u32>>,
+}
+
+impl Locks {
+    /// Days the archives at `location` are locked for from their upload: `job`'s
+    /// `object_lock` (for the job's own archives; copies are uploaded without it),
+    /// `[s3]`'s, or the bucket's default retention (which S3 gives every object uploaded
+    /// without its own). None: not locked, or not known to be (a key without
+    /// s3:GetBucketObjectLockConfiguration); then a refused delete is a failure, as a
+    /// missing permission must be.
+    pub(super) fn days(&mut self, job: Option<&Job>, location: &Location) -> Option<u32> {
+        #[cfg(feature = "s3")]
+        if let Location::S3 { bucket, .. } = location {
+            use crate::storage::s3::{self, BucketLock};
+            let own = job.and_then(|j| j.object_lock);
+            if let Some(lock) = own.or(s3::settings().object_lock) {
+                return Some(lock.days);
+            }
+            return *self.buckets.entry(bucket.clone()).or_insert_with(|| {
+                match s3::bucket_lock(bucket) {
+                    BucketLock::Default(r) => Some(r.max_days()),
+                    _ => None,
+                }
+            });
+        }
+        let _ = (job, location);
+        None
+    }
 }
 
 /// When the archive of `row` may go: its retention was set to `days` from the moment its

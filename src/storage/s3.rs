@@ -5,7 +5,9 @@
 //!   [`PARTS_IN_FLIGHT`] uploading at once, so memory stays bounded whatever the archive
 //!   size; the object appears only when the upload completes, and a sink dropped before
 //!   commit aborts the upload. An archive smaller than one part is a single PutObject. A
-//!   backup needs only PutObject (and the multipart calls): it never reads or lists.
+//!   backup needs only PutObject (and the multipart calls): it never reads or lists
+//!   objects. It asks for the bucket's Object Lock configuration (`s3/bucket_lock.rs`),
+//!   which a write-only key may be refused without harm.
 //! - Reading uses ranged GETs. Reads that continue where the last one ended get a growing
 //!   read-ahead window (verify and full restores stream); any other read fetches exactly the
 //!   bytes asked for (a selective restore fetches only the blocks it needs). An answer with
@@ -18,8 +20,10 @@
 //!   retried with exponential backoff by `object_store`.
 
 mod bounded;
+mod bucket_lock;
 mod lock;
 
+pub use bucket_lock::{BucketLock, DefaultRetention, Period, bucket_lock, sigv4};
 pub use lock::{LockMode, ObjectLock, rfc3339_utc};
 
 use std::collections::VecDeque;
@@ -107,24 +111,42 @@ fn split(location: &Location) -> (&str, &str) {
 }
 
 fn connect(bucket: &str) -> Result<Arc<AmazonS3>> {
-    connect_with(bucket, None)
+    connect_with(bucket, false, None)
 }
 
-/// With `lock`: a client for uploads under Object Lock, sending SHA-256 checksums and,
-/// when `lock.1` (the requests that make an object), the retention headers.
-fn connect_with(bucket: &str, lock: Option<(&ObjectLock, bool)>) -> Result<Arc<AmazonS3>> {
+/// With `checksums`: a client for uploads that S3 may lock, sending SHA-256 checksums, and
+/// with `headers` on every request (the requests that make an object: the retention).
+fn connect_with(
+    bucket: &str,
+    checksums: bool,
+    headers: Option<reqwest::header::HeaderMap>,
+) -> Result<Arc<AmazonS3>> {
+    let mut client = ClientOptions::new().with_connect_timeout(Duration::from_secs(10));
+    if let Some(headers) = headers {
+        client = client.with_default_headers(headers);
+    }
+    let mut builder = builder(bucket, client)?.with_http_connector(bounded::BoundedConnector);
+    if checksums {
+        builder = builder.with_checksum_algorithm(Checksum::SHA256);
+    }
+    let store = builder
+        .build()
+        .map_err(|e| remote_error(&format!("s3://{bucket}"), RemoteProblem::Config, &e))?;
+    Ok(Arc::new(store))
+}
+
+/// The client configuration of `bucket`: credentials from the environment, endpoint and
+/// region from the settings or the environment, retries. Shared by the archive client and
+/// the bucket's Object Lock query (`s3/bucket_lock.rs`), so both reach the same server as
+/// the same user.
+/// `client` goes in first: `with_client_options` replaces the whole set, allow_http too.
+fn builder(bucket: &str, client: ClientOptions) -> Result<AmazonS3Builder> {
     // reqwest is built without a bundled TLS provider (see Cargo.toml); an error only means
     // one is installed already.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let overrides = settings();
-    // Client options first: `with_client_options` replaces the whole set, allow_http too.
-    let mut client = ClientOptions::new().with_connect_timeout(Duration::from_secs(10));
-    if let Some((lock, true)) = lock {
-        client = client.with_default_headers(lock.headers()?);
-    }
     let mut builder = AmazonS3Builder::from_env()
         .with_client_options(client)
-        .with_http_connector(bounded::BoundedConnector)
         .with_bucket_name(bucket);
     let endpoint = overrides.endpoint.or_else(|| {
         ["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "AWS_ENDPOINT"]
@@ -148,14 +170,7 @@ fn connect_with(bucket: &str, lock: Option<(&ObjectLock, bool)>) -> Result<Arc<A
         max_retries: 6,
         retry_timeout: Duration::from_secs(90),
     };
-    if lock.is_some() {
-        builder = builder.with_checksum_algorithm(Checksum::SHA256);
-    }
-    let store = builder
-        .with_retry(retry)
-        .build()
-        .map_err(|e| remote_error(&format!("s3://{bucket}"), RemoteProblem::Config, &e))?;
-    Ok(Arc::new(store))
+    Ok(builder.with_retry(retry))
 }
 
 /// The store, object path and display URL of an archive; a bucket or prefix is refused.
@@ -314,14 +329,37 @@ pub struct S3Sink {
 }
 
 impl S3Sink {
+    /// Under the Object Lock in force for every upload (`[s3] object_lock`, the flag).
     pub fn create(location: &Location, overwrite: bool) -> Result<Self> {
+        Self::create_with(location, overwrite, settings().object_lock)
+    }
+
+    /// Under the Object Lock `lock` (a job's own), or none.
+    pub fn create_with(
+        location: &Location,
+        overwrite: bool,
+        lock: Option<ObjectLock>,
+    ) -> Result<Self> {
         let (mut store, path, url) = archive_object(location)?;
         let mut create = Arc::clone(&store);
-        if let Some(lock) = settings().object_lock {
-            lock.check()?;
-            let (bucket, _) = split(location);
-            store = connect_with(bucket, Some((&lock, false)))?;
-            create = connect_with(bucket, Some((&lock, true)))?;
+        let (bucket, _) = split(location);
+        // S3 refuses an upload that the bucket's default retention locks unless it carries
+        // an integrity checksum, as it does one with its own retention. The default is
+        // asked for (once per bucket and a few minutes); a key that may not read it gets
+        // the checksums all the same, as they cost a hash and no request.
+        let create_headers = match lock {
+            Some(lock) => {
+                lock.check()?;
+                Some(lock.headers()?)
+            }
+            None => match bucket_lock(bucket) {
+                BucketLock::Disabled | BucketLock::NoDefault => None,
+                BucketLock::Default(_) | BucketLock::Unknown(_) => Some(lock::checksum_headers()),
+            },
+        };
+        if let Some(headers) = create_headers {
+            store = connect_with(bucket, true, None)?;
+            create = connect_with(bucket, true, Some(headers))?;
         }
         if !overwrite {
             // A write-only key may not ask (HeadObject needs s3:GetObject): then the name's
@@ -671,6 +709,26 @@ impl ArchiveSource for S3Source {
             self.requests.load(Ordering::Relaxed),
         ))
     }
+}
+
+/// The Object Lock an archive written to `location` gets, in words: the retention it is
+/// uploaded with when there is one (`explicit`: the job's, `--object-lock` or `[s3]`'s),
+/// else the bucket's default retention as the bucket reports it (one request; a key that
+/// may not read it gives "unknown (...)"). None for a local location. Never an error:
+/// this informs, it does not decide whether a backup succeeded.
+pub fn lock_description(location: &Location, explicit: Option<&ObjectLock>) -> Option<String> {
+    let Location::S3 { bucket, .. } = location else {
+        return None;
+    };
+    Some(match explicit {
+        Some(lock) => format!(
+            "{} {} day{} (set on upload)",
+            lock.mode_name(),
+            lock.days,
+            if lock.days == 1 { "" } else { "s" }
+        ),
+        None => bucket_lock(bucket).describe(),
+    })
 }
 
 /// See [`super::exists`].

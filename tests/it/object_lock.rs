@@ -14,6 +14,11 @@ const LOCK_BUCKET: &str = "coffer-lock";
 
 /// `MODE RETAIN-UNTIL` of an object in the lock bucket, read with boto3 as admin.
 fn retention(s3: &Server, key: &str) -> String {
+    retention_in(s3, LOCK_BUCKET, key)
+}
+
+/// `MODE RETAIN-UNTIL` of an object in `bucket`, read with boto3 as admin.
+pub(crate) fn retention_in(s3: &Server, bucket: &str, key: &str) -> String {
     let script = "import boto3,sys\n\
 c=boto3.client('s3',endpoint_url=sys.argv[1],region_name='us-east-1',aws_access_key_id=sys.argv[2],aws_secret_access_key=sys.argv[3])\n\
 r=c.head_object(Bucket=sys.argv[4],Key=sys.argv[5])\n\
@@ -25,7 +30,7 @@ print(r['ObjectLockMode'], r['ObjectLockRetainUntilDate'].strftime('%Y-%m-%d'))"
             &s3.endpoint,
             &s3.admin.key,
             &s3.admin.secret,
-            LOCK_BUCKET,
+            bucket,
             key,
         ])
         .output()
@@ -39,7 +44,7 @@ print(r['ObjectLockMode'], r['ObjectLockRetainUntilDate'].strftime('%Y-%m-%d'))"
 }
 
 /// The UTC date `days` from now, as S3 reports a retention date.
-fn date_in(days: i64) -> String {
+pub(crate) fn date_in(days: i64) -> String {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()

@@ -87,6 +87,12 @@ pub(super) const VERIFY_MIGRATION: &str = "CREATE TABLE verifies (
     );
     CREATE INDEX verifies_by_job ON verifies (job, started_at_ms);";
 
+/// Migration 4 (ops branch; renumber if another lands first): `keyed` is 1 for a verify
+/// made with the job's `verify_identity` (every block's MAC and every file's content hash
+/// checked), 0 for a keyless one (checksums only). Verifies before it were keyless.
+pub(super) const VERIFY_KEYED_MIGRATION: &str =
+    "ALTER TABLE verifies ADD COLUMN keyed INTEGER NOT NULL DEFAULT 0;";
+
 /// One completed verify of a job's kept archives.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VerifyRun {
@@ -102,6 +108,9 @@ pub struct VerifyRun {
     pub damaged: u64,
     /// `archive: problem` lines.
     pub details: Vec<String>,
+    /// Made with a key (`verify_identity`): MACs and content hashes checked, not only
+    /// checksums.
+    pub keyed: bool,
 }
 
 impl VerifyRun {
@@ -112,8 +121,10 @@ impl VerifyRun {
     /// One line: `3 archive(s) checked, 1 damaged (home-...coffer: block 7: checksum mismatch)`.
     pub fn summary(&self) -> String {
         let mut s = format!(
-            "{} archive(s) checked, {} damaged",
-            self.archives, self.damaged
+            "{} archive(s) checked{}, {} damaged",
+            self.archives,
+            if self.keyed { " with a key" } else { "" },
+            self.damaged
         );
         if let Some(first) = self.details.first() {
             s.push_str(&format!(" ({first})"));
@@ -134,7 +145,7 @@ impl Catalog {
         self.conn
             .execute(
                 "INSERT INTO verifies (job, started_at_ms, finished_at_ms, archives, bytes,
-                     damaged, details) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                     damaged, details, keyed) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                 params![
                     run.job,
                     run.started_at_ms,
@@ -142,7 +153,8 @@ impl Catalog {
                     run.archives as i64,
                     run.bytes as i64,
                     run.damaged as i64,
-                    details
+                    details,
+                    run.keyed
                 ],
             )
             .map_err(self.err())?;
@@ -153,7 +165,8 @@ impl Catalog {
     pub fn last_verify(&self, job: &str) -> JobResult<Option<VerifyRun>> {
         self.conn
             .query_row(
-                "SELECT id, job, started_at_ms, finished_at_ms, archives, bytes, damaged, details
+                "SELECT id, job, started_at_ms, finished_at_ms, archives, bytes, damaged, details,
+                        keyed
                  FROM verifies WHERE job = ?1 ORDER BY started_at_ms DESC, id DESC LIMIT 1",
                 [job],
                 |r| {
@@ -169,6 +182,7 @@ impl Catalog {
                         details: details
                             .and_then(|d| serde_json::from_str(&d).ok())
                             .unwrap_or_default(),
+                        keyed: r.get(8)?,
                     })
                 },
             )
@@ -231,18 +245,21 @@ mod tests {
             bytes: 300,
             damaged: 0,
             details: Vec::new(),
+            keyed: false,
         };
         c.record_verify(&run).unwrap();
+        assert!(!c.last_verify("home").unwrap().unwrap().keyed);
         run.started_at_ms = 30;
         run.damaged = 1;
         run.details = vec!["a.coffer: block 1: checksum mismatch".into()];
+        run.keyed = true;
         let id = c.record_verify(&run).unwrap();
         let last = c.last_verify("home").unwrap().unwrap();
         assert_eq!(last, VerifyRun { id, ..run });
         assert!(!last.ok());
         assert_eq!(
             last.summary(),
-            "3 archive(s) checked, 1 damaged (a.coffer: block 1: checksum mismatch)"
+            "3 archive(s) checked with a key, 1 damaged (a.coffer: block 1: checksum mismatch)"
         );
     }
 }

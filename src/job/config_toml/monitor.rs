@@ -1,5 +1,5 @@
-//! The monitoring keys of the job file: `notify` and `verify_schedule`/`verify_max_rate`
-//! (in a job or `[defaults]`) and the top-level `metrics_textfile`. Kept out of
+//! The monitoring keys of the job file: `notify` and `verify_schedule`/`verify_max_rate`/
+//! `verify_identity` (in a job or `[defaults]`) and the top-level `metrics_textfile`. Kept out of
 //! `config_toml.rs`, which holds the backup keys.
 
 use serde::Deserialize;
@@ -58,6 +58,25 @@ fn check_rate(cx: &mut Ctx<'_>, rate: &Spanned<u64>, section: &Option<String>) -
     Some(*rate.get_ref())
 }
 
+/// `verify_identity`: a local key file (loaded when the job is resolved).
+fn check_identity(
+    cx: &mut Ctx<'_>,
+    raw: &Spanned<String>,
+    section: &Option<String>,
+) -> Option<Located<std::path::PathBuf>> {
+    if raw.get_ref().is_empty() || raw.get_ref().starts_with("s3://") {
+        cx.err(
+            raw.span().start,
+            section.clone(),
+            "verify_identity",
+            "verify_identity must be a local key file",
+            Some("the private key file `coffer restore -i` takes, e.g. \"/etc/coffer/verify.key\""),
+        );
+        return None;
+    }
+    Some(cx.located_path(raw))
+}
+
 /// The monitoring keys of `[defaults]`.
 pub(super) fn defaults(cx: &mut Ctx<'_>, raw: &RawDefaults) -> Monitoring {
     let section = Some("[defaults]".to_string());
@@ -75,6 +94,10 @@ pub(super) fn defaults(cx: &mut Ctx<'_>, raw: &RawDefaults) -> Monitoring {
             .verify_max_rate
             .as_ref()
             .and_then(|r| check_rate(cx, r, &section)),
+        verify_identity: raw
+            .verify_identity
+            .as_ref()
+            .and_then(|k| check_identity(cx, k, &section)),
     }
 }
 
@@ -98,6 +121,10 @@ pub(super) fn job(
         verify_max_rate: match &raw.verify_max_rate {
             Some(r) => check_rate(cx, r, section),
             None => defaults.verify_max_rate,
+        },
+        verify_identity: match &raw.verify_identity {
+            Some(k) => check_identity(cx, k, section),
+            None => defaults.verify_identity.clone(),
         },
     }
 }
@@ -154,6 +181,26 @@ mod tests {
         // The job's own table replaces the default one.
         assert!(etc.notify.failure.is_none() && etc.notify.start.is_some());
         assert!(etc.verify_max_rate.is_none());
+        assert!(home.verify_identity.is_none());
+    }
+
+    #[test]
+    fn verify_identity_comes_from_the_job_or_the_defaults() {
+        let f = parse(&format!(
+            "[defaults]\nverify_identity = \"keys/verify.key\"\n{JOB}[job.etc]\nsources = [\"/etc\"]\ndestination = \"/c\"\nrecipients = [\"/k.pub\"]\nverify_identity = \"/k/etc.key\"\n"
+        ))
+        .unwrap();
+        let key = |i: usize| f.jobs[i].monitoring.verify_identity.clone().unwrap();
+        assert_eq!(
+            (key(0).value, key(0).line),
+            (std::path::PathBuf::from("/k/etc.key"), 11)
+        );
+        assert_eq!(key(1).value, Path::new("/etc/coffer/keys/verify.key"));
+        let err = parse(&format!("{JOB}verify_identity = \"s3://b/k\"\n")).unwrap_err();
+        assert!(
+            err.contains("jobs.toml:5: job \"home\": key \"verify_identity\": verify_identity must be a local key file"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -93,14 +93,21 @@ impl ObjectLock {
         let until = HeaderValue::from_str(&rfc3339_utc(self.until(now)))
             .map_err(|e| Error::Internal(format!("lock date header: {e}")))?;
         h.insert("x-amz-object-lock-retain-until-date", until);
-        // What S3 (and moto) look for to accept a locked upload: the checksum the client
-        // sends (object_store's x-amz-checksum-sha256, configured in `connect_with`).
-        h.insert(
-            "x-amz-sdk-checksum-algorithm",
-            HeaderValue::from_static("SHA256"),
-        );
+        h.extend(checksum_headers());
         Ok(h)
     }
+}
+
+/// What S3 (and moto) look for to accept an upload that Object Lock holds (its own
+/// retention or the bucket's default): the checksum the client sends (object_store's
+/// x-amz-checksum-sha256, configured in `connect_with`).
+pub(super) fn checksum_headers() -> reqwest::header::HeaderMap {
+    let mut h = reqwest::header::HeaderMap::new();
+    h.insert(
+        "x-amz-sdk-checksum-algorithm",
+        reqwest::header::HeaderValue::from_static("SHA256"),
+    );
+    h
 }
 
 /// `YYYY-MM-DDTHH:MM:SSZ` for seconds since the epoch (UTC; the s3 feature builds without
