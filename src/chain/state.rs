@@ -15,14 +15,6 @@
 //! merges the two in one pass ([`ChainState::advance`]), reading rows a page at a time
 //! through a second connection whose read transaction pins the state as it was when the
 //! run began. Memory stays flat in file count.
-//!
-//! **No fsync of the state in a run's tail.** Everything a run writes is committed after
-//! its archive is durable, so whatever the commit costs is added to the run's wall time.
-//! In WAL mode with `synchronous=NORMAL` a commit itself does not fsync; a checkpoint
-//! (moving the WAL's pages into the database, two fsyncs) does. So no connection
-//! checkpoints automatically or on close: each run checkpoints its predecessor's pages on
-//! a thread of its own while it walks ([`ChainState::begin`]). A power cut before that
-//! checkpoint may lose the last commit — the state one archive behind, never ahead.
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -186,8 +178,6 @@ pub(crate) struct ChainState {
     writer: Option<StateWriter>,
     /// The snapshot the merge reads (incrementals only).
     reader: Option<Connection>,
-    /// Moving the last run's WAL pages into the database, beside the walk.
-    checkpoint: Option<std::thread::JoinHandle<()>>,
     chain: i64,
     page: VecDeque<FileRow>,
     /// The last key read into `page`; `None` before the first page.
@@ -220,20 +210,17 @@ impl ChainState {
     ) -> Result<(ChainState, Decision)> {
         let (conn, fresh) = open_state(path)?;
         let err = state_error(path);
-        let checkpoint = start_checkpoint(path);
         conn.execute_batch("BEGIN IMMEDIATE").map_err(&err)?;
         let mut st = ChainState {
             path: path.to_path_buf(),
             conn: Some(conn),
             writer: None,
             reader: None,
-            checkpoint: None,
             chain: 0,
             page: VecDeque::new(),
             read_to: None,
             exhausted: false,
         };
-        st.checkpoint = checkpoint;
         let found = st.find_chain(who)?;
         let newest = match &found {
             Some((id, _)) => {
@@ -548,29 +535,8 @@ impl ChainState {
                 .execute_batch("COMMIT")
                 .map_err(state_error(&self.path))?;
         }
-        let result = self.writer.take().expect("started").finish(done);
-        if let Some(t) = self.checkpoint.take() {
-            let _ = t.join();
-        }
-        result
+        self.writer.take().expect("started").finish(done)
     }
-}
-
-/// Checkpoint the state's WAL (the last runs' commits) into the database on a thread of
-/// its own connection. PASSIVE: it copies what no reader still needs and never blocks
-/// the run's writer; a failure only leaves the pages in the WAL for the next run.
-fn start_checkpoint(path: &Path) -> Option<std::thread::JoinHandle<()>> {
-    let path = path.to_path_buf();
-    std::thread::Builder::new()
-        .name("coffer-state-ckpt".into())
-        .spawn(move || {
-            if let Ok(conn) = Connection::open(&path)
-                && configure(&conn).is_ok()
-            {
-                let _ = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
-            }
-        })
-        .ok()
 }
 
 /// Why the newest archive `n` cannot be continued, if so.
@@ -770,11 +736,5 @@ fn configure(conn: &Connection) -> rusqlite::Result<()> {
     // before, which still exists — never ahead; and a run does not wait for an fsync of
     // its state after the one of its archive.
     conn.pragma_update(None, "synchronous", "NORMAL")?;
-    // Checkpoints happen beside a run, never in its tail (module docs).
-    conn.pragma_update(None, "wal_autocheckpoint", 0)?;
-    conn.set_db_config(
-        rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
-        true,
-    )?;
     Ok(())
 }
