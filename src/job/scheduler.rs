@@ -399,21 +399,7 @@ fn verify_if_due(
 ) -> JobResult<bool> {
     let name = job.job.name.as_str();
     let key = verify_key(name);
-    let last = cx.catalog.last_checked(&key)?.and_then(from_ms);
-    let after = window_start(last, job.job.catch_up, first_pass, now);
-    if due_in(schedule, &after, now).is_none() {
-        cx.catalog.set_last_checked(&key, now.timestamp_millis())?;
-        return Ok(false);
-    }
-    let Some(_lock) = cx.locks.try_job(name)? else {
-        let error = JobError::Busy {
-            job: name.to_string(),
-            pid: cx.locks.job_holder(name),
-        };
-        events.event(&DaemonEvent::Skipped {
-            job: name,
-            error: &error,
-        });
+    let Some(_lock) = due_and_locked(cx, job, &key, schedule, first_pass, now, events)? else {
         return Ok(false);
     };
     events.event(&DaemonEvent::VerifyStarted { job: name });
@@ -439,6 +425,40 @@ fn verify_if_due(
     Ok(true)
 }
 
+/// The job's lock when `schedule` (checked under catalog key `key`) fired in its window
+/// (the window rules of sessions, see the module docs); `None` when it is not due (the
+/// window then moves on) or when the job's lock is held elsewhere (reported as skipped;
+/// it stays due). What a scheduled verify and scheduled copies share.
+fn due_and_locked(
+    cx: &Context<'_>,
+    job: &ResolvedJob,
+    key: &str,
+    schedule: &Schedule,
+    first_pass: bool,
+    now: &DateTime<Local>,
+    events: &dyn DaemonEvents,
+) -> JobResult<Option<super::lock::Lock>> {
+    let name = job.job.name.as_str();
+    let last = cx.catalog.last_checked(key)?.and_then(from_ms);
+    let after = window_start(last, job.job.catch_up, first_pass, now);
+    if due_in(schedule, &after, now).is_none() {
+        cx.catalog.set_last_checked(key, now.timestamp_millis())?;
+        return Ok(None);
+    }
+    let lock = cx.locks.try_job(name)?;
+    if lock.is_none() {
+        let error = JobError::Busy {
+            job: name.to_string(),
+            pid: cx.locks.job_holder(name),
+        };
+        events.event(&DaemonEvent::Skipped {
+            job: name,
+            error: &error,
+        });
+    }
+    Ok(lock)
+}
+
 /// Run the copies of `job` to its targets if its `copy_schedule` fired in its window (the
 /// window rules of sessions, see the module docs), under the job's lock; a job whose lock
 /// is held elsewhere is skipped and stays due, as copies stopped by the stop flag do.
@@ -458,21 +478,7 @@ fn copy_if_due(
     let name = job.job.name.as_str();
     // Job names cannot hold `:`, so the key never meets a job's own.
     let key = format!("{name}:copy");
-    let last = cx.catalog.last_checked(&key)?.and_then(from_ms);
-    let after = window_start(last, job.job.catch_up, first_pass, now);
-    if due_in(schedule, &after, now).is_none() {
-        cx.catalog.set_last_checked(&key, now.timestamp_millis())?;
-        return Ok(false);
-    }
-    let Some(_lock) = cx.locks.try_job(name)? else {
-        let error = JobError::Busy {
-            job: name.to_string(),
-            pid: cx.locks.job_holder(name),
-        };
-        events.event(&DaemonEvent::Skipped {
-            job: name,
-            error: &error,
-        });
+    let Some(_lock) = due_and_locked(cx, job, &key, schedule, first_pass, now, events)? else {
         return Ok(false);
     };
     let runs = super::copies::run_copies(cx.catalog, &job.job, None, stop, events)?;
