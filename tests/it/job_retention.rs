@@ -388,3 +388,36 @@ fn jobs_without_retention_keep_everything() {
         ));
     assert!(paths.iter().all(|p| p.exists()));
 }
+
+/// An archive the destination holds as a symlink (someone with write access to the
+/// folder swapped it) is removed as a link: what it points to, outside the destination,
+/// is never deleted (docs/SECURITY.md, "Immutable targets").
+#[test]
+fn prune_never_follows_a_symlink_out_of_the_destination() {
+    let w = World::new();
+    let dest = w.mkdir("dest");
+    let outside = w.mkdir("outside");
+    w.write_config(&format!(
+        "[defaults]\nrecipients = [\"{{KEY}}\"]\n[job.home]\nsources = [\"/tmp\"]\ndestination = {dest:?}\nretention = {{ keep_last = 1 }}\n"
+    ));
+    let paths = seed(
+        &w,
+        &dest,
+        &[
+            ("2024-03-01T02:00:00Z", SessionState::Succeeded),
+            ("2024-03-02T02:00:00Z", SessionState::Succeeded),
+        ],
+    );
+    let precious = outside.join("precious.coffer");
+    std::fs::write(&precious, b"precious").unwrap();
+    std::fs::remove_file(&paths[0]).unwrap();
+    std::os::unix::fs::symlink(&precious, &paths[0]).unwrap();
+
+    w.coffer().args(["prune", "home"]).assert().success();
+    assert_eq!(std::fs::read(&precious).unwrap(), b"precious");
+    assert!(
+        std::fs::symlink_metadata(&paths[0]).is_err(),
+        "the link itself is what the catalog recorded, and it goes"
+    );
+    assert!(paths[1].exists());
+}
