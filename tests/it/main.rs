@@ -24,6 +24,7 @@ mod disk_full;
 mod foreign_keys;
 mod format_vectors;
 mod format_vectors_v2;
+mod frozen_vectors;
 mod hostile_index;
 mod hostile_target;
 mod hostile_v2;
