@@ -210,8 +210,7 @@ const INSERT: &str = "INSERT OR REPLACE INTO file
 fn put(insert: &mut rusqlite::Statement<'_>, chain: i64, row: &FileRow) -> rusqlite::Result<()> {
     let data = postcard::to_stdvec(&row.data)
         .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
-    insert
-    .execute(params![
+    insert.execute(params![
         chain,
         row.key,
         row.dev as i64,
