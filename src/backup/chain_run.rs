@@ -11,7 +11,7 @@ use super::walk::ChainWalk;
 use crate::chain::state::{ChainState, Completed, Decision, RunIdentity};
 use crate::chain::{ChainKind, ChainReport};
 use crate::error::{Error, Result};
-use crate::format::v2::{HASH_SHA256, ParentRef};
+use crate::format::v2::{HASH_BLAKE3, ParentRef};
 use crate::keys::SessionId;
 use crate::recipient::Recipient;
 use crate::storage::Location;
@@ -214,7 +214,7 @@ fn params(opts: &BackupOptions, recipients: &[&dyn Recipient]) -> String {
         opts.block_size,
         opts.segment_size,
         opts.compression.code(),
-        HASH_SHA256,
+        HASH_BLAKE3,
         signer
     )
 }

@@ -33,7 +33,7 @@ use crate::format::header::Stanza;
 use crate::format::header::{self, HeaderBody};
 use crate::format::index::{Entry, Totals};
 use crate::format::v2::{
-    EntryV2, HASH_SHA256, HeaderBodyV2, HeaderFields, ParentRef, SIGNER_ED25519, SignerDecl,
+    EntryV2, HASH_BLAKE3, HeaderBodyV2, HeaderFields, ParentRef, SIGNER_ED25519, SignerDecl,
 };
 use crate::format::{Compression, SUITE_V1};
 use crate::keys::{SessionId, SessionKey, SubKeys, new_session_id};
@@ -489,7 +489,7 @@ fn session_header_v2(
         block_size: opts.block_size,
         segment_size: opts.segment_size,
         compression: opts.compression.code(),
-        content_hash: HASH_SHA256,
+        content_hash: HASH_BLAKE3,
         chain,
         signer: opts.signing_key.as_ref().map(|k| SignerDecl {
             scheme: SIGNER_ED25519,

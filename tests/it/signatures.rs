@@ -22,7 +22,6 @@ use coffer::recipient::{Identity, Recipient};
 use coffer::seal::meta::{meta_frame_tag, open_meta, seal_header_v2, seal_meta};
 use coffer::seal::{BlockSealer, Entropy};
 use coffer::signing::{SigningKey, VerifyingKey};
-use sha2::{Digest, Sha256};
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
@@ -181,12 +180,14 @@ fn recipient_forges(archive: &Path, out: &Path) {
         .iter_mut()
         .find(|e| e.extents.first().is_some_and(|x| x.offset == 0))
         .expect("the file at stream offset 0");
-    let mut h = Sha256::new();
+    // A small file (one window): its content hash is plain BLAKE3 of its bytes (v2.4),
+    // computed here with the blake3 crate, not coffer's hasher.
+    let mut h = blake3::Hasher::new();
     for x in &e.extents {
         assert!(x.offset + x.len <= plain.len() as u64, "a small first file");
         h.update(&plain[x.offset as usize..(x.offset + x.len) as usize]);
     }
-    e.content_hash = Some(h.finalize().into());
+    e.content_hash = Some(*h.finalize().as_bytes());
     let new_ic = seal_meta(
         &keys,
         &sid,

@@ -1,34 +1,49 @@
-//! The content hash of a file's data bytes (FORMAT.md v2.4, algorithm 1): SHA-256 over
+//! The content hash of a file's data bytes (FORMAT.md v2.4, algorithm 2): BLAKE3 over
 //! 1 MiB windows. The window hashes are what an incremental compares to find the unchanged
 //! parts of a changed file, so computing the content hash yields them at no extra cost:
-//! one SHA-256 pass over the data, never two.
+//! one BLAKE3 pass over the data, never two.
 //!
-//! - `data_len ≤ WINDOW`: `content_hash = SHA-256(data)` (the one window's hash);
+//! - `data_len ≤ WINDOW`: `content_hash = BLAKE3(data)` (the one window's hash, what
+//!   `b3sum` prints);
 //! - else: window `i` is data bytes `[i·WINDOW, min((i+1)·WINDOW, data_len))`,
-//!   `w_i = SHA-256(window i)`, and `content_hash = SHA-256("coffer/v2/windows" ‖ w_0 ‖ … ‖
-//!   w_{n−1})`.
+//!   `w_i = BLAKE3(window i)`, and `content_hash = BLAKE3-derive_key("coffer/v2/windows",
+//!   w_0 ‖ … ‖ w_{n−1})` (what `b3sum --derive-key coffer/v2/windows` prints for the
+//!   concatenated window hashes).
 //!
-//! Which rule applies follows from `data_len`, which the entry records, so the hash of
-//! given data bytes is unambiguous.
+//! Which rule applies follows from `data_len`, which the entry records; the two rules are
+//! BLAKE3's hash and derive-key modes besides, so the top-level hash of a large file can
+//! never equal the plain hash of any data bytes.
+//!
+//! BLAKE3 rather than SHA-256 for speed: every byte a backup reads is hashed (FORMAT.md
+//! v2.12, question 2).
 
-use sha2::{Digest, Sha256};
+use blake3::Hasher;
 
 /// Window size of the content hash: 1 MiB of data bytes, fixed by the format (not the
 /// archive's block size).
 pub const WINDOW: u64 = 1 << 20;
 
-/// Domain of the hash over the window hashes.
-const WINDOWS_CONTEXT: &[u8] = b"coffer/v2/windows";
+/// BLAKE3 derive-key context of the hash over the window hashes: the mode and the context
+/// keep it apart from every plain BLAKE3 hash of data bytes.
+const WINDOWS_CONTEXT: &str = "coffer/v2/windows";
+
+fn blake3_of(data: &[u8]) -> [u8; 32] {
+    *blake3::hash(data).as_bytes()
+}
+
+fn top_hasher() -> Hasher {
+    Hasher::new_derive_key(WINDOWS_CONTEXT)
+}
 
 /// A content hash being computed over data bytes fed in order.
 #[derive(Clone)]
 pub struct ContentHasher {
-    window: Sha256,
+    window: Hasher,
     in_window: u64,
     /// The first window's hash, held until a second window shows the data is longer
     /// than one window.
     first: Option<[u8; 32]>,
-    top: Option<Sha256>,
+    top: Option<Hasher>,
     /// Every window's hash, kept when asked for (an incremental's state), at most
     /// `keep_limit` of them.
     kept: Option<Vec<[u8; 32]>>,
@@ -51,7 +66,7 @@ pub struct ContentDigest {
 impl ContentHasher {
     pub fn new() -> Self {
         ContentHasher {
-            window: Sha256::new(),
+            window: Hasher::new(),
             in_window: 0,
             first: None,
             top: None,
@@ -86,14 +101,15 @@ impl ContentHasher {
     /// windows of `WINDOW` bytes.
     pub fn update_window(&mut self, window: &[u8]) -> [u8; 32] {
         debug_assert!(self.in_window == 0 && window.len() as u64 <= WINDOW);
-        let w: [u8; 32] = Sha256::digest(window).into();
+        let w = blake3_of(window);
         self.push_window(w);
         w
     }
 
     /// End the current (full) window: its hash goes to the top-level hash.
     fn close_window(&mut self) {
-        let w: [u8; 32] = std::mem::take(&mut self.window).finalize().into();
+        let w = *self.window.finalize().as_bytes();
+        self.window.reset();
         self.in_window = 0;
         self.push_window(w);
     }
@@ -101,13 +117,14 @@ impl ContentHasher {
     fn push_window(&mut self, w: [u8; 32]) {
         self.keep(w);
         match (&mut self.top, self.first.take()) {
-            (Some(top), _) => top.update(w),
+            (Some(top), _) => {
+                top.update(&w);
+            }
             (None, None) => self.first = Some(w),
             (None, Some(first)) => {
-                let mut top = Sha256::new();
-                top.update(WINDOWS_CONTEXT);
-                top.update(first);
-                top.update(w);
+                let mut top = top_hasher();
+                top.update(&first);
+                top.update(&w);
                 self.top = Some(top);
             }
         }
@@ -127,25 +144,20 @@ impl ContentHasher {
         // A last partial window (or the only one, even empty) closes here.
         let last_is_open = self.in_window > 0 || (self.first.is_none() && self.top.is_none());
         let hash = if last_is_open {
-            let w: [u8; 32] = std::mem::take(&mut self.window).finalize().into();
+            let w = *self.window.finalize().as_bytes();
             self.keep(w);
             match (self.top.take(), self.first.take()) {
-                (Some(mut top), _) => {
-                    top.update(w);
-                    top.finalize().into()
-                }
+                (Some(mut top), _) => *top.update(&w).finalize().as_bytes(),
                 (None, None) => w,
                 (None, Some(first)) => {
-                    let mut top = Sha256::new();
-                    top.update(WINDOWS_CONTEXT);
-                    top.update(first);
-                    top.update(w);
-                    top.finalize().into()
+                    let mut top = top_hasher();
+                    top.update(&first);
+                    *top.update(&w).finalize().as_bytes()
                 }
             }
         } else {
             match (self.top.take(), self.first.take()) {
-                (Some(top), _) => top.finalize().into(),
+                (Some(top), _) => *top.finalize().as_bytes(),
                 // Exactly one full window.
                 (None, Some(first)) => first,
                 (None, None) => unreachable!("handled as an open window"),
@@ -171,14 +183,13 @@ mod tests {
 
     fn by_definition(data: &[u8]) -> [u8; 32] {
         if data.len() as u64 <= WINDOW {
-            return Sha256::digest(data).into();
+            return *blake3::hash(data).as_bytes();
         }
-        let mut top = Sha256::new();
-        top.update(WINDOWS_CONTEXT);
+        let mut key_material = Vec::new();
         for w in data.chunks(WINDOW as usize) {
-            top.update(Sha256::digest(w));
+            key_material.extend_from_slice(blake3::hash(w).as_bytes());
         }
-        top.finalize().into()
+        blake3::derive_key(WINDOWS_CONTEXT, &key_material)
     }
 
     #[test]
@@ -198,7 +209,7 @@ mod tests {
             let windows = got.windows.unwrap();
             assert_eq!(windows.len(), len.div_ceil(w).max(1));
             for (i, chunk) in d.chunks(w).enumerate() {
-                assert_eq!(windows[i], <[u8; 32]>::from(Sha256::digest(chunk)));
+                assert_eq!(windows[i], *blake3::hash(chunk).as_bytes());
             }
         }
     }
@@ -225,11 +236,52 @@ mod tests {
         }
     }
 
+    /// Pinned against an outside implementation (b3sum 1.2.0, Debian): the definition, not
+    /// only this code's agreement with itself. The pattern is byte `i` = `i mod 251`.
+    /// - empty, "hello", the first 1 MiB: `b3sum FILE`;
+    /// - 1 MiB + 1 bytes: `(b3sum --raw w0; b3sum --raw w1) > cat; b3sum --derive-key
+    ///   coffer/v2/windows cat`, with w0 the first 1 MiB and w1 the last byte.
     #[test]
-    fn a_small_file_hashes_as_plain_sha256() {
+    fn pinned_against_b3sum() {
+        let pattern: Vec<u8> = (0..WINDOW as usize + 1).map(|i| (i % 251) as u8).collect();
+        let w = WINDOW as usize;
+        let hex = |d: &[u8]| crate::format::hex(&content_hash(d));
         assert_eq!(
-            crate::format::hex(&content_hash(b"abc")),
-            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+            hex(b""),
+            "af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262"
+        );
+        assert_eq!(
+            hex(b"hello"),
+            "ea8f163db38682925e4491c5e58d4bb3506ef8c14eb78a86e908c5624a67200f"
+        );
+        assert_eq!(
+            hex(&pattern[..w]),
+            "74cb441fd087764ca9c3694da742ebe30cbeb3060a17009ca81825c7a8d10343"
+        );
+        let mut h = ContentHasher::keeping_windows(4);
+        h.update(&pattern);
+        let d = h.finalize();
+        assert_eq!(
+            crate::format::hex(&d.hash),
+            "3c6e15f0435005b038013a92a91ac8d43ae446121415c5f96c24240c14104133"
+        );
+        let windows: Vec<String> = d
+            .windows
+            .unwrap()
+            .iter()
+            .map(|w| crate::format::hex(w))
+            .collect();
+        assert_eq!(
+            windows,
+            [
+                "74cb441fd087764ca9c3694da742ebe30cbeb3060a17009ca81825c7a8d10343",
+                "48466bee526f88461838b900c45f868ad55af9e9c6fa5487aab44e5d5abe0dc3",
+            ]
+        );
+        // Not the plain BLAKE3 of the data (`b3sum` of all 1 MiB + 1 bytes).
+        assert_ne!(
+            crate::format::hex(&d.hash),
+            "2f053cd7472cf0cd2f9adaf45c1180255b91b9a865404a63671a0ee5f792ed33"
         );
     }
 

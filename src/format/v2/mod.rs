@@ -67,8 +67,9 @@ pub const MAX_EXTENTS: usize = 8192;
 /// bytes left divided by this is refused before allocating.
 pub const MIN_ENTRY_ENCODING: usize = 17;
 
-/// Content hash algorithms (header field 8).
-pub const HASH_SHA256: u8 = 1;
+/// Content hash algorithms (header field 8): 2 = BLAKE3 over 1 MiB windows (v2.4), the only
+/// one. Id 1 (SHA-256 over windows, an earlier draft) is refused like any unknown id.
+pub const HASH_BLAKE3: u8 = 2;
 /// Signature schemes (SignerDecl, signature section).
 pub const SIGNER_ED25519: u16 = 1;
 /// Signature section length for Ed25519: scheme, sig_len, 64 bytes, crc.

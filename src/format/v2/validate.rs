@@ -12,7 +12,7 @@ use std::fmt;
 
 use super::{
     BLOCKS_PER_CHUNK, BlockChunkRef, BlockRefV2, ChunkRef, DataRange, Directory, EntryV2, Extent,
-    HASH_SHA256, HeaderBodyV2, HeaderFields, KIND_BLOCK, KIND_CHAR, KIND_DIR, KIND_FIFO, KIND_FILE,
+    HASH_BLAKE3, HeaderBodyV2, HeaderFields, KIND_BLOCK, KIND_CHAR, KIND_DIR, KIND_FIFO, KIND_FILE,
     KIND_HARDLINK, KIND_SYMLINK, MAX_BLOCK_CHUNK, MAX_CHUNKS, MAX_DIRECTORY, MAX_ENTRIES,
     MAX_EXTENTS, MAX_HINT_LEN, MAX_INDEX_CHUNK, MAX_INDEX_SECTION, MAX_PARENTS, MAX_PATH_LEN,
     MAX_RANGES, MAX_XATTR_NAME, MAX_XATTR_TOTAL, MAX_XATTR_VALUE, MAX_XATTRS, META_BLOCKS,
@@ -264,7 +264,7 @@ fn check_body(b: &HeaderBodyV2) -> Result<(), String> {
     if f.compression > 1 {
         return Err("unknown compression".into());
     }
-    if f.content_hash != HASH_SHA256 {
+    if f.content_hash != HASH_BLAKE3 {
         return Err(format!("unknown content hash algorithm {}", f.content_hash));
     }
     if f.job_name.len() > MAX_LABEL_LEN {

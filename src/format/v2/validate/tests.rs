@@ -14,7 +14,7 @@ pub(crate) fn sample_body() -> HeaderBodyV2 {
             block_size: 65_536,
             segment_size: 16_384,
             compression: 1,
-            content_hash: HASH_SHA256,
+            content_hash: HASH_BLAKE3,
             chain: vec![ParentRef {
                 session_id: [0xa0; 16],
                 hint: "home-20261129T010000Z-a0a1a2a3.coffer".into(),
@@ -133,7 +133,9 @@ fn header_field_rules() {
         ("segment > block", |b| b.fields.segment_size = 65_536 + 16),
         ("compression", |b| b.fields.compression = 2),
         ("hash 0", |b| b.fields.content_hash = 0),
-        ("hash blake3", |b| b.fields.content_hash = 2),
+        // Id 1 was SHA-256 over windows in an earlier draft; v2 is frozen with BLAKE3 only.
+        ("hash sha256 draft", |b| b.fields.content_hash = 1),
+        ("hash 3", |b| b.fields.content_hash = 3),
         ("self parent", |b| b.fields.chain[0].session_id = [0xb0; 16]),
         ("duplicate parent", |b| {
             let p = b.fields.chain[0].clone();
