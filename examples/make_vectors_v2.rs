@@ -3,12 +3,14 @@
 //! and `security.capability` xattrs and owner 1000):
 //!
 //! ```text
-//! cargo run --release --example make_vectors_v2
+//! COFFER_VECTORS_OUT=/tmp/v2-vectors cargo run --release --example make_vectors_v2
 //! ```
 //!
-//! Format v2 is a draft, so unlike the v1 generator this one regenerates every vector
-//! folder it knows (the keys under `fixtures/v2/keys/` are derived from fixed secrets and
-//! come out the same). Every archive is first written by the real writer
+//! Format v2 is frozen with the vectors this generator wrote into `fixtures/v2/` on
+//! 2026-11-30 (pinned by `fixtures/v2/SHA256SUMS`); it now writes only where
+//! `COFFER_VECTORS_OUT` says, never over the frozen ones. It regenerates every vector
+//! folder it knows (the keys under `keys/` are derived from fixed secrets and come out the
+//! same). Every archive is first written by the real writer
 //! (`coffer::backup::backup`, chains through its chain state), then taken apart with the
 //! recipient's key and re-sealed under a fixed session key and id (`model.rs`), because the
 //! public API draws session keys at random. Block nonces, meta IVs and OAEP seeds stay
@@ -50,8 +52,17 @@ const SIGNER_SECRET: &str = "9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703
 /// RFC 8032 §7.1 test 2 secret: the "other" signer.
 const OTHER_SECRET: &str = "4ccd089b28ff96da9db6c346ec114e0f5b8a319f35aba624da8cf6ed4fb8a6fb";
 
+/// Where the vectors are written. `fixtures/v2/` is frozen (FORMAT.md v2.11: its files are
+/// pinned by `fixtures/v2/SHA256SUMS`), so the generator never writes there: it writes to
+/// the folder `COFFER_VECTORS_OUT` names, to study how the frozen vectors were made or to
+/// start the vectors of a next version.
 pub fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/v2")
+    match std::env::var_os("COFFER_VECTORS_OUT") {
+        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
+        _ => panic!(
+            "fixtures/v2 is frozen; set COFFER_VECTORS_OUT to a scratch folder to write vectors there"
+        ),
+    }
 }
 
 pub fn seq(start: u8) -> [u8; 32] {

@@ -8,9 +8,6 @@
 //! plain field under the tag) and its number `n` among frames of its kind. Opening checks
 //! the CRC, the prefix and the tag before a single byte is decrypted.
 
-// The v2 archive reader and writer that call these land separately (format v2 is built in
-// parts, docs/FORMAT.md "Format v2 (draft)"); until then only the tests below do.
-
 use aes::Aes256;
 use cipher::{Array, BlockModeDecrypt, BlockModeEncrypt, InnerIvInit, KeyInit};
 use hmac::Mac;

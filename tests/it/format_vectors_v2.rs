@@ -23,8 +23,8 @@ use sha2::{Digest, Sha256};
 
 use crate::common::{TestDir, coffer_cmd};
 
-/// Every vector fixtures/v2/ must hold (v2 is a draft: the generator may rewrite them, but
-/// none may silently disappear).
+/// Every vector fixtures/v2/ must hold (frozen: `frozen_vectors` pins their bytes, this list
+/// that none disappears or goes unchecked).
 const COMMITTED: &[&str] = &[
     "basic",
     "block-table-tag-mismatch",

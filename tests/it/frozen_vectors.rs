@@ -1,7 +1,8 @@
-//! Frozen test vectors stay byte for byte as they were frozen (FORMAT.md §14 for v1):
-//! every file under `fixtures/v1/` is listed with its SHA-256 in `SHA256SUMS`, and
-//! nothing is changed or removed (nor added unlisted) without this test failing. Changing a frozen format needs a new version and new
-//! vectors, never edited old ones.
+//! Frozen test vectors stay byte for byte as they were frozen (FORMAT.md §14 for v1,
+//! v2.11 for v2): every file under `fixtures/v1/` and `fixtures/v2/` is listed with its
+//! SHA-256 in that folder's `SHA256SUMS`, and nothing is changed or removed (nor added
+//! unlisted) without this test failing. Changing a frozen format needs a new version and
+//! new vectors, never edited old ones.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -82,4 +83,9 @@ fn check_frozen(version: &str) {
 #[test]
 fn v1_vectors_are_byte_for_byte_as_frozen() {
     check_frozen("v1");
+}
+
+#[test]
+fn v2_vectors_are_byte_for_byte_as_frozen() {
+    check_frozen("v2");
 }

@@ -1,4 +1,4 @@
-//! Archive format v2 (docs/FORMAT.md, "Format v2 (draft)"): the types of the v2 header,
+//! Archive format v2 (docs/FORMAT.md, "Format v2"): the types of the v2 header,
 //! meta frames (index chunks, block-table chunks, directory), entries and trailer, with
 //! their encodings. Pure encode/decode like the rest of `format/`: never a key. The rules a
 //! reader checks live in [`validate`].
