@@ -246,38 +246,28 @@ pub fn run_daemon(
             run_due(cx, job, &now, stop, events, &mut summary)?;
             refresh_metrics(cx, &opts, events);
         }
-        for (job, schedule) in &verifies {
-            if stop.load(Ordering::SeqCst) {
-                break;
-            }
-            if verify_if_due(
-                cx,
-                job,
-                schedule,
-                first_pass,
-                &now,
-                stop,
-                events,
-                &mut summary,
-            )? {
-                refresh_metrics(cx, &opts, events);
-            }
-        }
-        for (job, schedule) in &copies {
-            if stop.load(Ordering::SeqCst) {
-                break;
-            }
-            if copy_if_due(
-                cx,
-                job,
-                schedule,
-                first_pass,
-                &now,
-                stop,
-                events,
-                &mut summary,
-            )? {
-                refresh_metrics(cx, &opts, events);
+        // Scheduled verifies, then scheduled copies: each runs when its own schedule fired.
+        let extras = [
+            (verify_if_due as DueTask, &verifies),
+            (copy_if_due, &copies),
+        ];
+        'extras: for (task, list) in extras {
+            for (job, schedule) in list {
+                if stop.load(Ordering::SeqCst) {
+                    break 'extras;
+                }
+                if task(
+                    cx,
+                    job,
+                    schedule,
+                    first_pass,
+                    &now,
+                    stop,
+                    events,
+                    &mut summary,
+                )? {
+                    refresh_metrics(cx, &opts, events);
+                }
             }
         }
         first_pass = false;
@@ -424,6 +414,19 @@ fn verify_if_due(
     }
     Ok(true)
 }
+
+/// A task the daemon runs on a job's own schedule beside its sessions (a scheduled verify,
+/// scheduled copies): whether it ran.
+type DueTask = fn(
+    &Context<'_>,
+    &ResolvedJob,
+    &Schedule,
+    bool,
+    &DateTime<Local>,
+    &AtomicBool,
+    &dyn DaemonEvents,
+    &mut DaemonSummary,
+) -> JobResult<bool>;
 
 /// The job's lock when `schedule` (checked under catalog key `key`) fired in its window
 /// (the window rules of sessions, see the module docs); `None` when it is not due (the
