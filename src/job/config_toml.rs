@@ -615,14 +615,28 @@ fn check_retention(
     r: &Spanned<RawRetention>,
     section: &Option<String>,
 ) -> Option<Retention> {
+    retention_of(cx, r, section, "retention", "every archive")
+}
+
+/// The policy of retention key `key` (`retention`, `copy_retention`), or an error when it
+/// keeps nothing; without the key, `kept` is what stays.
+fn retention_of(
+    cx: &mut Ctx<'_>,
+    r: &Spanned<RawRetention>,
+    section: &Option<String>,
+    key: &'static str,
+    kept: &str,
+) -> Option<Retention> {
     let policy = Retention::from(*r.get_ref());
     if policy.is_empty() {
         cx.err(
             r.span().start,
             section.clone(),
-            "retention",
-            "retention keeps nothing (every keep_* is 0 or missing)",
-            Some("set keep_last, keep_daily, keep_weekly or keep_monthly above 0, or remove retention to keep every archive"),
+            key,
+            format!("{key} keeps nothing (every keep_* is 0 or missing)"),
+            Some(&format!(
+                "set keep_last, keep_daily, keep_weekly or keep_monthly above 0, or remove {key} to keep {kept}"
+            )),
         );
         return None;
     }

@@ -26,18 +26,7 @@ fn check_retention(
     r: &Spanned<RawRetention>,
     section: &Option<String>,
 ) -> Option<Retention> {
-    let policy = Retention::from(*r.get_ref());
-    if policy.is_empty() {
-        cx.err(
-            r.span().start,
-            section.clone(),
-            "copy_retention",
-            "copy_retention keeps nothing (every keep_* is 0 or missing)",
-            Some("set keep_last, keep_daily, keep_weekly or keep_monthly above 0, or remove copy_retention to keep every copy"),
-        );
-        return None;
-    }
-    Some(policy)
+    super::retention_of(cx, r, section, "copy_retention", "every copy")
 }
 
 /// `copy_retention` and `copy_schedule` of `[defaults]` (they apply to the jobs that have
