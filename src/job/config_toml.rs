@@ -22,11 +22,13 @@ use super::error::{ConfigError, JobError, JobResult};
 use super::retention::Retention;
 use super::schedule::Schedule;
 use crate::Compression;
+use retention::{RawRetention, check_retention};
 
 mod copy;
 #[cfg(feature = "s3")]
 mod lock;
 mod monitor;
+mod retention;
 mod signers;
 #[cfg(test)]
 mod test_support;
@@ -108,26 +110,6 @@ struct RawJob {
     // S3 Object Lock of the job's uploads, checked in `lock`.
     #[cfg(feature = "s3")]
     object_lock: Option<Spanned<lock::RawLock>>,
-}
-
-#[derive(Deserialize, Clone, Copy)]
-#[serde(deny_unknown_fields)]
-struct RawRetention {
-    keep_last: Option<u32>,
-    keep_daily: Option<u32>,
-    keep_weekly: Option<u32>,
-    keep_monthly: Option<u32>,
-}
-
-impl From<RawRetention> for Retention {
-    fn from(r: RawRetention) -> Self {
-        Retention {
-            keep_last: r.keep_last.unwrap_or(0),
-            keep_daily: r.keep_daily.unwrap_or(0),
-            keep_weekly: r.keep_weekly.unwrap_or(0),
-            keep_monthly: r.keep_monthly.unwrap_or(0),
-        }
-    }
 }
 
 /// Where the sections start, to name the job of an error that serde reports by offset.
@@ -608,39 +590,6 @@ fn parse_compression(
             None
         }
     }
-}
-
-fn check_retention(
-    cx: &mut Ctx<'_>,
-    r: &Spanned<RawRetention>,
-    section: &Option<String>,
-) -> Option<Retention> {
-    retention_of(cx, r, section, "retention", "every archive")
-}
-
-/// The policy of retention key `key` (`retention`, `copy_retention`), or an error when it
-/// keeps nothing; without the key, `kept` is what stays.
-fn retention_of(
-    cx: &mut Ctx<'_>,
-    r: &Spanned<RawRetention>,
-    section: &Option<String>,
-    key: &'static str,
-    kept: &str,
-) -> Option<Retention> {
-    let policy = Retention::from(*r.get_ref());
-    if policy.is_empty() {
-        cx.err(
-            r.span().start,
-            section.clone(),
-            key,
-            format!("{key} keeps nothing (every keep_* is 0 or missing)"),
-            Some(&format!(
-                "set keep_last, keep_daily, keep_weekly or keep_monthly above 0, or remove {key} to keep {kept}"
-            )),
-        );
-        return None;
-    }
-    Some(policy)
 }
 
 fn check_globs(

@@ -7,7 +7,8 @@
 use std::path::PathBuf;
 use toml::Spanned;
 
-use super::{Ctx, RawRetention, SpannedList, check_schedule};
+use super::retention::{RawRetention, retention_of};
+use super::{Ctx, SpannedList, check_schedule};
 use crate::job::config::{Job, Located};
 use crate::job::copies::CopyPolicy;
 use crate::job::error::ConfigError;
@@ -26,7 +27,7 @@ fn check_retention(
     r: &Spanned<RawRetention>,
     section: &Option<String>,
 ) -> Option<Retention> {
-    super::retention_of(cx, r, section, "copy_retention", "every copy")
+    retention_of(cx, r, section, "copy_retention", "every copy")
 }
 
 /// `copy_retention` and `copy_schedule` of `[defaults]` (they apply to the jobs that have
