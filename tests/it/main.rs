@@ -17,6 +17,7 @@ mod chain_verify;
 mod changing_files;
 mod cli;
 mod completions_and_man;
+mod content_hashes;
 mod copy;
 mod crash_safety;
 mod crc_mismatch;
