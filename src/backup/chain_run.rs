@@ -123,7 +123,6 @@ impl ChainRun {
             bytes_read_referenced: inc.bytes_read_referenced,
         };
         drop(inc);
-        self.state.walk_done()?;
         Ok((out, walked))
     }
 

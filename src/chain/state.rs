@@ -374,9 +374,10 @@ impl ChainState {
     /// writer ([`StateWriter::drop_chain`]).
     fn start_chain(&mut self, who: &RunIdentity) -> Result<()> {
         let err = state_error(&self.path);
-        // A full records every file: the copy lookup index is built once when the walk
-        // ends ([`ChainState::walk_done`]) from sorted keys instead of taking one random
-        // insert per file (the run looks nothing up). Inside the run's transaction.
+        // A full records every file and looks nothing up: without the copy lookup index
+        // its rows are appended, not also inserted at random places of an index, and it
+        // ends without building one. The first later run that looks a copy up builds it
+        // (`writer.rs`). Inside the run's transaction.
         self.conn()
             .execute_batch("DROP INDEX IF EXISTS file_fkey")
             .map_err(&err)?;
@@ -448,8 +449,9 @@ impl ChainState {
             let (key, row) = row.map_err(&err)?;
             match row {
                 Some(row) => self.page.push_back(row),
-                // Undecodable: gone from the merge, so the walk reads that file again.
-                None => self.delete(&key)?,
+                // Undecodable: gone from the merge, so the walk reads that file again
+                // (and records it anew: the row goes now, not at the commit).
+                None => self.writer().delete_now(key.clone())?,
             }
             self.read_to = Some(key);
             n += 1;
@@ -475,47 +477,11 @@ impl ChainState {
     }
 
     /// Files of the chain (the last restore point's, and this run's so far) whose first
-    /// window hashes to `first_window`: candidates for a copied or renamed file.
-    ///
-    /// The last restore point's rows are read from the run's snapshot too: the merge has
-    /// already dropped the row of a file renamed to a later name (its old path comes first
-    /// in the walk) from the run's own connection, and the rename must still be found.
+    /// window hashes to `first_window`: candidates for a copied or renamed file. The rows
+    /// of files the walk found gone are still there (the writer drops them at the
+    /// commit), so a file renamed to a later path is found.
     pub fn lookup(&self, first_window: &[u8; 32]) -> Result<Vec<FileRow>> {
-        let out = self.writer().lookup(first_window)?;
-        match &self.reader {
-            Some(reader) if out.is_empty() => self.lookup_in(reader, first_window),
-            _ => Ok(out),
-        }
-    }
-
-    /// Rows of the run's read snapshot whose first window hashes to `first_window`.
-    fn lookup_in(&self, conn: &Connection, first_window: &[u8; 32]) -> Result<Vec<FileRow>> {
-        let err = state_error(&self.path);
-        let mut stmt = conn
-            .prepare_cached(
-                "SELECT key, dev, ino, size, mtime, mtime_ns, ctime, ctime_ns, hash, data
-                 FROM file WHERE fkey = ?1 AND chain = ?2 LIMIT 8",
-            )
-            .map_err(&err)?;
-        let rows = stmt
-            .query_map(params![fkey(first_window), self.chain], file_row)
-            .map_err(&err)?;
-        let mut out = Vec::new();
-        for row in rows {
-            if let (_, Some(row)) = row.map_err(&err)?
-                && row.first_window() == *first_window
-            {
-                out.push(row);
-            }
-        }
-        Ok(out)
-    }
-
-    /// The walk has met every file: what the commit would otherwise do after the archive
-    /// is durable (building a full's lookup index) starts now, beside the archive's last
-    /// writes and fsync.
-    pub fn walk_done(&self) -> Result<()> {
-        self.writer().walk_done()
+        self.writer().lookup(first_window)
     }
 
     /// The archive is durable: record it and commit the run's changes. Rows the walk did

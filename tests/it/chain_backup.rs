@@ -571,6 +571,50 @@ fn regression_rename_to_a_later_name_is_referenced_not_stored_again() {
     assert_trees_equal(&c.src, &out.join("src"));
 }
 
+/// A full keeps no copy lookup index (building it was a serial cost at the end of every
+/// first full); the first incremental that looks a copy up builds it, and finds the copy.
+/// The rows of files found gone stay until the commit, so the index built after the
+/// walk passed them still finds a rename; they are gone once the run is committed.
+#[test]
+fn a_full_keeps_no_lookup_index_and_the_first_copy_lookup_builds_it() {
+    let c = Chain::new();
+    write_file(&c.src.join("a.bin"), &pseudo_random(2 << 20, 7), 0o644);
+    write_file(&c.src.join("b.txt"), b"b\n", 0o644);
+    c.backup(&[]);
+    let has_index = || {
+        let db = rusqlite::Connection::open(c.state_file()).unwrap();
+        db.query_row(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND name = 'file_fkey'",
+            [],
+            |r| r.get::<_, i64>(0),
+        )
+        .unwrap()
+            == 1
+    };
+    let rows = || {
+        let db = rusqlite::Connection::open(c.state_file()).unwrap();
+        db.query_row("SELECT count(*) FROM file", [], |r| r.get::<_, i64>(0))
+            .unwrap()
+    };
+    assert!(!has_index(), "a full built the lookup index");
+    // Nothing new: no lookup, still no index.
+    let j = c.backup(&[]);
+    assert_eq!(kind(&j), "incremental");
+    assert!(
+        !has_index(),
+        "an incremental without a lookup built the index"
+    );
+    // a.bin renamed to a later path: the lookup builds the index and finds it.
+    fs::rename(c.src.join("a.bin"), c.src.join("c.bin")).unwrap();
+    let j = c.backup(&[]);
+    assert!(j["bytes_written"].as_u64().unwrap() < 64 << 10, "{j}");
+    assert!(has_index(), "the lookup did not build the index");
+    assert_eq!(rows(), 2, "the gone row of a.bin is still in the state");
+    let out = c.t.join("out");
+    restore_ok(&archive_of(&j), &out, &[]);
+    assert_trees_equal(&c.src, &out.join("src"));
+}
+
 /// A file row whose `data` blob did not decode (a state damaged where SQLite's integrity
 /// check does not look) failed every later run with "bad data in a file row", naming no
 /// file, until the state was deleted by hand.
