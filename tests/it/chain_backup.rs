@@ -572,7 +572,7 @@ fn regression_rename_to_a_later_name_is_referenced_not_stored_again() {
 }
 
 /// A full keeps no copy lookup index (building it was a serial cost at the end of every
-/// first full); the first incremental that looks a copy up builds it, and finds the copy.
+/// first full), in a state of 16 KiB pages; the first incremental that looks a copy up builds it, and finds the copy.
 /// The rows of files found gone stay until the commit, so the index built after the
 /// walk passed them still finds a rename; they are gone once the run is committed.
 #[test]
@@ -597,6 +597,11 @@ fn a_full_keeps_no_lookup_index_and_the_first_copy_lookup_builds_it() {
             .unwrap()
     };
     assert!(!has_index(), "a full built the lookup index");
+    let page_size: i64 = rusqlite::Connection::open(c.state_file())
+        .unwrap()
+        .query_row("PRAGMA page_size", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(page_size, 16384, "a new state has 16 KiB pages");
     // Nothing new: no lookup, still no index.
     let j = c.backup(&[]);
     assert_eq!(kind(&j), "incremental");
