@@ -89,7 +89,8 @@ pub struct RestoreReport {
     /// twice: once to check and plan, once to restore; 0 for v1, read whole at unlock).
     pub index_bytes_read: u64,
     /// For an archive in object storage: bytes and GET requests fetched in all (header,
-    /// index and blocks, including read-ahead).
+    /// index and blocks, including read-ahead), from the archive and the parents it
+    /// opened.
     pub remote_fetched: Option<(u64, u64)>,
     /// Files and folders whose set-uid/set-gid bits were cleared (see
     /// [`RestoreOptions::preserve_special_bits`]).
@@ -201,7 +202,14 @@ fn restore_inner(
     report.special_bits_cleared = policy.special_cleared();
     report.index_bytes_read = unlocked.index_bytes_read();
     report.duration = started.elapsed();
-    report.remote_fetched = archive.source().fetched();
+    report.remote_fetched = parents
+        .iter()
+        .flatten()
+        .map(|p| p.archive.source().fetched())
+        .fold(archive.source().fetched(), |sum, f| match (sum, f) {
+            (Some((b, r)), Some((b2, r2))) => Some((b + b2, r + r2)),
+            (sum, f) => sum.or(f),
+        });
     Ok(report)
 }
 

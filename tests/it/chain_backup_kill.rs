@@ -375,6 +375,12 @@ fn an_s3_chain_is_written_with_a_write_only_key_and_restored_with_a_read_only_on
     let requests = r["remote_requests"].as_u64().unwrap();
     let fetched = r["remote_bytes_fetched"].as_u64().unwrap();
     eprintln!("selective restore over S3: {requests} requests, {fetched} bytes: {r}");
+    // Regression: the count was the restore point's object only, not the parent it read.
+    let parent_bytes = parents[0]["bytes"].as_u64().unwrap();
+    assert!(
+        fetched >= parent_bytes && requests >= 2,
+        "the parent's {parent_bytes} bytes are not in remote_bytes_fetched: {r}"
+    );
     assert!(
         requests <= 16,
         "{requests} requests for one small file: {r}"
