@@ -62,14 +62,15 @@ RUSTFLAGS="${flags[*]}" cargo build --quiet ${FUZZ_CARGO_FLAGS:-} --manifest-pat
 echo "fuzz build: $(($(date +%s) - start)) s"
 
 cd fuzz
-scratch=$(mktemp -d)
+# In memory when /dev/shm exists: open_and_list writes every input there as a file.
+scratch=$(mktemp -d -p /dev/shm 2>/dev/null || mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
 status=0
 for t in "${targets[@]}"; do
   bin="$TARGET_DIR/$triple/release/$t"
   mkdir -p "$scratch/$t" "artifacts/$t"
   echo "== fuzz $t for ${SECONDS_EACH}s (seeds: fuzz/corpus/$t)"
-  if ! "$bin" "$scratch/$t" "corpus/$t" \
+  if ! COFFER_FUZZ_SCRATCH="$scratch" "$bin" "$scratch/$t" "corpus/$t" \
       -max_total_time="$SECONDS_EACH" -timeout=10 -rss_limit_mb=1024 \
       -malloc_limit_mb="$MALLOC_MB" -max_len=65536 -print_final_stats=1 \
       -artifact_prefix="artifacts/$t/" >"$scratch/$t.log" 2>&1; then

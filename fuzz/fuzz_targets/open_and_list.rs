@@ -91,10 +91,16 @@ fn fixture_identity() -> &'static FixtureIdentity {
     })
 }
 
+/// Where each input is written to be opened as an archive. libFuzzer ends the process
+/// without running destructors, so the file is never removed here: `scripts/fuzz.sh`
+/// points `COFFER_FUZZ_SCRATCH` at its scratch folder, which it removes (every run used
+/// to leave a file in /dev/shm).
 fn scratch_path() -> &'static PathBuf {
     static P: OnceLock<PathBuf> = OnceLock::new();
     P.get_or_init(|| {
-        let dir = if Path::new("/dev/shm").is_dir() {
+        let dir = if let Some(d) = std::env::var_os("COFFER_FUZZ_SCRATCH") {
+            PathBuf::from(d)
+        } else if Path::new("/dev/shm").is_dir() {
             PathBuf::from("/dev/shm")
         } else {
             std::env::temp_dir()
