@@ -183,6 +183,9 @@ pub(crate) struct ChainState {
     /// The last key read into `page`; `None` before the first page.
     read_to: Option<Vec<u8>>,
     exhausted: bool,
+    /// The key of the last row the merge matched to a path of the walk: a `put` of that
+    /// key replaces a row of the last restore point.
+    met: Option<Vec<u8>>,
 }
 
 /// The archive a run wrote, recorded by [`ChainState::complete`].
@@ -220,6 +223,7 @@ impl ChainState {
             page: VecDeque::new(),
             read_to: None,
             exhausted: false,
+            met: None,
         };
         let found = st.find_chain(who)?;
         let newest = match &found {
@@ -422,7 +426,10 @@ impl ChainState {
                     let gone = self.page.pop_front().unwrap();
                     self.delete(&gone.key)?;
                 }
-                std::cmp::Ordering::Equal => return Ok(self.page.pop_front()),
+                std::cmp::Ordering::Equal => {
+                    self.met = Some(key);
+                    return Ok(self.page.pop_front());
+                }
                 std::cmp::Ordering::Greater => return Ok(None),
             }
         }
@@ -473,13 +480,16 @@ impl ChainState {
 
     /// Record (or replace) a file of this run.
     pub fn put(&self, row: FileRow) -> Result<()> {
-        self.writer().put(row)
+        let replaces = self.met.as_deref() == Some(row.key.as_slice());
+        self.writer().put(row, replaces)
     }
 
     /// Files of the chain (the last restore point's, and this run's so far) whose first
     /// window hashes to `first_window`: candidates for a copied or renamed file. The rows
     /// of files the walk found gone are still there (the writer drops them at the
-    /// commit), so a file renamed to a later path is found.
+    /// commit), and a changed file's replaced row is kept aside for the run, so a file
+    /// renamed or copied to a later path is found (a rotated log: `app.log` rewritten,
+    /// its old content now `app.log.1`).
     pub fn lookup(&self, first_window: &[u8; 32]) -> Result<Vec<FileRow>> {
         self.writer().lookup(first_window)
     }

@@ -7,8 +7,9 @@
 //! open: SQLite rolls it back.
 //!
 //! Two things wait until they are needed. Rows of files the walk found gone are listed
-//! in a temporary table and deleted at the commit: until then a lookup still finds a file
-//! renamed to a later path (its old path comes first in the walk). And the copy lookup
+//! in a temporary table and deleted at the commit, and the row a changed file replaces is
+//! copied to another first: until then a lookup still finds the last restore point's
+//! content at a later path (a rename, or a rotated log). And the copy lookup
 //! index, which a full does not keep (`state.rs`), is built by the first lookup of a run
 //! that has none — an incremental with a new or renamed file — not in the full's tail,
 //! where it cost a first full 2–3 % of its time.
@@ -29,7 +30,8 @@ const BATCH: usize = 256;
 
 enum Op {
     Batch(Vec<Op>),
-    Put(Box<FileRow>),
+    /// A file's row; `true` when it replaces the last restore point's row of its path.
+    Put(Box<FileRow>, bool),
     /// A file's row goes at the commit (the file is gone).
     Delete(Vec<u8>),
     /// A row that cannot be decoded goes now: the walk may record its file again.
@@ -81,8 +83,8 @@ impl StateWriter {
         }
     }
 
-    pub fn put(&self, row: FileRow) -> Result<()> {
-        self.queue(Op::Put(Box::new(row)))
+    pub fn put(&self, row: FileRow, replaces: bool) -> Result<()> {
+        self.queue(Op::Put(Box::new(row), replaces))
     }
 
     pub fn delete(&self, key: Vec<u8>) -> Result<()> {
@@ -168,7 +170,17 @@ fn run(conn: Connection, chain: i64, path: &Path, rx: Receiver<Op>) {
     });
     for op in ops {
         match op {
-            Op::Put(row) if failed.is_none() => {
+            Op::Put(row, replaces) if failed.is_none() => {
+                if replaces {
+                    failed = conn
+                        .prepare_cached(KEEP_REPLACED)
+                        .and_then(|mut s| s.execute(params![chain, row.key]))
+                        .err()
+                        .map(|e| e.to_string());
+                    if failed.is_some() {
+                        continue;
+                    }
+                }
                 let insert = insert.as_mut().expect("prepared unless failed");
                 failed = put(insert, chain, &row).err().map(|e| e.to_string());
             }
@@ -195,7 +207,7 @@ fn run(conn: Connection, chain: i64, path: &Path, rx: Receiver<Op>) {
                     })
                     .map(|e| e.to_string());
             }
-            Op::Put(_) | Op::Delete(_) | Op::DeleteNow(_) | Op::Batch(_) | Op::DropChain(_) => {}
+            Op::Put(..) | Op::Delete(_) | Op::DeleteNow(_) | Op::Batch(_) | Op::DropChain(_) => {}
             Op::Lookup(w, reply) => {
                 if failed.is_none() && !indexed {
                     failed = build_index(&conn).err().map(|e| e.to_string());
@@ -219,9 +231,22 @@ fn run(conn: Connection, chain: i64, path: &Path, rx: Receiver<Op>) {
     }
 }
 
-/// The keys of the rows deleted at the commit (a temporary table: memory stays flat
-/// however many files are gone).
-const GONE_TABLE: &str = "CREATE TEMP TABLE IF NOT EXISTS gone (key BLOB NOT NULL)";
+/// The keys of the rows deleted at the commit, and the last restore point's rows of
+/// changed files, for the run's lookups (temporary tables: memory stays flat however many
+/// files are gone or changed).
+const GONE_TABLE: &str = "
+    CREATE TEMP TABLE IF NOT EXISTS gone (key BLOB NOT NULL);
+    CREATE TEMP TABLE IF NOT EXISTS replaced (
+        key BLOB NOT NULL, dev INTEGER, ino INTEGER, size INTEGER, mtime INTEGER,
+        mtime_ns INTEGER, ctime INTEGER, ctime_ns INTEGER, hash BLOB, fkey INTEGER NOT NULL,
+        data BLOB NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS temp.replaced_fkey ON replaced (fkey);";
+
+/// Keep the row a changed file is about to replace.
+const KEEP_REPLACED: &str = "INSERT INTO temp.replaced
+     SELECT key, dev, ino, size, mtime, mtime_ns, ctime, ctime_ns, hash, fkey, data
+     FROM file WHERE chain = ?1 AND key = ?2";
 
 const INSERT: &str = "INSERT OR REPLACE INTO file
      (chain, key, dev, ino, size, mtime, mtime_ns, ctime, ctime_ns, hash, fkey, data)
@@ -247,20 +272,27 @@ fn put(insert: &mut rusqlite::Statement<'_>, chain: i64, row: &FileRow) -> rusql
     Ok(())
 }
 
+/// Rows of this run and of the last restore point (replaced ones included) whose first
+/// window is `w`, at most 8 of each.
 fn lookup(conn: &Connection, chain: i64, w: &[u8; 32]) -> rusqlite::Result<Vec<FileRow>> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT key, dev, ino, size, mtime, mtime_ns, ctime, ctime_ns, hash, data
-         FROM file WHERE fkey = ?1 AND chain = ?2 LIMIT 8",
-    )?;
-    let mut out = Vec::new();
+    const COLUMNS: &str = "key, dev, ino, size, mtime, mtime_ns, ctime, ctime_ns, hash, data";
+    let mut rows = Vec::new();
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM file WHERE fkey = ?1 AND chain = ?2 LIMIT 8"
+    ))?;
     for row in stmt.query_map(params![fkey(w), chain], file_row)? {
-        if let (_, Some(row)) = row?
-            && row.first_window() == *w
-        {
-            out.push(row);
-        }
+        rows.push(row?);
     }
-    Ok(out)
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM temp.replaced WHERE fkey = ?1 LIMIT 8"
+    ))?;
+    for row in stmt.query_map(params![fkey(w)], file_row)? {
+        rows.push(row?);
+    }
+    Ok(rows
+        .into_iter()
+        .filter_map(|(_, row)| row.filter(|r| r.first_window() == *w))
+        .collect())
 }
 
 fn finish(conn: &Connection, chain: i64, done: &Completed) -> rusqlite::Result<()> {

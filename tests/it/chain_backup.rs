@@ -620,6 +620,33 @@ fn a_full_keeps_no_lookup_index_and_the_first_copy_lookup_builds_it() {
     assert_trees_equal(&c.src, &out.join("src"));
 }
 
+/// A rotated log: `app.log` rewritten, its old content moved to `app.log.1`, a later
+/// path. The walk replaced `app.log`'s row before it met `app.log.1`, so the old content
+/// was no longer found and all of it was stored again (found in review of the deferred
+/// deletes, which had dropped the lookup on the run's read snapshot).
+#[test]
+fn regression_a_rotated_log_is_referenced_not_stored_again() {
+    let c = Chain::new();
+    write_file(&c.src.join("app.log"), &pseudo_random(3 << 20, 11), 0o644);
+    c.backup(&[]);
+    fs::rename(c.src.join("app.log"), c.src.join("app.log.1")).unwrap();
+    write_file(&c.src.join("app.log"), &pseudo_random(100_000, 12), 0o644);
+    let j = c.backup(&[]);
+    assert_eq!(kind(&j), "incremental");
+    let written = j["bytes_written"].as_u64().unwrap();
+    assert!(
+        written < 100_000 + (64 << 10),
+        "the rotated log was stored again: {j}"
+    );
+    assert!(
+        j["chain"]["bytes_referenced"].as_u64().unwrap() >= 3 << 20,
+        "{j}"
+    );
+    let out = c.t.join("out");
+    restore_ok(&archive_of(&j), &out, &[]);
+    assert_trees_equal(&c.src, &out.join("src"));
+}
+
 /// A file row whose `data` blob did not decode (a state damaged where SQLite's integrity
 /// check does not look) failed every later run with "bad data in a file row", naming no
 /// file, until the state was deleted by hand.
