@@ -559,21 +559,31 @@ fn regression_rename_to_a_later_name_is_referenced_not_stored_again() {
     c.backup(&[]);
     fs::rename(c.src.join("a.bin"), c.src.join("z.bin")).unwrap();
     let j = c.backup(&[]);
-    assert_eq!(kind(&j), "incremental");
+    assert_referenced(&c, &j, 64 << 10, 3 << 20, "the renamed file");
+}
+
+/// `j` is an incremental that wrote less than `max_written` bytes (`what` was not stored
+/// again) and referenced at least `min_referenced`, and it restores to the source.
+fn assert_referenced(
+    c: &Chain,
+    j: &serde_json::Value,
+    max_written: u64,
+    min_referenced: u64,
+    what: &str,
+) {
+    assert_eq!(kind(j), "incremental", "{j}");
     let written = j["bytes_written"].as_u64().unwrap();
-    assert!(written < 64 << 10, "the renamed file was stored again: {j}");
-    assert!(
-        j["chain"]["bytes_referenced"].as_u64().unwrap() >= 3 << 20,
-        "{j}"
-    );
+    assert!(written < max_written, "{what} was stored again: {j}");
+    let referenced = j["chain"]["bytes_referenced"].as_u64().unwrap();
+    assert!(referenced >= min_referenced, "{j}");
     let out = c.t.join("out");
-    restore_ok(&archive_of(&j), &out, &[]);
+    restore_ok(&archive_of(j), &out, &[]);
     assert_trees_equal(&c.src, &out.join("src"));
 }
 
 /// A full keeps no copy lookup index (building it was a serial cost at the end of every
-/// first full), in a state of 16 KiB pages; the first incremental that looks a copy up builds it, and finds the copy.
-/// The rows of files found gone stay until the commit, so the index built after the
+/// first full), in a state of 16 KiB pages; the first incremental that looks a copy up
+/// builds it, and finds the copy. The rows of files found gone stay until the commit, so the index built after the
 /// walk passed them still finds a rename; they are gone once the run is committed.
 #[test]
 fn a_full_keeps_no_lookup_index_and_the_first_copy_lookup_builds_it() {
@@ -612,12 +622,13 @@ fn a_full_keeps_no_lookup_index_and_the_first_copy_lookup_builds_it() {
     // a.bin renamed to a later path: the lookup builds the index and finds it.
     fs::rename(c.src.join("a.bin"), c.src.join("c.bin")).unwrap();
     let j = c.backup(&[]);
-    assert!(j["bytes_written"].as_u64().unwrap() < 64 << 10, "{j}");
     assert!(has_index(), "the lookup did not build the index");
-    assert_eq!(rows(), 2, "the gone row of a.bin is still in the state");
-    let out = c.t.join("out");
-    restore_ok(&archive_of(&j), &out, &[]);
-    assert_trees_equal(&c.src, &out.join("src"));
+    assert_eq!(
+        rows(),
+        2,
+        "the gone row of a.bin was not deleted at the commit"
+    );
+    assert_referenced(&c, &j, 64 << 10, 2 << 20, "the renamed file");
 }
 
 /// A rotated log: `app.log` rewritten, its old content moved to `app.log.1`, a later
@@ -632,19 +643,7 @@ fn regression_a_rotated_log_is_referenced_not_stored_again() {
     fs::rename(c.src.join("app.log"), c.src.join("app.log.1")).unwrap();
     write_file(&c.src.join("app.log"), &pseudo_random(100_000, 12), 0o644);
     let j = c.backup(&[]);
-    assert_eq!(kind(&j), "incremental");
-    let written = j["bytes_written"].as_u64().unwrap();
-    assert!(
-        written < 100_000 + (64 << 10),
-        "the rotated log was stored again: {j}"
-    );
-    assert!(
-        j["chain"]["bytes_referenced"].as_u64().unwrap() >= 3 << 20,
-        "{j}"
-    );
-    let out = c.t.join("out");
-    restore_ok(&archive_of(&j), &out, &[]);
-    assert_trees_equal(&c.src, &out.join("src"));
+    assert_referenced(&c, &j, 100_000 + (64 << 10), 3 << 20, "the rotated log");
 }
 
 /// A file row whose `data` blob did not decode (a state damaged where SQLite's integrity
