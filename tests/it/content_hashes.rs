@@ -7,6 +7,7 @@
 use std::fs;
 use std::path::Path;
 
+use crate::chain_backup::restore_ok;
 use crate::common::*;
 use coffer::Compression;
 use coffer::format::v2::content::content_hash;
@@ -52,21 +53,7 @@ fn verify_keyed(archive: &Path) {
 }
 
 fn restore_and_compare(archive: &Path, source: &Path, target: &Path) {
-    let out = coffer_cmd()
-        .arg("restore")
-        .arg(archive)
-        .arg("-i")
-        .arg(alice_key())
-        .arg("--to")
-        .arg(target)
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "restore failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    restore_ok(archive, target, &[]);
     assert_trees_equal(source, &target.join(source.file_name().unwrap()));
 }
 

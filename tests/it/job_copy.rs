@@ -11,6 +11,14 @@ use coffer::job::SessionState;
 use predicates::prelude::*;
 use std::path::{Path, PathBuf};
 
+/// A world with a small source tree `src` and an empty destination `dest` for job `home`.
+fn home() -> (World, PathBuf, PathBuf) {
+    let w = World::new();
+    let src = w.small_tree("src");
+    let dest = w.mkdir("dest");
+    (w, src, dest)
+}
+
 fn config(w: &World, src: &Path, dest: &Path, extra: &str) {
     w.write_config(&format!(
         "[defaults]\nrecipients = [\"{{KEY}}\"]\n\n[job.home]\nsources = [{src:?}]\ndestination = {dest:?}\n{extra}"
@@ -41,9 +49,7 @@ fn json(w: &World, args: &[&str]) -> serde_json::Value {
 
 #[test]
 fn two_folder_targets_hold_byte_identical_archives_that_verify() {
-    let w = World::new();
-    let src = w.small_tree("src");
-    let dest = w.mkdir("dest");
+    let (w, src, dest) = home();
     let (usb, nas) = (w.mkdir("usb"), w.mkdir("nas"));
     config(&w, &src, &dest, &format!("copy_to = [{usb:?}, {nas:?}]\n"));
     w.coffer()
@@ -101,9 +107,7 @@ fn two_folder_targets_hold_byte_identical_archives_that_verify() {
 
 #[test]
 fn a_target_that_is_down_makes_warnings_and_is_caught_up_at_the_next_run() {
-    let w = World::new();
-    let src = w.small_tree("src");
-    let dest = w.mkdir("dest");
+    let (w, src, dest) = home();
     let usb = w.mkdir("usb");
     // An unmounted disk: its folder is missing (and is never made by the copy).
     let offsite = w.join("offsite");
@@ -158,9 +162,7 @@ fn a_target_that_is_down_makes_warnings_and_is_caught_up_at_the_next_run() {
 
 #[test]
 fn a_damaged_source_archive_is_reported_and_not_copied() {
-    let w = World::new();
-    let src = w.small_tree("src");
-    let dest = w.mkdir("dest");
+    let (w, src, dest) = home();
     let usb = w.join("usb");
     config(&w, &src, &dest, &format!("copy_to = [{usb:?}]\n"));
     // The first archive is made while the target is down, then damaged at the source.
@@ -193,9 +195,7 @@ fn a_damaged_source_archive_is_reported_and_not_copied() {
 
 #[test]
 fn copy_retention_keeps_chains_whole_at_the_target() {
-    let w = World::new();
-    let src = w.small_tree("src");
-    let dest = w.mkdir("dest");
+    let (w, src, dest) = home();
     let usb = w.mkdir("usb");
     config(
         &w,
@@ -249,9 +249,7 @@ fn copy_retention_keeps_chains_whole_at_the_target() {
 
 #[test]
 fn bad_copy_keys_are_config_errors_with_their_line() {
-    let w = World::new();
-    let src = w.small_tree("src");
-    let dest = w.mkdir("dest");
+    let (w, src, dest) = home();
     config(
         &w,
         &src,
@@ -298,9 +296,7 @@ fn bad_copy_keys_are_config_errors_with_their_line() {
 
 #[test]
 fn copy_schedule_moves_the_copies_from_job_run_to_the_daemon() {
-    let w = World::new();
-    let src = w.small_tree("src");
-    let dest = w.mkdir("dest");
+    let (w, src, dest) = home();
     let usb = w.mkdir("usb");
     config(
         &w,
@@ -330,9 +326,7 @@ fn an_s3_prefix_is_a_copy_target_with_retention() {
     let Some(s3) = crate::s3_storage::server() else {
         return;
     };
-    let w = World::new();
-    let src = w.small_tree("src");
-    let dest = w.mkdir("dest");
+    let (w, src, dest) = home();
     let unique = w
         .path()
         .file_name()
